@@ -1,0 +1,55 @@
+"""Sample a fixed prompt list with fixed seeds at each validation and log the grid to TensorBoard."""
+
+from __future__ import annotations
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+
+class ValidationSamples(Callback):
+    """Rank zero only; EMA weights when the model keeps them; the prompts are logged as text."""
+
+    def __init__(
+        self,
+        prompts: list[str],
+        seeds: list[int] | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        scheduler: str = "dpm++",
+        every_n_epochs: int = 1,
+    ) -> None:
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError("ValidationSamples: give one seed per prompt (or no seeds)")
+        self.prompts = list(prompts)
+        self.seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.scheduler = scheduler
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        self._log_samples(trainer, pl_module)
+
+    @rank_zero_only
+    def _log_samples(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        images = pl_module.sample(
+            self.prompts,
+            self.seeds,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            scheduler=self.scheduler,
+        )
+        grid = make_grid(images, nrow=min(len(self.prompts), 8), padding=2, pad_value=1.0)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image"):
+            return
+        step = trainer.global_step
+        experiment.add_image("samples/grid", grid, step)
+        caption = "\n".join(f"{i}. seed {s}: {p}" for i, (p, s) in enumerate(zip(self.prompts, self.seeds)))
+        experiment.add_text("samples/prompts", caption, step)
+        del images
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None

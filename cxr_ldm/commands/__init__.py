@@ -1,0 +1,1 @@
+"""The project's own subcommands of `python -m cxr_ldm`; each module has DESCRIPTION and main(argv)."""

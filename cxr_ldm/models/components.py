@@ -1,0 +1,155 @@
+"""Load the Stable Diffusion components from a diffusers pipeline, or build each from an explicit config.
+
+A component given an explicit config is built from it (random weights: how tests and laptops get tiny
+models); every other component is loaded from `pretrained_model_name_or_path`, a hub id or a local
+diffusers pipeline directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedModel
+
+from cxr_ldm.models.clip_tokenizer import clip_tokenizer
+
+CLIP_TOKENIZER = "clip"  # the `tokenizer` value that builds CLIP's tokenizer offline
+
+
+class ComponentLoadError(RuntimeError):
+    """A component could not be loaded; the message names the path and the fix."""
+
+
+@dataclass
+class DiffusionComponents:
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    text_encoder: PreTrainedModel
+    tokenizer: Any
+    noise_scheduler: DDPMScheduler
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `owner/name`; anything else with a separator, or starting like a path, is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_source(name: str) -> None:
+    """Fail early, naming the path, when a local directory is meant but absent."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ComponentLoadError(f"'{name}' is a file; a diffusers pipeline directory is expected")
+        return
+    if _looks_like_path(name):
+        raise ComponentLoadError(
+            f"pretrained directory '{name}' does not exist: check model.init_args."
+            "pretrained_model_name_or_path (a diffusers pipeline directory or a hub id)"
+        )
+
+
+def _load(loader, name: str, what: str, key: str, **kwargs):
+    try:
+        return loader(name, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise ComponentLoadError(
+            f"could not load the {what} from '{name}' (config key {key}): {error.__class__.__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}\n"
+            "It is neither a complete local directory nor a hub id available offline. On a machine with "
+            f"network access run `huggingface-cli download {name} --local-dir DIR`, then set {key}: DIR."
+        ) from error
+
+
+def load_components(
+    pretrained_model_name_or_path: str | None = None,
+    revision: str | None = None,
+    vae_config: dict | None = None,
+    unet_config: dict | None = None,
+    text_encoder_config: dict | None = None,
+    text_encoder_name_or_path: str | None = None,
+    tokenizer: str | None = None,
+    scheduler_config: dict | None = None,
+) -> DiffusionComponents:
+    """Build or load every component; see the module docstring for the rules."""
+    base = pretrained_model_name_or_path
+    key = "model.init_args.pretrained_model_name_or_path"
+    if base is not None:
+        check_source(base)
+    if text_encoder_name_or_path is not None:
+        check_source(text_encoder_name_or_path)
+
+    def need_base(what: str) -> str:
+        if base is None:
+            raise ComponentLoadError(
+                f"no {what}: give model.init_args.{what}_config, or pretrained_model_name_or_path to load it"
+            )
+        return base
+
+    common = {"revision": revision}
+    if vae_config is not None:
+        vae = AutoencoderKL(**vae_config)
+    else:
+        vae = _load(AutoencoderKL.from_pretrained, need_base("vae"), "VAE", key, subfolder="vae", **common)
+    if unet_config is not None:
+        unet = UNet2DConditionModel(**unet_config)
+    else:
+        unet = _load(
+            UNet2DConditionModel.from_pretrained, need_base("unet"), "U-Net", key, subfolder="unet", **common
+        )
+
+    text_key = "model.init_args.text_encoder_name_or_path"
+    if text_encoder_config is not None:
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config))
+    elif text_encoder_name_or_path is not None:
+        text_encoder = _load(AutoModel.from_pretrained, text_encoder_name_or_path, "text encoder", text_key)
+    else:
+        text_encoder = _load(
+            CLIPTextModel.from_pretrained,
+            need_base("text_encoder"),
+            "text encoder",
+            key,
+            subfolder="text_encoder",
+            **common,
+        )
+
+    if tokenizer == CLIP_TOKENIZER:
+        tok = clip_tokenizer()
+    elif tokenizer is not None:
+        tok = _load(AutoTokenizer.from_pretrained, tokenizer, "tokenizer", "model.init_args.tokenizer")
+    elif text_encoder_name_or_path is not None:
+        tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
+    else:
+        tok = _load(
+            AutoTokenizer.from_pretrained, need_base("tokenizer"), "tokenizer", key, subfolder="tokenizer",
+            **common,
+        )
+
+    if scheduler_config is not None:
+        noise_scheduler = DDPMScheduler(**scheduler_config)
+    elif base is not None:
+        noise_scheduler = _load(
+            DDPMScheduler.from_pretrained, base, "noise scheduler", key, subfolder="scheduler", **common
+        )
+    else:
+        noise_scheduler = DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            clip_sample=False,
+        )
+    return DiffusionComponents(vae, unet, text_encoder, tok, noise_scheduler)
+
+
+def latent_scaling_factor(vae: AutoencoderKL) -> float:
+    return float(getattr(vae.config, "scaling_factor", 0.18215))
+
+
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype

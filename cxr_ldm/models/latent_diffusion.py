@@ -1,0 +1,334 @@
+"""`LatentDiffusion`: Stable Diffusion as a LightningModule with configurable frozen components."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Literal
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.optimization import get_scheduler
+from lightning import LightningModule
+from torch import nn
+
+from cxr_ldm.models.components import latent_scaling_factor, load_components
+from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
+from cxr_ldm.models.ema import EmaWeights
+from cxr_ldm.models.samplers import make_sampler
+from cxr_ldm.models.text_conditioner import TextConditioner
+from cxr_ldm.models.trainable import Trainable, freeze
+
+log = logging.getLogger("cxr_ldm.models")
+
+TRAINABLE_COMPONENTS = ("unet", "text_encoder", "text_projection")
+
+
+class LatentDiffusion(LightningModule):
+    """Fine-tune a latent diffusion model on image / report-text pairs.
+
+    Args:
+        pretrained_model_name_or_path: diffusers pipeline (hub id or local directory) that supplies every
+            component not given an explicit config.
+        revision: hub revision of the pipeline.
+        vae_config: `AutoencoderKL` config; builds a fresh VAE instead of loading one.
+        unet_config: `UNet2DConditionModel` config; builds a fresh U-Net.
+        text_encoder_config: `CLIPTextConfig` fields; builds a fresh CLIP text encoder.
+        text_encoder_name_or_path: any Hugging Face encoder (hub id or directory) replacing CLIP.
+        tokenizer: tokenizer directory or hub id; `clip` builds CLIP's tokenizer offline.
+        scheduler_config: `DDPMScheduler` config for the training noise schedule.
+        prediction_type: override the schedule's target (`epsilon` or `v_prediction`).
+        trainable: components that train (`unet`, `text_encoder`, `text_projection`) with their own
+            learning rate; every component not named here is frozen.
+        snr_gamma: Min-SNR-gamma loss weighting (5.0 is common); None for plain MSE.
+        noise_offset: offset-noise strength (0.05-0.1 helps very dark / bright images).
+        condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
+        ema_decay: keep an EMA of the trained weights with this decay; None disables it.
+        gradient_checkpointing: trade compute for memory in the trained components.
+        nonfinite_loss: `raise` stops the run at a non-finite loss; `skip` skips that step (single process).
+        lr_scheduler: diffusers scheduler name (`constant`, `cosine`, `linear`, ...).
+        lr_warmup_steps: warm-up steps of the learning rate.
+        max_prompt_tokens: token limit of the text encoder (default: the tokenizer's own, 77 for CLIP).
+    """
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path: str | None = None,
+        revision: str | None = None,
+        vae_config: dict | None = None,
+        unet_config: dict | None = None,
+        text_encoder_config: dict | None = None,
+        text_encoder_name_or_path: str | None = None,
+        tokenizer: str | None = None,
+        scheduler_config: dict | None = None,
+        prediction_type: Literal["epsilon", "v_prediction"] | None = None,
+        trainable: dict[str, Trainable] | None = None,
+        snr_gamma: float | None = None,
+        noise_offset: float = 0.0,
+        condition_dropout: float = 0.1,
+        ema_decay: float | None = None,
+        gradient_checkpointing: bool = False,
+        nonfinite_loss: Literal["raise", "skip"] = "raise",
+        lr_scheduler: str = "constant",
+        lr_warmup_steps: int = 0,
+        max_prompt_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        trainable = {"unet": Trainable()} if trainable is None else dict(trainable)
+        unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
+        if unknown:
+            hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
+            raise ValueError(
+                f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
+                f"choose from {list(TRAINABLE_COMPONENTS)}"
+            )
+        if not 0.0 <= condition_dropout < 1.0:
+            raise ValueError("model.init_args.condition_dropout must be in [0, 1)")
+        self.save_hyperparameters()
+        parts = load_components(
+            pretrained_model_name_or_path,
+            revision,
+            vae_config,
+            unet_config,
+            text_encoder_config,
+            text_encoder_name_or_path,
+            tokenizer,
+            scheduler_config,
+        )
+        if prediction_type is not None:
+            parts.noise_scheduler.register_to_config(prediction_type=prediction_type)
+        self.vae = parts.vae
+        self.unet = parts.unet
+        self.text = TextConditioner(
+            parts.text_encoder, parts.tokenizer, self._build_projection(parts), max_prompt_tokens
+        )
+        self.noise_scheduler = parts.noise_scheduler
+        self.trainable = trainable
+        self.snr_gamma = snr_gamma
+        self.noise_offset = noise_offset
+        self.condition_dropout = condition_dropout
+        self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_steps_skipped = 0
+        self.vae_scale = latent_scaling_factor(self.vae)
+
+        for name, module in self.components().items():
+            if name not in trainable:
+                freeze(module)
+            elif gradient_checkpointing:
+                self._enable_checkpointing(module)
+        missing = [name for name in trainable if name not in self.components()]
+        if missing:
+            raise ValueError(f"model.init_args.trainable names {missing}, which this model does not have")
+        self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
+        self._last_ema_step = -1
+
+    # ----------------------------------------------------------------- components and freezing
+    def _build_projection(self, parts) -> nn.Module | None:
+        width = getattr(parts.text_encoder.config, "hidden_size", None)
+        target = parts.unet.config.cross_attention_dim
+        if width is None or width == target:
+            return None
+        raise ValueError(
+            f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}); "
+            "use a matching encoder or a model with a text projection"
+        )
+
+    @staticmethod
+    def _enable_checkpointing(module: nn.Module) -> None:
+        if hasattr(module, "enable_gradient_checkpointing"):
+            module.enable_gradient_checkpointing()
+        elif hasattr(module, "gradient_checkpointing_enable"):
+            module.gradient_checkpointing_enable()
+
+    def components(self) -> dict[str, nn.Module]:
+        """Every component that can be frozen or trained, by its config name."""
+        found = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text.encoder}
+        if self.text.projection is not None:
+            found["text_projection"] = self.text.projection
+        return found
+
+    def trained_named_parameters(self) -> dict[str, nn.Parameter]:
+        return {
+            f"{name}.{pname}": param
+            for name, module in self.components().items()
+            if name in self.trainable
+            for pname, param in module.named_parameters()
+            if param.requires_grad
+        }
+
+    def text_trains(self) -> bool:
+        return any(name in self.trainable for name in ("text_encoder", "text_projection"))
+
+    # ----------------------------------------------------------------- encoding
+    def encode_images(self, batch: dict) -> torch.Tensor:
+        """Scaled latents, from cached posterior parameters when the batch has them."""
+        if "latent_parameters" in batch:
+            latents = DiagonalGaussianDistribution(batch["latent_parameters"]).sample()
+            return latents * self.vae_scale
+        pixels = batch["pixel_values"]
+        if pixels.shape[1] == 1 and self.vae.config.in_channels == 3:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        return latents * self.vae_scale
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        with nullcontext() if self.text_trains() else torch.no_grad():
+            return self.text(prompts)
+
+    def _drop_conditions(self, prompts: list[str]) -> list[str]:
+        if not self.condition_dropout:
+            return list(prompts)
+        drop = torch.rand(len(prompts)) < self.condition_dropout
+        return ["" if dropped else prompt for prompt, dropped in zip(prompts, drop.tolist(), strict=True)]
+
+    # ----------------------------------------------------------------- training
+    def _shared_step(self, batch: dict, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
+        latents = self.encode_images(batch)
+        prompts = batch["prompt"]
+        context = self.encode_prompts(self._drop_conditions(prompts) if stage == "train" else list(prompts))
+        noisy, noise, timesteps = add_training_noise(latents, self.noise_scheduler, self.noise_offset, generator)
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
+        return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.snr_gamma)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            return self._handle_nonfinite(loss, batch, batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
+        return loss
+
+    def _handle_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        ids = batch.get("dicom_id")
+        where = (
+            f"non-finite loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx} "
+            f"(batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+        )
+        if self.nonfinite_loss == "raise":
+            raise FloatingPointError(
+                f"{where}. Lower the learning rate, prefer bf16-mixed over 16-mixed, check the images, "
+                "or set model.init_args.nonfinite_loss: skip to skip such steps."
+            )
+        self.nonfinite_steps_skipped += 1
+        log.warning("skipping step: %s (%d skipped so far)", where, self.nonfinite_steps_skipped)
+        self.log("train/nonfinite_steps_skipped", float(self.nonfinite_steps_skipped))
+        return None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        with self.ema_scope():
+            loss = self._shared_step(batch, "val", generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["prompt"]))
+        return loss
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        with self.ema_scope():
+            loss = self._shared_step(batch, "test", generator)
+        self.log("test/loss", loss, sync_dist=True, batch_size=len(batch["prompt"]))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None and self.global_step != self._last_ema_step:
+            self.ema.update()
+            self._last_ema_step = self.global_step
+
+    def configure_optimizers(self):
+        groups = []
+        for name, settings in self.trainable.items():
+            params = [p for p in self.components()[name].parameters() if p.requires_grad]
+            groups.append(
+                {"params": params, "lr": settings.lr, "weight_decay": settings.weight_decay, "name": name}
+            )
+        optimizer = torch.optim.AdamW(groups)
+        total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
+        scheduler = get_scheduler(
+            self.hparams.lr_scheduler,
+            optimizer,
+            num_warmup_steps=self.hparams.lr_warmup_steps,
+            num_training_steps=int(total) if total and total != float("inf") else None,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- EMA, sampling, export
+    @contextmanager
+    def ema_scope(self, enabled: bool = True) -> Iterator[None]:
+        """Use the EMA weights inside the block when EMA is on."""
+        if self.ema is None or not enabled:
+            yield
+            return
+        with self.ema.swapped_in():
+            yield
+
+    def build_pipeline(self, scheduler: str = "pndm") -> StableDiffusionPipeline:
+        """A diffusers pipeline sharing this model's modules (no copy)."""
+        pipeline = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text.encoder,
+            tokenizer=self.text.tokenizer,
+            unet=self.unet,
+            scheduler=make_sampler(scheduler, self.noise_scheduler.config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        num_inference_steps: int = 75,
+        guidance_scale: float = 4.0,
+        scheduler: str = "pndm",
+        use_ema: bool = True,
+        negative_prompt: str = "",
+    ) -> torch.Tensor:
+        """Generate one image per (prompt, seed): float32 (B, C, H, W) in [0, 1] on the CPU.
+
+        The U-Net runs in the ambient precision; the VAE decodes in float32 so half-precision VAEs
+        cannot produce black images.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError("sample() needs one seed per prompt")
+        was_training = self.unet.training
+        self.unet.eval()
+        self.text.eval()
+        try:
+            with self.ema_scope(use_ema):
+                context = self.text(list(prompts))
+                uncond = self.text([negative_prompt] * len(prompts))
+                generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+                pipeline = self.build_pipeline(scheduler)
+                latents = pipeline(
+                    prompt_embeds=context.to(self.unet.dtype),
+                    negative_prompt_embeds=uncond.to(self.unet.dtype),
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    generator=generators,
+                    output_type="latent",
+                ).images
+                return self.decode_latents(latents)
+        finally:
+            if was_training:
+                self.unet.train()
+                self.text.train()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        device_type = latents.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            vae_dtype = self.vae.dtype
+            if vae_dtype != torch.float32:
+                self.vae.float()
+            try:
+                images = self.vae.decode(latents.float() / self.vae_scale).sample
+            finally:
+                if vae_dtype != torch.float32:
+                    self.vae.to(vae_dtype)
+        return ((images.float() + 1) / 2).clamp(0, 1).cpu()

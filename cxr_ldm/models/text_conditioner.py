@@ -1,0 +1,55 @@
+"""Prompt text to the U-Net's cross-attention context: tokenizer, encoder and an optional projection."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TextConditioner(nn.Module):
+    """Encode prompts into a (batch, tokens, width) context for the U-Net.
+
+    CLIP encoders are used as Stable Diffusion uses them (last hidden state, fixed 77-token padding, no
+    attention mask). Other encoders (BERT family) get their attention mask, and a `projection` maps their
+    width to the U-Net's `cross_attention_dim` when the two differ.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer,
+        projection: nn.Module | None = None,
+        max_length: int | None = None,
+        use_attention_mask: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.projection = projection
+        self.max_length = int(max_length or min(getattr(tokenizer, "model_max_length", 77), 512))
+        model_type = getattr(getattr(encoder, "config", None), "model_type", "")
+        self.use_attention_mask = (
+            use_attention_mask if use_attention_mask is not None else not model_type.startswith("clip")
+        )
+
+    def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = attention_mask if self.use_attention_mask else None
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask)[0]
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        return hidden
+
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenize(prompts)
+        device = next(self.encoder.parameters()).device
+        mask = tokens.get("attention_mask")
+        return self.encode_tokens(tokens["input_ids"].to(device), None if mask is None else mask.to(device))
