@@ -48,6 +48,18 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _config_error_in(error: BaseException) -> BaseException | None:
+    from cxr_ldm.errors import ConfigError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -57,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     if command in LIGHTNING_COMMANDS:
         from cxr_ldm.cli import run_lightning_cli
 
-        run_lightning_cli([command, *rest])
+        try:
+            run_lightning_cli([command, *rest])
+        except Exception as error:  # a config mistake may arrive wrapped by the argument parser
+            cause = _config_error_in(error)
+            if cause is None:
+                raise
+            print(f"cxr_ldm {command}: error: {cause}", file=sys.stderr)
+            return 2
         return 0
     if command in TOOL_COMMANDS:
         module = _load_tool(command)

@@ -1,5 +1,6 @@
-"""Callbacks that run during `fit`: sample grids and evaluations."""
+"""Callbacks that run during `fit`: resumable checkpoints, sample grids and evaluations."""
 
+from cxr_ldm.callbacks.run_checkpoint import RunCheckpoint
 from cxr_ldm.callbacks.validation_samples import ValidationSamples
 
-__all__ = ["ValidationSamples"]
+__all__ = ["RunCheckpoint", "ValidationSamples"]

@@ -28,6 +28,8 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {out} ({'EMA' if args.ema else 'raw'} weights); load it with "
-          f"diffusers.StableDiffusionPipeline.from_pretrained('{out}')")
+    print(
+        f"wrote {out} ({'EMA' if args.ema else 'raw'} weights); load it with "
+        f"diffusers.StableDiffusionPipeline.from_pretrained('{out}')"
+    )
     return 0

@@ -30,10 +30,14 @@ POLICY_HINT = "or set data.bad_sample_policy=skip to skip such files"
 class BadSampleError(ValueError):
     """An input file (image, report or metadata row) that cannot be used; the message names it and the fix."""
 
-    def __init__(self, path: str | os.PathLike, reason: str, kind: str = "image") -> None:
+    def __init__(self, path: str | os.PathLike, reason: str | None = None, kind: str = "image") -> None:
         self.path = str(path)
-        self.reason = reason
+        self.reason = reason or ""
         self.kind = kind
+        if reason is None:
+            # One-argument form: DataLoader workers re-raise an error as type(error)(message).
+            super().__init__(self.path)
+            return
         fix = FIXES.get(kind, "fix or remove it")
         super().__init__(f"bad {kind} file {self.path}: {reason}; {fix}, {POLICY_HINT}")
 

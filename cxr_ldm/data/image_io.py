@@ -39,7 +39,11 @@ def square_image(image: Image.Image, size: int, resize: ResizePolicy = "pad") ->
         left, top = (width - side) / 2, (height - side) / 2
         return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
     new_w, new_h = _scaled_size(width, height, size, "pad")
-    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR) if (new_w, new_h) != (width, height) else image
+    resized = (
+        image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        if (new_w, new_h) != (width, height)
+        else image
+    )
     if (new_w, new_h) == (size, size):
         return resized
     canvas = Image.new("L", (size, size), 0)
@@ -76,10 +80,13 @@ def load_gray(path: str | os.PathLike, size: int, resize: ResizePolicy = "pad") 
     except BadSampleError:
         raise
     except Exception as error:  # PIL and pydicom raise many types for broken files
-        raise BadSampleError(path, f"cannot decode image ({type(error).__name__}: {error})", "image") from error
+        raise BadSampleError(
+            path, f"cannot decode image ({type(error).__name__}: {error})", "image"
+        ) from error
 
 
 def to_model_tensor(gray: np.ndarray, channels: int = 3) -> torch.Tensor:
     """uint8 (H, W) -> float32 (C, H, W) in [-1, 1], grayscale repeated over `channels`."""
-    tensor = torch.from_numpy(np.ascontiguousarray(gray)).to(torch.float32).div_(127.5).sub_(1.0)
+    scaled = np.asarray(gray, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+    tensor = torch.from_numpy(scaled)
     return tensor.unsqueeze(0).expand(channels, -1, -1).contiguous()

@@ -28,17 +28,21 @@ _PLACEHOLDER = re.compile(r"<(\w+)>")
 
 def positive_findings(labels: np.ndarray, names: Sequence[str] = CHEXPERT_LABELS) -> list[str]:
     """Lower-case names of the labels equal to 1, leaving out "No Finding"."""
-    return [name.lower() for name, value in zip(names, labels, strict=True) if value == 1.0 and name != "No Finding"]
+    return [
+        name.lower()
+        for name, value in zip(names, labels, strict=True)
+        if value == 1.0 and name != "No Finding"
+    ]
 
 
 def label_prompt(labels: np.ndarray, names: Sequence[str] = CHEXPERT_LABELS) -> str:
-    """"pleural effusion, cardiomegaly" style prompt; "normal" when nothing is positive."""
+    """ "pleural effusion, cardiomegaly" style prompt; "normal" when nothing is positive."""
     found = positive_findings(labels, names)
     return ", ".join(found) if found else NORMAL_WORD
 
 
 def join_words(words: Sequence[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
+    """ "a", "a and b", "a, b and c"."""
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " and " + words[-1]
@@ -48,7 +52,9 @@ def validate_template(template: str) -> None:
     """Reject templates that use unknown placeholders or unbalanced braces."""
     unknown = sorted(set(_PLACEHOLDER.findall(template)) - set(PLACEHOLDERS))
     if unknown:
-        raise ValueError(f"prompt_template uses unknown placeholders {unknown}; allowed: {list(PLACEHOLDERS)}")
+        raise ValueError(
+            f"prompt_template uses unknown placeholders {unknown}; allowed: {list(PLACEHOLDERS)}"
+        )
     stripped = _OPTIONAL.sub("", template)
     if "{" in stripped or "}" in stripped:
         raise ValueError(f"prompt_template has unbalanced or nested braces: {template!r}")

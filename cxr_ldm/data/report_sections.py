@@ -74,6 +74,7 @@ KNOWN_HEADERS: frozenset[str] = frozenset(
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ,/&()'\-]{0,40}?)\s*:(.*)$")
 _UNDERSCORES = re.compile(r"_{2,}")
 _SPACES = re.compile(r"\s+")
+_RULE = re.compile(r"^[_=\-*]{5,}$")
 # "___ ___ 9:15 AM" at the start of a wet read: who read it and when.
 _WET_READ_STAMP = re.compile(r"^(?:___\s*)+(?:\d{1,2}:\d{2}\s*(?:[AP]\.?M\.?)?)?\s*", re.IGNORECASE)
 
@@ -143,11 +144,15 @@ class ReportSections:
 
     @property
     def last_paragraph(self) -> str:
-        """The last paragraph outside metadata sections (exam, indication, technique, comparison ...)."""
+        """The last paragraph that is not the text of a metadata header (exam, indication, comparison ...)."""
         for section in reversed(self.sections):
-            if section.name in METADATA_HEADERS or section.name in WET_READ_HEADERS:
+            paragraphs = section.paragraphs
+            if section.name in WET_READ_HEADERS:
                 continue
-            for paragraph in reversed(section.paragraphs):
+            if section.name in METADATA_HEADERS:
+                # A metadata header owns its first paragraph; text after a blank line is free text.
+                paragraphs = paragraphs[1:]
+            for paragraph in reversed(paragraphs):
                 text = normalise_text(paragraph)
                 if text:
                     return text
@@ -192,7 +197,10 @@ def parse_report(text: str) -> ReportSections:
         if not line:
             flush()
             continue
-        if line.upper().startswith("FINAL REPORT") and sections[-1].name is None and not current:
+        if _RULE.match(line) or line.upper() == "FINAL REPORT":
+            # A rule or the FINAL REPORT banner closes whatever came before (e.g. a wet read above it).
+            flush()
+            sections.append(Section(None))
             continue
         header = _header_name(raw)
         if header is not None:

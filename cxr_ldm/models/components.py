@@ -16,12 +16,13 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedModel
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.clip_tokenizer import clip_tokenizer
 
 CLIP_TOKENIZER = "clip"  # the `tokenizer` value that builds CLIP's tokenizer offline
 
 
-class ComponentLoadError(RuntimeError):
+class ComponentLoadError(ConfigError):
     """A component could not be loaded; the message names the path and the fix."""
 
 
@@ -56,7 +57,7 @@ def check_source(name: str) -> None:
 def _load(loader, name: str, what: str, key: str, **kwargs):
     try:
         return loader(name, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         raise ComponentLoadError(
             f"could not load the {what} from '{name}' (config key {key}): {error.__class__.__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}\n"
@@ -125,7 +126,11 @@ def load_components(
         tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
     else:
         tok = _load(
-            AutoTokenizer.from_pretrained, need_base("tokenizer"), "tokenizer", key, subfolder="tokenizer",
+            AutoTokenizer.from_pretrained,
+            need_base("tokenizer"),
+            "tokenizer",
+            key,
+            subfolder="tokenizer",
             **common,
         )
 

@@ -14,6 +14,7 @@ from diffusers.optimization import get_scheduler
 from lightning import LightningModule
 from torch import nn
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import latent_scaling_factor, load_components
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.ema import EmaWeights
@@ -80,12 +81,12 @@ class LatentDiffusion(LightningModule):
         unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
         if unknown:
             hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
-            raise ValueError(
+            raise ConfigError(
                 f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
                 f"choose from {list(TRAINABLE_COMPONENTS)}"
             )
         if not 0.0 <= condition_dropout < 1.0:
-            raise ValueError("model.init_args.condition_dropout must be in [0, 1)")
+            raise ConfigError("model.init_args.condition_dropout must be in [0, 1)")
         self.save_hyperparameters()
         parts = load_components(
             pretrained_model_name_or_path,
@@ -120,9 +121,8 @@ class LatentDiffusion(LightningModule):
                 self._enable_checkpointing(module)
         missing = [name for name in trainable if name not in self.components()]
         if missing:
-            raise ValueError(f"model.init_args.trainable names {missing}, which this model does not have")
+            raise ConfigError(f"model.init_args.trainable names {missing}, which this model does not have")
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
-        self._last_ema_step = -1
 
     # ----------------------------------------------------------------- components and freezing
     def _build_projection(self, parts) -> nn.Module | None:
@@ -130,7 +130,7 @@ class LatentDiffusion(LightningModule):
         target = parts.unet.config.cross_attention_dim
         if width is None or width == target:
             return None
-        raise ValueError(
+        raise ConfigError(
             f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}); "
             "use a matching encoder or a model with a text projection"
         )
@@ -189,7 +189,9 @@ class LatentDiffusion(LightningModule):
         latents = self.encode_images(batch)
         prompts = batch["prompt"]
         context = self.encode_prompts(self._drop_conditions(prompts) if stage == "train" else list(prompts))
-        noisy, noise, timesteps = add_training_noise(latents, self.noise_scheduler, self.noise_offset, generator)
+        noisy, noise, timesteps = add_training_noise(
+            latents, self.noise_scheduler, self.noise_offset, generator
+        )
         prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
         target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
         return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.snr_gamma)
@@ -231,10 +233,11 @@ class LatentDiffusion(LightningModule):
         self.log("test/loss", loss, sync_dist=True, batch_size=len(batch["prompt"]))
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None and self.global_step != self._last_ema_step:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # EMA follows each real optimizer step, before any callback (checkpointing) sees the step end.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
             self.ema.update()
-            self._last_ema_step = self.global_step
 
     def configure_optimizers(self):
         groups = []

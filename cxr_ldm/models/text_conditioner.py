@@ -41,7 +41,9 @@ class TextConditioner(nn.Module):
             return_tensors="pt",
         )
 
-    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mask = attention_mask if self.use_attention_mask else None
         hidden = self.encoder(input_ids=input_ids, attention_mask=mask)[0]
         if self.projection is not None:

@@ -1,0 +1,294 @@
+"""LightningDataModule for MIMIC-CXR(-JPG) images with report-derived prompts and CheXpert labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
+from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
+from cxr_ldm.data.mimic_dataset import MimicCxrDataset
+from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
+
+LOGGER = logging.getLogger("cxr_ldm.data")
+
+
+def default_cache_dir() -> Path:
+    """$CXR_LDM_CACHE, else $XDG_CACHE_HOME/cxr_ldm, else ~/.cache/cxr_ldm."""
+    if os.environ.get("CXR_LDM_CACHE"):
+        return Path(os.environ["CXR_LDM_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "cxr_ldm"
+
+
+class MimicCxrDataModule(LightningDataModule):
+    """MIMIC-CXR images paired with report text and CheXpert labels, in the project's batch contract.
+
+    The index (filters, split, labels, prompts) is built once by `prepare_data` (local rank 0) into
+    `cache_dir/mimic-index-<key>/`, where the key hashes every option that changes it and the CSVs' size and
+    mtime; every rank reads it in `setup`. Items are dicts with pixel_values (C, H, W) in [-1, 1], prompt,
+    labels (14,), dicom_id, study_id, subject_id and view.
+
+    Args:
+        root: Folder with `files/p1X/...` images and the `mimic-cxr-2.0.0-*.csv.gz` tables.
+        reports_root: Folder with `files/p1X/p<subject>/s<study>.txt` reports, if not under `root`.
+        views: ViewPositions to keep, e.g. [PA] or [PA, AP, LATERAL]; LAT and LL mean LATERAL; [ALL] keeps all.
+        text_section: Report section used as text: impression, findings or impression_or_findings.
+        prompt_mode: report (the section text), labels ("pleural effusion, cardiomegaly" or "normal"),
+            or template (`prompt_template`).
+        prompt_template: Template for prompt_mode=template; placeholders <findings>, <section>, <view>;
+            a `{...}` part is dropped when a placeholder in it is empty.
+        min_chars: Drop images whose section text is shorter than this.
+        max_chars: Drop images whose section text is longer than this; null for no limit.
+        max_tokens: Drop images whose section text has more tokens (special tokens included); needs `tokenizer`.
+        tokenizer: Local path (or cached hub id) of a transformers tokenizer used for `max_tokens` and the
+            token-length histogram; nothing is downloaded if it is a local path.
+        no_finding_cap: Keep exactly this many "No Finding" studies (or images) per capped split, seeded;
+            null for no cap.
+        no_finding_cap_unit: What the cap counts: study (report) or image.
+        no_finding_cap_splits: Splits the cap applies to.
+        split: official (the split CSV) or seeded (patient-level split with `split_ratios` and `seed`).
+        split_ratios: Train, validate, test fractions for split=seeded.
+        label_source: chexpert or negbio label CSV.
+        uncertain_policy: Uncertain (-1) labels become zero, one, or ignore (NaN, for masked losses).
+        blank_policy: Blank (not mentioned) labels become zero or ignore (NaN).
+        image_size: Side of the square images.
+        resize: pad (letterbox the whole image with black) or center_crop (crop the centre square).
+        channels: 3 (grayscale repeated, for the Stable Diffusion VAE) or 1 (classifiers).
+        image_suffix: .jpg for MIMIC-CXR-JPG, .dcm for the DICOM release.
+        batch_size: Training batch size per process.
+        eval_batch_size: Validation/test batch size; defaults to batch_size.
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory; null pins when CUDA is available.
+        seed: Seed of the No Finding cap, the seeded split and the limits.
+        bad_sample_policy: skip (skip and report bad files) or raise (stop at the first bad file).
+        check_images: Check at index time that every image file exists and is not empty.
+        max_images: Per-split image limits after all filters, e.g. {train: 1100}; seeded.
+        cache_dir: Where the index and image cache live; default $CXR_LDM_CACHE or ~/.cache/cxr_ldm.
+        image_cache: Build (once) and read a memory-mapped uint8 cache of the resized images.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        reports_root: str | None = None,
+        views: list[str] = ["PA"],  # noqa: B006 - copied, never mutated; a list shows best in --help
+        text_section: Literal["impression", "findings", "impression_or_findings"] = "impression",
+        prompt_mode: Literal["report", "labels", "template"] = "report",
+        prompt_template: str = "a photo of a lung x-ray{ with <findings>}",
+        min_chars: int = 7,
+        max_chars: int | None = 77,
+        max_tokens: int | None = None,
+        tokenizer: str | None = None,
+        no_finding_cap: int | None = 10005,
+        no_finding_cap_unit: Literal["study", "image"] = "study",
+        no_finding_cap_splits: list[Literal["train", "validate", "test"]] | None = None,
+        split: Literal["official", "seeded"] = "official",
+        split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        label_source: Literal["chexpert", "negbio"] = "chexpert",
+        uncertain_policy: Literal["zero", "one", "ignore"] = "zero",
+        blank_policy: Literal["zero", "ignore"] = "zero",
+        image_size: int = 512,
+        resize: Literal["pad", "center_crop"] = "pad",
+        channels: int = 3,
+        image_suffix: str = ".jpg",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool | None = None,
+        seed: int = 0,
+        bad_sample_policy: Literal["skip", "raise"] = "skip",
+        check_images: bool = True,
+        max_images: dict[str, int] | None = None,
+        cache_dir: str | None = None,
+        image_cache: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        if bad_sample_policy not in ("skip", "raise"):
+            raise ValueError(f"bad_sample_policy must be skip or raise, got {bad_sample_policy!r}")
+        if resize not in ("pad", "center_crop"):
+            raise ValueError(f"resize must be pad or center_crop, got {resize!r}")
+        for name, value in (("text_section", text_section), ("prompt_mode", prompt_mode)):
+            allowed = {"text_section": ("impression", "findings", "impression_or_findings"),
+                       "prompt_mode": ("report", "labels", "template")}[name]  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.options = IndexOptions(
+            root=str(root),
+            reports_root=reports_root,
+            views=list(views),
+            text_section=text_section,
+            prompt_mode=prompt_mode,
+            prompt_template=prompt_template,
+            min_chars=min_chars,
+            max_chars=max_chars,
+            max_tokens=max_tokens,
+            tokenizer=tokenizer,
+            no_finding_cap=no_finding_cap,
+            no_finding_cap_unit=no_finding_cap_unit,
+            no_finding_cap_splits=list(no_finding_cap_splits or ["train"]),
+            split=split,
+            split_ratios=list(split_ratios),
+            label_source=label_source,
+            uncertain_policy=uncertain_policy,
+            blank_policy=blank_policy,
+            image_suffix=image_suffix,
+            check_images=check_images,
+            max_images=dict(max_images) if max_images else None,
+            seed=seed,
+        )
+        self.image_size = image_size
+        self.resize = resize
+        self.channels = channels
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.bad_sample_policy = bad_sample_policy
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.use_image_cache = image_cache
+        self.index: pd.DataFrame | None = None
+        self.index_skipped: list[SkippedSample] = []
+        self.datasets: dict[str, MimicCxrDataset] = {}
+        self.load_skips: SkipLog | None = None
+
+    # ------------------------------------------------------------------ caches
+    def index_folder(self) -> Path:
+        """cache_dir/mimic-index-<key>: changes whenever an option or a CSV that shapes the index changes."""
+        return self.cache_dir / f"mimic-index-{self.options.key()}"
+
+    def image_cache_folder(self) -> Path:
+        key = image_cache_key(self.options.key(), self.image_size, self.resize)
+        return self.index_folder() / f"images-{key}"
+
+    def build_index(self) -> BuiltIndex:
+        """Build the index now (no caching); `prepare` and `prepare_data` use this."""
+        return build_index(self.options, self.bad_sample_policy)
+
+    def prepare_data(self) -> None:
+        """Build the index (and the image cache if asked) once; later runs with the same key reuse them."""
+        folder = self.index_folder()
+        if not (folder / INDEX_FILE).is_file():
+            LOGGER.info("building the MIMIC-CXR index in %s", folder)
+            built = self.build_index()
+            built.write(folder)
+            self._log_index_skips(built.skipped, folder)
+        if self.use_image_cache and not image_cache_ready(self.image_cache_folder()):
+            frame = read_index(folder).frame
+            LOGGER.info("building the image cache of %d images in %s", len(frame), self.image_cache_folder())
+            build_image_cache(
+                [self.options.images_dir / p for p in frame["path"]],
+                self.image_cache_folder(),
+                self.image_size,
+                self.resize,
+                self.bad_sample_policy,
+                SkipLog(self.image_cache_folder() / "skips"),
+            )
+
+    @staticmethod
+    def _log_index_skips(skipped: list[SkippedSample], folder: Path) -> None:
+        if skipped:
+            LOGGER.warning(
+                "index build skipped %d bad files; list in %s", len(skipped), folder / "skipped.csv"
+            )
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Read the index built by prepare_data (building it here if prepare_data was not called)."""
+        if self.index is not None:
+            return
+        folder = self.index_folder()
+        if not (folder / INDEX_FILE).is_file():
+            self.prepare_data()
+        built = read_index(folder)
+        self.index = built.frame
+        self.index_skipped = built.skipped
+        self.summary = built.summary
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.load_skips = SkipLog(tempfile.mkdtemp(prefix="load-skips-", dir=folder))
+        cache = None
+        if self.use_image_cache:
+            if not image_cache_ready(self.image_cache_folder()):
+                self.prepare_data()
+            cache = ImageCache(self.image_cache_folder())
+        for split in ("train", "validate", "test"):
+            rows = np.flatnonzero(self.index["split"].to_numpy() == split)
+            self.datasets[split] = MimicCxrDataset(
+                self.index.iloc[rows].reset_index(drop=True),
+                self.options.images_dir,
+                image_size=self.image_size,
+                resize=self.resize,
+                channels=self.channels,
+                bad_sample_policy=self.bad_sample_policy,
+                skip_log=self.load_skips,
+                image_cache=cache,
+                cache_rows=rows,
+            )
+        LOGGER.info(
+            "MIMIC-CXR index %s: %s images (train/validate/test), %d files skipped at index time",
+            folder.name,
+            "/".join(str(len(self.datasets[s])) for s in ("train", "validate", "test")),
+            len(self.index_skipped),
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # Under DDP Lightning swaps in a DistributedSampler, so each rank gets its own shard per epoch.
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validate", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    # ------------------------------------------------------------------ bad files
+    @property
+    def skipped(self) -> list[SkippedSample]:
+        """Every file skipped so far: at index time and, across DataLoader workers, at load time."""
+        loaded = self.load_skips.records() if self.load_skips is not None else []
+        return [*self.index_skipped, *loaded]
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Report the load-time skips at the end of fit/validate/test (each also logged when it happened)."""
+        if self.load_skips is None:
+            return
+        loaded = self.load_skips.records()
+        if loaded:
+            LOGGER.warning(
+                "%d image files could not be decoded and were skipped during %s:\n%s",
+                len(loaded),
+                stage or "this run",
+                "\n".join(f"  {s.path}: {s.reason}" for s in loaded),
+            )

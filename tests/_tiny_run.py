@@ -1,0 +1,55 @@
+"""Shared helpers for tests that run `python -m cxr_ldm fit` on the tiny config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr_ldm.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def write_pairs(root: Path, count: int = 12, size: int = 40) -> Path:
+    """A small image/prompt folder (ImageTextFolderDataModule layout)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = ["file_name,prompt"]
+    for index in range(count):
+        pixels = (rng.random((size, size)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{index}.png")
+        rows.append(f"{index}.png,{'normal' if index % 2 else 'pleural effusion'}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def fit_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(TINY),
+        "--data",
+        "cxr_ldm.data.image_text_folder.ImageTextFolderDataModule",
+        "--data.root",
+        str(data_root),
+        "--data.image_size",
+        "32",
+        "--data.batch_size",
+        "4",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+
+
+def run_fit(run_dir: Path, data_root: Path, *extra: str) -> Path:
+    """Run fit in-process; return the checkpoint folder."""
+    assert main(fit_args(run_dir, data_root, *extra)) == 0
+    return run_dir / "checkpoints"

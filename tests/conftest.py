@@ -1,0 +1,33 @@
+"""Shared fixtures: phantom MIMIC-CXR trees built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PHANTOM_STUDIES = 120
+PHANTOM_SIZE = 64
+PHANTOM_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean phantom tree (120 studies, 64 px wide, seed 0); read-only for tests."""
+    from cxr_ldm.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    generate_phantom(root, PHANTOM_STUDIES, PHANTOM_SIZE, PHANTOM_SEED, progress=False, workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def corrupt_phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same size as `phantom_root` but with 10% of studies damaged; faults are in phantom-manifest.json."""
+    from cxr_ldm.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom_corrupt")
+    generate_phantom(
+        root, PHANTOM_STUDIES, PHANTOM_SIZE, PHANTOM_SEED, corrupt=0.1, progress=False, workers=1
+    )
+    return root

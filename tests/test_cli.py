@@ -1,0 +1,96 @@
+"""The command line: help lists every command; bad configs fail before training, naming key or path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from _tiny_run import ROOT, fit_args, write_pairs
+
+from cxr_ldm.__main__ import TOOL_COMMANDS, main
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cxr_ldm", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        timeout=300,
+    )
+
+
+def test_help_lists_all_commands():
+    result = _run("--help")
+    assert result.returncode == 0
+    for name in ["fit", "validate", "test", "predict", *TOOL_COMMANDS]:
+        assert f"  {name} " in result.stdout
+
+
+def test_unknown_command_is_an_error(capsys):
+    assert main(["trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_print_config_resolves_tiny_config(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(ROOT / "configs" / "tiny.yaml"), "--print_config"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: cxr_ldm.models.LatentDiffusion" in printed and "cross_attention_dim: 32" in printed
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("pairs"), count=6)
+
+
+def _fails_naming(args: list[str], capsys, *needles: str) -> None:
+    try:
+        code = main(args)
+    except SystemExit as stop:
+        code = stop.code
+    assert code not in (0, None)
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_misspelled_key_names_the_key(tmp_path, pairs, capsys):
+    _fails_naming(fit_args(tmp_path, pairs, "--model.init_args.ema_decai", "0.9"), capsys, "ema_decai")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_pretrained_directory_names_the_path(tmp_path, pairs, capsys):
+    missing = str(tmp_path / "no-such-pipeline")
+    args = fit_args(
+        tmp_path,
+        pairs,
+        "--model.init_args.pretrained_model_name_or_path",
+        missing,
+        "--model.init_args.unet_config",
+        "null",
+    )
+    _fails_naming(args, capsys, missing, "does not exist")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, pairs, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = fit_args(
+        tmp_path,
+        pairs,
+        "--model.init_args.pretrained_model_name_or_path",
+        "CompVis/stable-diffusion-v1-4",
+        "--model.init_args.unet_config",
+        "null",
+    )
+    _fails_naming(args, capsys, "CompVis/stable-diffusion-v1-4", "huggingface-cli download")
+
+
+def test_vae_cannot_be_trained_through_the_diffusion_loss(tmp_path, pairs, capsys):
+    args = fit_args(tmp_path, pairs, "--model.init_args.trainable", '{"vae": {"lr": 1e-4}}')
+    _fails_naming(args, capsys, "trainable", "vae")

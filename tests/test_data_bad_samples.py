@@ -1,0 +1,117 @@
+"""Bad files: with `skip` they are skipped, counted and reported with path and reason; with `raise` the
+first one stops the run with a BadSampleError naming it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from test_data_tree import REPORT_PLAIN, Study, dicom, write_tree
+
+from cxr_ldm.data import BadSampleError, MimicCxrDataModule
+
+GOOD = REPORT_PLAIN.format(impression="No acute cardiopulmonary process.")
+
+
+def corrupt_studies() -> list[Study]:
+    studies = [
+        Study(10000000 + i, 50000000 + i, [(dicom(i), "PA", "train")], GOOD, {"No Finding": 1.0})
+        for i in range(6)
+    ]
+    studies += [
+        Study(11000001, 51000001, [(dicom(101), "PA", "train")], None),  # missing report
+        Study(
+            11000002, 51000002, [(dicom(102), "PA", "train")], b"\xff\xfe IMPRESSION: \x80\x81 clear lungs\n"
+        ),
+        Study(11000003, 51000003, [(dicom(103), "P A ???", "train")], GOOD),  # bad view row
+        Study(11000004, 51000004, [(dicom(104), "PA", "train")], GOOD, image_kind={dicom(104): "missing"}),
+        Study(11000005, 51000005, [(dicom(105), "PA", "train")], GOOD, image_kind={dicom(105): "empty"}),
+        Study(11000006, 51000006, [(dicom(106), "PA", "train")], GOOD, image_kind={dicom(106): "truncated"}),
+    ]
+    return studies
+
+
+EXPECTED = {
+    "s51000001.txt": "report file not found",
+    "s51000002.txt": "report is not valid UTF-8",
+    f"dicom_id {dicom(103)}": "unknown ViewPosition",
+    f"{dicom(104)}.jpg": "image file not found",
+    f"{dicom(105)}.jpg": "image file is empty",
+    f"{dicom(106)}.jpg": "cannot decode image",
+}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("corrupt"), corrupt_studies())
+
+
+def _match(skipped) -> dict[str, str]:
+    found = {}
+    for name, reason in EXPECTED.items():
+        hits = [s for s in skipped if s.path.endswith(name) or name in s.path]
+        assert len(hits) == 1, f"{name} not reported exactly once in {skipped}"
+        assert reason in hits[0].reason
+        found[name] = hits[0].stage
+    return found
+
+
+def test_skip_completes_an_epoch_and_reports_every_file(tree: Path, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="cxr_ldm.data")
+    datamodule = MimicCxrDataModule(
+        root=str(tree),
+        cache_dir=str(tmp_path),
+        image_size=16,
+        batch_size=2,
+        num_workers=2,
+        no_finding_cap=None,
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.datasets["train"]) == 7  # six good images + the truncated one (found at load time)
+    seen = [d for batch in datamodule.train_dataloader() for d in batch["dicom_id"]]
+    assert len(seen) == 7 and dicom(106) not in seen  # the bad row was replaced by the next good one
+    stages = _match(datamodule.skipped)
+    assert stages[f"{dicom(106)}.jpg"] == "load" and stages["s51000001.txt"] == "index"
+    datamodule.teardown("fit")
+    logged = caplog.text
+    for name in EXPECTED:
+        assert name in logged  # index-time skips logged when found, load-time ones by teardown
+    skipped_csv = (datamodule.index_folder() / "skipped.csv").read_text()
+    assert "s51000001.txt" in skipped_csv and "unknown ViewPosition" in skipped_csv
+
+
+def test_skip_in_prepare_command(tree: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from cxr_ldm.commands.prepare import main
+
+    assert (
+        main(["--data.root", str(tree), "--out", str(tmp_path / "out"), "--data.no_finding_cap", "null"]) == 0
+    )
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["skipped"]["count"] == 5  # the truncated JPEG is only found when decoding
+    assert "s51000002.txt" in capsys.readouterr().out
+
+
+def test_raise_at_index_time_names_the_file(tree: Path, tmp_path: Path) -> None:
+    datamodule = MimicCxrDataModule(
+        root=str(tree), cache_dir=str(tmp_path), bad_sample_policy="raise", num_workers=0
+    )
+    with pytest.raises(BadSampleError, match=r"unknown ViewPosition.*bad_sample_policy=skip") as error:
+        datamodule.prepare_data()
+    assert dicom(103) in str(error.value) and "metadata.csv.gz" in str(error.value)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_raise_at_load_time_names_the_file(tmp_path: Path, workers: int) -> None:
+    studies = [s for s in corrupt_studies() if s.study_id < 51000001 or s.study_id == 51000006]
+    tree = write_tree(tmp_path / "tree", studies)
+    datamodule = MimicCxrDataModule(
+        root=str(tree), cache_dir=str(tmp_path), bad_sample_policy="raise", num_workers=workers,
+        image_size=16, batch_size=7, no_finding_cap=None,
+    )  # fmt: skip
+    datamodule.setup("fit")
+    with pytest.raises(BadSampleError, match=rf"{dicom(106)}\.jpg.*re-download it"):
+        next(iter(datamodule.train_dataloader()))

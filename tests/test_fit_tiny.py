@@ -1,0 +1,134 @@
+"""End-to-end `fit` on tiny components: freezing contract, resume, non-finite losses, TensorBoard output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _tiny_run import fit_args, run_fit, write_pairs
+from lightning import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cxr_ldm.__main__ import main
+from cxr_ldm.models import LatentDiffusion
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pairs):
+    run = tmp_path_factory.mktemp("run")
+    return run, run_fit(run, pairs)
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_frozen_components_unchanged_trained_changed(trained):
+    run, checkpoints = trained
+    start = _state(checkpoints / "epoch=0-step=2.ckpt")["state_dict"]
+    end = _state(checkpoints / "last.ckpt")["state_dict"]
+    assert _state(checkpoints / "last.ckpt")["global_step"] == 4
+    frozen = [k for k in end if k.startswith(("vae.", "text.encoder."))]
+    trained_keys = [k for k in end if k.startswith("unet.")]
+    assert frozen and trained_keys
+    for key in frozen:
+        assert torch.equal(start[key], end[key]), key
+    assert any(not torch.equal(start[k], end[k]) for k in trained_keys)
+    # a frozen component is stored once: no EMA shadow and no optimizer state for it
+    assert not any(k.startswith("ema.") and "vae" in k for k in end)
+
+
+def test_optimizer_holds_only_trained_parameters(trained):
+    _, checkpoints = trained
+    checkpoint = _state(checkpoints / "last.ckpt")
+    model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
+    unet_params = sum(1 for p in model.unet.parameters())
+    (optimizer,) = checkpoint["optimizer_states"]
+    assert [g["name"] for g in optimizer["param_groups"]] == ["unet"]
+    assert len(optimizer["param_groups"][0]["params"]) == unet_params
+    assert len(optimizer["state"]) == unet_params
+    ema_shadows = [k for k in checkpoint["state_dict"] if k.startswith("ema.shadow_")]
+    assert len(ema_shadows) == unet_params
+
+
+class _Probe(Callback):
+    """Records the state a resumed run starts from."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.global_step = trainer.global_step
+        self.ema_updates = int(pl_module.ema.num_updates)
+        self.ema_first = pl_module.ema.shadows()[0].clone()
+        optimizer = trainer.optimizers[0]
+        self.adam_step = int(next(iter(optimizer.state.values()))["step"])
+        self.unet_training = pl_module.unet.training
+        self.vae_training = pl_module.vae.training
+        self.text_training = pl_module.text.encoder.training
+
+
+def test_resume_continues_step_ema_and_optimizer(tmp_path, pairs, monkeypatch):
+    run = tmp_path / "run"
+    checkpoints = run_fit(run, pairs, "--trainer.max_steps", "2")
+    saved = _state(checkpoints / "last.ckpt")
+    probe = _Probe()
+    import cxr_ldm.cli as cli
+
+    original = cli.CxrLdmCLI.before_fit if hasattr(cli.CxrLdmCLI, "before_fit") else None
+
+    def add_probe(self):
+        self.trainer.callbacks.append(probe)
+        if original:
+            original(self)
+
+    monkeypatch.setattr(cli.CxrLdmCLI, "before_fit", add_probe, raising=False)
+    assert main(fit_args(run, pairs, "--trainer.max_steps", "4", "--ckpt_path", "last")) == 0
+    assert probe.global_step == 2
+    assert probe.ema_updates == int(saved["state_dict"]["ema.num_updates"]) == 2
+    assert torch.equal(probe.ema_first, saved["state_dict"]["ema.shadow_0"])
+    assert probe.adam_step == 2
+    assert probe.unet_training and not probe.vae_training and not probe.text_training
+    final = _state(checkpoints / "last.ckpt")
+    assert final["global_step"] == 4
+    assert int(final["state_dict"]["ema.num_updates"]) == 4
+
+
+def test_tensorboard_has_loss_lr_and_sample_grid(trained):
+    run, _ = trained
+    (events,) = run.glob("tensorboard/version_*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "tensors": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    assert "train/loss" in tags["scalars"] and "val/loss" in tags["scalars"]
+    assert any(tag.startswith("lr-") for tag in tags["scalars"])
+    assert "samples/grid" in tags["images"]
+    assert any("samples/prompts" in tag for tag in tags["tensors"])
+
+
+def test_nonfinite_loss_stops_with_location(tmp_path, pairs):
+    with pytest.raises(FloatingPointError, match=r"global step 0, batch 0 .*batch keys"):
+        main(fit_args(tmp_path, pairs, "--trainer.max_steps", "3", "--model.init_args.noise_offset", "1e39"))
+
+
+def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, pairs):
+    args = fit_args(
+        tmp_path,
+        pairs,
+        "--model.init_args.noise_offset",
+        "1e39",
+        "--model.init_args.nonfinite_loss",
+        "skip",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+    )
+    assert main(args) == 0
+    (events,) = tmp_path.glob("tensorboard/version_*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    skipped = [event.value for event in accumulator.Scalars("train/nonfinite_steps_skipped")]
+    assert skipped == [1.0, 2.0]
+    assert "train/loss" not in accumulator.Tags()["scalars"]
