@@ -27,18 +27,15 @@ def write_pairs(root: Path, count: int = 12, size: int = 40) -> Path:
 
 
 def fit_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    """`fit` on the tiny config, reading the phantom tree at `data_root`, writing under `run_dir`."""
     return [
         "fit",
         "--config",
         str(TINY),
-        "--data",
-        "cxr_ldm.data.image_text_folder.ImageTextFolderDataModule",
-        "--data.root",
+        "--data.init_args.root",
         str(data_root),
-        "--data.image_size",
-        "32",
-        "--data.batch_size",
-        "4",
+        "--data.init_args.cache_dir",
+        str(run_dir / "cache"),
         "--trainer.default_root_dir",
         str(run_dir),
         "--trainer.logger.init_args.save_dir",

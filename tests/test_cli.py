@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from _tiny_run import ROOT, fit_args, write_pairs
+from _tiny_run import ROOT, fit_args
 
 from cxr_ldm.__main__ import TOOL_COMMANDS, main
 
@@ -44,8 +44,8 @@ def test_print_config_resolves_tiny_config(capsys):
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    return write_pairs(tmp_path_factory.mktemp("pairs"), count=6)
+def pairs(phantom_root):
+    return phantom_root
 
 
 def _fails_naming(args: list[str], capsys, *needles: str) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from _tiny_run import ROOT, run_fit, write_pairs
+from _tiny_run import ROOT, run_fit
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
@@ -27,10 +27,9 @@ print(json.dumps({"shape": list(out.images.shape), "scheduler": type(pipe.schedu
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, phantom_root):
     run = tmp_path_factory.mktemp("run")
-    pairs = write_pairs(tmp_path_factory.mktemp("pairs"), count=8)
-    return run_fit(run, pairs, "--trainer.max_steps", "2") / "last.ckpt"
+    return run_fit(run, phantom_root, "--trainer.max_steps", "2") / "last.ckpt"
 
 
 @pytest.mark.parametrize("ema", [False, True])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny_run import fit_args, run_fit, write_pairs
+from _tiny_run import fit_args, run_fit
 from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -13,8 +13,8 @@ from cxr_ldm.models import LatentDiffusion
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    return write_pairs(tmp_path_factory.mktemp("pairs"))
+def pairs(phantom_root):
+    return phantom_root
 
 
 @pytest.fixture(scope="module")

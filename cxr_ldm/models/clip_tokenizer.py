@@ -39,7 +39,7 @@ def _open_clip_bpe_file() -> Path:
     except ImportError as error:
         raise ImportError(
             "building the CLIP tokenizer offline needs the `open-clip-torch` package "
-            "(pip install open-clip-torch), or give model.init_args.tokenizer a tokenizer directory"
+            "(pip install open-clip-torch), or give model.init_args.tokenizer_name_or_path a tokenizer directory"
         ) from error
     return Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
 

@@ -121,7 +121,9 @@ def load_components(
     if tokenizer == CLIP_TOKENIZER:
         tok = clip_tokenizer()
     elif tokenizer is not None:
-        tok = _load(AutoTokenizer.from_pretrained, tokenizer, "tokenizer", "model.init_args.tokenizer")
+        tok = _load(
+            AutoTokenizer.from_pretrained, tokenizer, "tokenizer", "model.init_args.tokenizer_name_or_path"
+        )
     elif text_encoder_name_or_path is not None:
         tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
     else:

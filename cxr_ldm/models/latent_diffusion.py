@@ -38,7 +38,7 @@ class LatentDiffusion(LightningModule):
         unet_config: `UNet2DConditionModel` config; builds a fresh U-Net.
         text_encoder_config: `CLIPTextConfig` fields; builds a fresh CLIP text encoder.
         text_encoder_name_or_path: any Hugging Face encoder (hub id or directory) replacing CLIP.
-        tokenizer: tokenizer directory or hub id; `clip` builds CLIP's tokenizer offline.
+        tokenizer_name_or_path: tokenizer directory or hub id; `clip` builds CLIP's tokenizer offline.
         scheduler_config: `DDPMScheduler` config for the training noise schedule.
         prediction_type: override the schedule's target (`epsilon` or `v_prediction`).
         trainable: components that train (`unet`, `text_encoder`, `text_projection`) with their own
@@ -62,7 +62,7 @@ class LatentDiffusion(LightningModule):
         unet_config: dict | None = None,
         text_encoder_config: dict | None = None,
         text_encoder_name_or_path: str | None = None,
-        tokenizer: str | None = None,
+        tokenizer_name_or_path: str | None = None,
         scheduler_config: dict | None = None,
         prediction_type: Literal["epsilon", "v_prediction"] | None = None,
         trainable: dict[str, Trainable] | None = None,
@@ -95,7 +95,7 @@ class LatentDiffusion(LightningModule):
             unet_config,
             text_encoder_config,
             text_encoder_name_or_path,
-            tokenizer,
+            tokenizer_name_or_path,
             scheduler_config,
         )
         if prediction_type is not None:

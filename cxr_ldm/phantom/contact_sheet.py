@@ -30,7 +30,7 @@ ROWS = (
     "Support Devices",
 )
 TILE = 200
-CAPTION_LINES = 5
+CAPTION_LINES = 6
 
 
 def _pick_studies(root: Path, finding: str, n: int) -> list[tuple[int, int, str]]:
@@ -98,7 +98,9 @@ def make_contact_sheet(root: Path, out: Path, per_finding: int = 4) -> Path:
             sid = str(subject)
             report = root / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{study}.txt"
             impression = extract_impression(report.read_text(encoding="utf-8", errors="replace"))
-            lines = textwrap.wrap(f"[{view}] {attrs}".strip(), 34)[:1] + textwrap.wrap(impression, 34)
+            lines = textwrap.wrap(f"[{view}] {attrs.replace(',', ', ')}".strip(), 34)[:2] + textwrap.wrap(
+                impression, 34
+            )
             lines = lines[:CAPTION_LINES]
             for k, line in enumerate(lines):
                 draw.text(

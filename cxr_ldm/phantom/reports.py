@@ -454,11 +454,7 @@ def write_report(
     elif style == "no_impression":
         body += _section("FINDINGS", findings_para, False)
     elif style == "no_findings":
-        body += _section(
-            "IMPRESSION",
-            " ".join([*findings_text[:1], impression]) if rng.random() < 0.3 else impression,
-            False,
-        )
+        body += _section("IMPRESSION", impression, False)
     elif style == "findings_and_impression":
         body += _section("FINDINGS AND IMPRESSION", f"{findings_para} {impression}".strip(), False)
     elif style == "conclusion":
