@@ -29,3 +29,20 @@ format: $(STAMP)
 
 clean:
 	rm -rf runs artifacts .pytest_cache
+
+DEMO_DATA := data/phantom
+
+$(DEMO_DATA)/phantom-manifest.json: | $(STAMP)
+	$(PY) -m cxr_ldm phantom --out $(DEMO_DATA) --studies 600 --size 128 --seed 0
+
+phantom: $(DEMO_DATA)/phantom-manifest.json
+
+phantom-sheet: $(STAMP)
+	$(PY) -m cxr_ldm.phantom.contact_sheet --out artifacts/phantom-sheet.png
+
+demo: $(STAMP) phantom
+	$(PY) -m cxr_ldm fit --config configs/tiny.yaml --trainer.max_steps 200 --ckpt_path last
+	$(PY) -m cxr_ldm export --ckpt runs/tiny/checkpoints/last.ckpt --out runs/tiny/pipeline --ema
+
+bench: $(STAMP)
+	$(PY) bench/train_speed.py --config configs/tiny.yaml --steps 20 --gradient-checkpointing
