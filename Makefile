@@ -41,7 +41,7 @@ phantom-sheet: $(STAMP)
 	$(PY) -m cxr_ldm.phantom.contact_sheet --out artifacts/phantom-sheet.png
 
 demo: $(STAMP) phantom
-	$(PY) -m cxr_ldm fit --config configs/tiny.yaml --trainer.max_steps 200 --ckpt_path last
+	$(PY) -m cxr_ldm fit --config configs/tiny.yaml --trainer.max_steps 200 --trainer.val_check_interval 50 --ckpt_path last
 	$(PY) -m cxr_ldm export --ckpt runs/tiny/checkpoints/last.ckpt --out runs/tiny/pipeline --ema
 
 bench: $(STAMP)

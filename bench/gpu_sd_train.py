@@ -53,7 +53,9 @@ CLIP_VIT_L14_TEXT = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -62,7 +64,9 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("gpu_sd_train.py needs a CUDA device; on a CPU use bench/train_speed.py with configs/tiny.yaml")
+        sys.exit(
+            "gpu_sd_train.py needs a CUDA device; on a CPU use bench/train_speed.py with configs/tiny.yaml"
+        )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     trainable = {"unet": Trainable(lr=5e-5)}

@@ -28,7 +28,9 @@ def build_model(config_path: str, overrides: dict) -> LatentDiffusion:
     return parser.instantiate_classes(namespace).model
 
 
-def time_steps(model: LatentDiffusion, steps: int, warmup: int, batch: int, size: int, precision: str) -> dict:
+def time_steps(
+    model: LatentDiffusion, steps: int, warmup: int, batch: int, size: int, precision: str
+) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -55,7 +57,9 @@ def time_steps(model: LatentDiffusion, steps: int, warmup: int, batch: int, size
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()}",
         "steps_per_s": steps / seconds,
         "images_per_s": steps * batch / seconds,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
@@ -63,7 +67,9 @@ def time_steps(model: LatentDiffusion, steps: int, warmup: int, batch: int, size
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -79,7 +85,9 @@ def main() -> None:
     results = {}
     for name, overrides in variants.items():
         model = build_model(args.config, {"condition_dropout": 0.0, "ema_decay": None, **overrides})
-        results[name] = time_steps(model, args.steps, args.warmup, args.batch_size, args.image_size, args.precision)
+        results[name] = time_steps(
+            model, args.steps, args.warmup, args.batch_size, args.image_size, args.precision
+        )
         print(f"{name:>24}: {results[name]}")
     if len(results) == 2:
         base, other = results.values()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
@@ -49,7 +48,6 @@ class ValidationSamples(Callback):
             return
         step = trainer.global_step
         experiment.add_image("samples/grid", grid, step)
-        caption = "\n".join(f"{i}. seed {s}: {p}" for i, (p, s) in enumerate(zip(self.prompts, self.seeds)))
+        pairs = zip(self.prompts, self.seeds, strict=True)
+        caption = "\n".join(f"{i}. seed {seed}: {prompt}" for i, (prompt, seed) in enumerate(pairs))
         experiment.add_text("samples/prompts", caption, step)
-        del images
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
