@@ -132,3 +132,24 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, pairs):
     skipped = [event.value for event in accumulator.Scalars("train/nonfinite_steps_skipped")]
     assert skipped == [1.0, 2.0]
     assert "train/loss" not in accumulator.Tags()["scalars"]
+
+
+def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, pairs):
+    args = fit_args(
+        tmp_path,
+        pairs,
+        "--model.init_args.prediction_type",
+        "v_prediction",
+        "--model.init_args.snr_gamma",
+        "5.0",
+        "--model.init_args.gradient_checkpointing",
+        "true",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.max_steps",
+        "2",
+    )
+    assert main(args) == 0
+    model = LatentDiffusion.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert model.noise_scheduler.config.prediction_type == "v_prediction"
+    assert model.unet.is_gradient_checkpointing
