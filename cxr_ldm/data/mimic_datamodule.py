@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
 from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
+from cxr_ldm.data.latent_cache import LatentCache, build_latent_cache, latent_cache_key, latent_cache_ready
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
 
@@ -75,6 +76,10 @@ class MimicCxrDataModule(LightningDataModule):
         max_images: Per-split image limits after all filters, e.g. {train: 1100}; seeded.
         cache_dir: Where the index and image cache live; default $CXR_LDM_CACHE or ~/.cache/cxr_ldm.
         image_cache: Build (once) and read a memory-mapped uint8 cache of the resized images.
+        latent_cache_vae: A frozen VAE (diffusers pipeline or VAE folder, or hub id): encode every image once
+            into a latent cache and yield `latent_parameters` instead of `pixel_values`. Use the model's own
+            VAE, and only while the VAE stays frozen.
+        latent_cache_batch_size: Images per VAE batch while building the latent cache.
     """
 
     def __init__(
@@ -111,6 +116,8 @@ class MimicCxrDataModule(LightningDataModule):
         max_images: dict[str, int] | None = None,
         cache_dir: str | None = None,
         image_cache: bool = False,
+        latent_cache_vae: str | None = None,
+        latent_cache_batch_size: int = 16,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -163,6 +170,8 @@ class MimicCxrDataModule(LightningDataModule):
         self.bad_sample_policy = bad_sample_policy
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.use_image_cache = image_cache
+        self.latent_cache_vae = latent_cache_vae
+        self.latent_cache_batch_size = latent_cache_batch_size
         self.index: pd.DataFrame | None = None
         self.index_skipped: list[SkippedSample] = []
         self.datasets: dict[str, MimicCxrDataset] = {}
@@ -176,6 +185,10 @@ class MimicCxrDataModule(LightningDataModule):
     def image_cache_folder(self) -> Path:
         key = image_cache_key(self.options.key(), self.image_size, self.resize)
         return self.index_folder() / f"images-{key}"
+
+    def latent_cache_folder(self) -> Path:
+        key = latent_cache_key(self.options.key(), self.image_size, self.resize, str(self.latent_cache_vae))
+        return self.index_folder() / f"latents-{key}"
 
     def build_index(self) -> BuiltIndex:
         """Build the index now (no caching); `prepare` and `prepare_data` use this."""
@@ -199,6 +212,20 @@ class MimicCxrDataModule(LightningDataModule):
                 self.resize,
                 self.bad_sample_policy,
                 SkipLog(self.image_cache_folder() / "skips"),
+            )
+        if self.latent_cache_vae and not latent_cache_ready(self.latent_cache_folder()):
+            frame = read_index(folder).frame
+            LOGGER.info("encoding %d images into the latent cache %s", len(frame), self.latent_cache_folder())
+            build_latent_cache(
+                [self.options.images_dir / p for p in frame["path"]],
+                self.latent_cache_folder(),
+                self.latent_cache_vae,
+                self.image_size,
+                self.resize,
+                self.bad_sample_policy,
+                SkipLog(self.latent_cache_folder() / "skips"),
+                batch_size=self.latent_cache_batch_size,
+                num_workers=self.num_workers,
             )
 
     @staticmethod
@@ -227,6 +254,11 @@ class MimicCxrDataModule(LightningDataModule):
             if not image_cache_ready(self.image_cache_folder()):
                 self.prepare_data()
             cache = ImageCache(self.image_cache_folder())
+        latents = None
+        if self.latent_cache_vae:
+            if not latent_cache_ready(self.latent_cache_folder()):
+                self.prepare_data()
+            latents = LatentCache(self.latent_cache_folder())
         for split in ("train", "validate", "test"):
             rows = np.flatnonzero(self.index["split"].to_numpy() == split)
             self.datasets[split] = MimicCxrDataset(
@@ -238,6 +270,7 @@ class MimicCxrDataModule(LightningDataModule):
                 bad_sample_policy=self.bad_sample_policy,
                 skip_log=self.load_skips,
                 image_cache=cache,
+                latent_cache=latents,
                 cache_rows=rows,
             )
         LOGGER.info(

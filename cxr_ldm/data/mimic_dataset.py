@@ -19,12 +19,16 @@ from cxr_ldm.data.bad_samples import (
 )
 from cxr_ldm.data.image_cache import ImageCache
 from cxr_ldm.data.image_io import ResizePolicy, load_gray, to_model_tensor
+from cxr_ldm.data.latent_cache import LatentCache
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 
 class MimicCxrDataset(Dataset):
     """Items: pixel_values (C, H, W) float32 in [-1, 1], prompt, labels (14,) float32, dicom_id, study_id,
     subject_id, view.
+
+    With a `latent_cache`, items carry `latent_parameters` (the cached VAE posterior) instead of
+    `pixel_values`, and no image is decoded.
 
     With `bad_sample_policy="skip"` an image that fails to decode is recorded in `skip_log` (and logged) and
     the next good row is returned instead, so an epoch always completes; with "raise" the BadSampleError
@@ -42,6 +46,7 @@ class MimicCxrDataset(Dataset):
         skip_log: SkipLog | None = None,
         image_cache: ImageCache | None = None,
         cache_rows: np.ndarray | None = None,
+        latent_cache: LatentCache | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -61,16 +66,28 @@ class MimicCxrDataset(Dataset):
         self.image_cache = image_cache
         # Row of each item in the image cache (the cache covers the whole index, items one split).
         self.cache_rows = cache_rows
+        self.latent_cache = latent_cache
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _cache_row(self, index: int) -> int:
+        return int(self.cache_rows[index]) if self.cache_rows is not None else index
+
+    def _image_entry(self, index: int) -> dict:
+        if self.latent_cache is None:
+            return {"pixel_values": to_model_tensor(self._gray(index), self.channels)}
+        parameters = self.latent_cache.get(self._cache_row(index))
+        if parameters is None:
+            path = self.images_dir / self.paths[index]
+            raise BadSampleError(path, "image could not be decoded when the latent cache was built", "image")
+        return {"latent_parameters": parameters}
+
     def _gray(self, index: int) -> np.ndarray:
         path = self.images_dir / self.paths[index]
         if self.image_cache is not None:
-            row = int(self.cache_rows[index]) if self.cache_rows is not None else index
-            gray = self.image_cache.get(row)
+            gray = self.image_cache.get(self._cache_row(index))
             if gray is None:
                 raise BadSampleError(
                     path, "image could not be decoded when the image cache was built", "image"
@@ -85,13 +102,13 @@ class MimicCxrDataset(Dataset):
             if row in self._bad:
                 continue
             try:
-                gray = self._gray(row)
+                image = self._image_entry(row)
             except BadSampleError as error:
                 handle_bad_sample(error, self.bad_sample_policy, self.skip_log, "load")
                 self._bad.add(row)
                 continue
             return {
-                "pixel_values": to_model_tensor(gray, self.channels),
+                **image,
                 "prompt": self.prompts[row],
                 "labels": self.labels[row].clone(),
                 "dicom_id": self.dicom_ids[row],

@@ -1,0 +1,149 @@
+"""A latent cache for a frozen VAE: every image's posterior (mean, log-variance) encoded once.
+
+Training from it skips the VAE encoder on every step (about a third of Stable Diffusion's training
+compute at 512 px). Items then carry `latent_parameters` (2C, h, w) instead of `pixel_values`; the model
+samples a latent from them, so the training distribution is the same as encoding on the fly. Rows follow
+the index order; `valid.npy` marks rows whose image could not be decoded. `latents.npy` is moved into
+place last, so a reader that finds it can trust the cache is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cxr_ldm.data.atomic import atomic_path, options_key
+from cxr_ldm.data.bad_samples import BadSampleError, BadSamplePolicy, SkipLog, handle_bad_sample
+from cxr_ldm.data.image_io import ResizePolicy, load_gray, to_model_tensor
+
+LATENTS_FILE = "latents.npy"
+VALID_FILE = "valid.npy"
+
+
+def vae_fingerprint(source: str) -> str:
+    """Identify a VAE: a local folder by its config and weight files' sizes and times, a hub id by name."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return source
+    vae_dir = folder / "vae" if (folder / "vae").is_dir() else folder
+    parts = []
+    for path in sorted(vae_dir.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            parts.append([path.name, stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def latent_cache_key(index_key: str, image_size: int, resize: str, vae_source: str) -> str:
+    return options_key(
+        {
+            "index": index_key,
+            "image_size": image_size,
+            "resize": resize,
+            "vae": vae_fingerprint(vae_source),
+            "version": 1,
+        }
+    )
+
+
+def latent_cache_ready(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / LATENTS_FILE).is_file() and (Path(folder) / VALID_FILE).is_file()
+
+
+def load_vae(source: str):
+    """A diffusers VAE from a pipeline folder or hub id (its `vae/` subfolder) or a VAE folder."""
+    from diffusers import AutoencoderKL
+
+    from cxr_ldm.errors import ConfigError
+
+    folder = Path(source).expanduser()
+    subfolder = "vae" if not folder.is_dir() or (folder / "vae").is_dir() else None
+    try:
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"data.init_args.latent_cache_vae '{source}' is not a diffusers VAE or pipeline folder "
+            f"that can be loaded here ({error.__class__.__name__}); give the folder of the model's VAE"
+        ) from error
+
+
+class _Images(Dataset):
+    def __init__(self, paths: list[Path], image_size: int, resize: ResizePolicy) -> None:
+        self.paths, self.image_size, self.resize = paths, image_size, resize
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int):
+        try:
+            gray = load_gray(self.paths[row], self.image_size, self.resize)
+            return row, to_model_tensor(gray, 3), ""
+        except BadSampleError as error:
+            return row, torch.zeros(3, self.image_size, self.image_size), f"{error.reason}"
+
+
+@torch.no_grad()
+def build_latent_cache(
+    paths: list[Path],
+    folder: str | os.PathLike,
+    vae_source: str,
+    image_size: int,
+    resize: ResizePolicy = "pad",
+    policy: BadSamplePolicy = "skip",
+    log: SkipLog | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+) -> None:
+    """Encode every image with the VAE (on the GPU when there is one) into `folder/latents.npy` (float16)."""
+    folder = Path(folder)
+    log = log if log is not None else SkipLog()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae = load_vae(vae_source).to(device).eval()
+    loader = DataLoader(_Images(paths, image_size, resize), batch_size=batch_size, num_workers=num_workers)
+    valid = np.ones(len(paths), dtype=bool)
+    latents = None
+    with atomic_path(folder / LATENTS_FILE) as tmp:
+        for rows, pixels, errors in tqdm(loader, desc="latent cache", unit="batch", leave=False):
+            parameters = vae.encode(pixels.to(device, vae.dtype)).latent_dist.parameters.float().cpu()
+            if latents is None:
+                shape = (len(paths), *parameters.shape[1:])
+                latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            latents[rows.numpy()] = parameters.numpy().astype(np.float16)
+            for row, reason in zip(rows.tolist(), errors, strict=True):
+                if reason:
+                    valid[row] = False
+                    handle_bad_sample(BadSampleError(paths[row], reason, "image"), policy, log, "load")
+        if latents is None:
+            raise ValueError(f"no images to encode for the latent cache in {folder}")
+        latents.flush()
+        del latents
+        with atomic_path(folder / VALID_FILE) as valid_tmp, open(valid_tmp, "wb") as handle:
+            np.save(handle, valid)
+
+
+class LatentCache:
+    """Read side; opens the memory map lazily so it is cheap to pickle into DataLoader workers."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._latents: np.ndarray | None = None
+        self._valid: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder, "_latents": None, "_valid": None}
+
+    def get(self, row: int) -> torch.Tensor | None:
+        """The posterior parameters (2C, h, w) of an index row as float32, or None for a bad image."""
+        if self._latents is None:
+            self._latents = np.load(self.folder / LATENTS_FILE, mmap_mode="r")
+            self._valid = np.load(self.folder / VALID_FILE)
+        if not self._valid[row]:
+            return None
+        return torch.from_numpy(np.asarray(self._latents[row], dtype=np.float32))
