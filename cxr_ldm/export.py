@@ -1,10 +1,68 @@
-"""Write a trained LatentDiffusion as a plain diffusers pipeline directory (safetensors)."""
+"""Write a trained model as a diffusers directory that plain diffusers (and transformers) load.
+
+Every variant gives a `StableDiffusionPipeline` directory (safetensors): LoRA adapters are merged into the
+base weights, new textual-inversion tokens are written into the tokenizer and merged into the embedding
+table. A model whose text side diffusers' pipeline cannot represent (a non-CLIP encoder, a text projection)
+gets, beside the pipeline, `text_projection/` (when it has one), `text_conditioning.json` and a README
+with the few lines that compute `prompt_embeds` (see docs/variants.md).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from diffusers import StableDiffusionPipeline
+
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
+from cxr_ldm.models.lora import merged_copy
+from cxr_ldm.models.samplers import make_sampler
+from cxr_ldm.models.textual_inversion import merged_encoder
+
+CONDITIONING_FILE = "text_conditioning.json"
+PROJECTION_DIR = "text_projection"
+
+README = """# Exported cxr-ldm pipeline with a custom text side
+
+`StableDiffusionPipeline.from_pretrained` loads this folder, but its prompt encoding is not what the
+model was trained with: compute `prompt_embeds` yourself (plain diffusers + transformers + torch):
+
+```python
+import json, torch
+from pathlib import Path
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+folder = Path("{folder}")
+pipe = StableDiffusionPipeline.from_pretrained(folder)
+text = json.loads((folder / "text_conditioning.json").read_text())
+projection = None
+if text["projection"]:
+    cfg = json.loads((folder / text["projection"] / "config.json").read_text())
+    layers = [torch.nn.Linear(cfg["in_features"], cfg["out_features"])] if cfg["kind"] == "linear" else [
+        torch.nn.Linear(cfg["in_features"], cfg["hidden_features"]), torch.nn.GELU(),
+        torch.nn.Linear(cfg["hidden_features"], cfg["out_features"])]
+    projection = torch.nn.Sequential(*layers)
+    projection.load_state_dict(load_file(folder / text["projection"] / "model.safetensors"))
+
+@torch.no_grad()
+def embed(prompts):
+    tokens = pipe.tokenizer(prompts, padding="max_length", max_length=text["max_length"],
+                            truncation=True, return_tensors="pt")
+    mask = tokens["attention_mask"] if text["use_attention_mask"] else None
+    hidden = pipe.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask)[0]
+    return projection(hidden) if projection is not None else hidden
+
+image = pipe(prompt_embeds=embed(["pleural effusion"]), negative_prompt_embeds=embed([""]),
+             num_inference_steps=75, guidance_scale=4.0).images[0]
+```
+"""
+
+
+def needs_custom_text(model: LatentDiffusion) -> bool:
+    """True when the pipeline's own prompt encoding would differ from the trained one."""
+    model_type = getattr(model.text.encoder.config, "model_type", "")
+    return model.text.projection is not None or not model_type.startswith("clip")
 
 
 def export_pipeline(
@@ -15,12 +73,35 @@ def export_pipeline(
         raise ValueError(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema_decay)"
         )
-    if model.text.projection is not None:
-        raise ValueError(
-            "this model's text encoder has a projection that diffusers' StableDiffusionPipeline cannot hold"
-        )
     out = Path(out_dir)
     model = model.cpu()
     with model.ema_scope(ema):
-        model.build_pipeline(scheduler).save_pretrained(out, safe_serialization=True)
+        pipeline = StableDiffusionPipeline(
+            vae=model.vae,
+            text_encoder=merged_encoder(merged_copy(model.text.encoder)),
+            tokenizer=model.text.tokenizer,
+            unet=merged_copy(model.unet),
+            scheduler=make_sampler(scheduler, model.noise_scheduler.config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipeline.save_pretrained(out, safe_serialization=True)
+        if model.text.projection is not None:
+            model.text.projection.save(out / PROJECTION_DIR)
+    if needs_custom_text(model):
+        conditioning = {
+            "max_length": model.text.max_length,
+            "use_attention_mask": model.text.use_attention_mask,
+            "projection": PROJECTION_DIR if model.text.projection is not None else None,
+        }
+        (out / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
+        (out / "README.md").write_text(README.replace("{folder}", str(out)))
+    return out
+
+
+def export_vae(model, out_dir: str | Path) -> Path:
+    """Write an `Autoencoder`'s VAE in diffusers format (`AutoencoderKL.from_pretrained(out_dir)`)."""
+    out = Path(out_dir)
+    model.cpu().vae.save_pretrained(out, safe_serialization=True)
     return out

@@ -1,6 +1,7 @@
 """Callbacks that run during `fit`: resumable checkpoints, sample grids and evaluations."""
 
+from cxr_ldm.callbacks.generation_metrics import GenerationMetrics
 from cxr_ldm.callbacks.run_checkpoint import RunCheckpoint
 from cxr_ldm.callbacks.validation_samples import ValidationSamples
 
-__all__ = ["RunCheckpoint", "ValidationSamples"]
+__all__ = ["GenerationMetrics", "RunCheckpoint", "ValidationSamples"]

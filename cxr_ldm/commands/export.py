@@ -1,4 +1,9 @@
-"""`python -m cxr_ldm export`: a checkpoint to a diffusers pipeline directory."""
+"""`python -m cxr_ldm export`: a checkpoint to a diffusers directory.
+
+A `LatentDiffusion` checkpoint becomes a pipeline directory (LoRA merged, textual-inversion tokens in the
+tokenizer, a custom text side described beside it); an `Autoencoder` checkpoint becomes an `AutoencoderKL`
+directory; a `TextProjectionPretrainer` checkpoint becomes a text projection folder.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,24 @@ from pathlib import Path
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
 
 
+def checkpoint_kind(path: Path) -> str:
+    """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    prefixes = {key.split(".", 1)[0] for key in state}
+    if "unet" in prefixes:
+        return "latent_diffusion"
+    if "projection" in prefixes and "vae" not in prefixes:
+        return "text_projection"
+    return "autoencoder"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m cxr_ldm export", description=DESCRIPTION)
-    parser.add_argument("--ckpt", required=True, type=Path, help="a LatentDiffusion checkpoint (.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, type=Path, help="a LatentDiffusion or Autoencoder checkpoint"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
     parser.add_argument("--scheduler", default="pndm", help="inference scheduler saved with the pipeline")
@@ -19,17 +39,28 @@ def main(argv: list[str]) -> int:
     if not args.ckpt.is_file():
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
-    from cxr_ldm.export import export_pipeline
-    from cxr_ldm.models import LatentDiffusion
+    from cxr_ldm.export import export_pipeline, export_vae
+    from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
+    kind = checkpoint_kind(args.ckpt)
+    if kind == "autoencoder":
+        export_vae(Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu"), args.out)
+        print(f"wrote {args.out}; load it with diffusers.AutoencoderKL.from_pretrained('{args.out}')")
+        return 0
+    if kind == "text_projection":
+        model = TextProjectionPretrainer.load_from_checkpoint(args.ckpt, map_location="cpu")
+        model.projection.save(args.out)
+        print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
+        return 0
     model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu")
     try:
         out = export_pipeline(model, args.out, ema=args.ema, scheduler=args.scheduler)
     except ValueError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
+    extra = f" (custom text side: see {out / 'README.md'})" if (out / "README.md").is_file() else ""
     print(
         f"wrote {out} ({'EMA' if args.ema else 'raw'} weights); load it with "
-        f"diffusers.StableDiffusionPipeline.from_pretrained('{out}')"
+        f"diffusers.StableDiffusionPipeline.from_pretrained('{out}'){extra}"
     )
     return 0

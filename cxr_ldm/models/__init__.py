@@ -1,7 +1,23 @@
 """Models: the latent diffusion LightningModule and its parts."""
 
+from cxr_ldm.models.autoencoder import Autoencoder
 from cxr_ldm.models.components import ComponentLoadError
+from cxr_ldm.models.cxr_classifier import CxrClassifier  # noqa: F401
+from cxr_ldm.models.image_text_retriever import ImageTextRetriever  # noqa: F401
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
+from cxr_ldm.models.lora import LoraSpec
+from cxr_ldm.models.text_projection import TextProjection
+from cxr_ldm.models.text_projection_pretrainer import TextProjectionPretrainer
+from cxr_ldm.models.textual_inversion import TextualInversionConfig
 from cxr_ldm.models.trainable import Trainable
 
-__all__ = ["ComponentLoadError", "LatentDiffusion", "Trainable"]
+__all__ = [
+    "Autoencoder",
+    "ComponentLoadError",
+    "LatentDiffusion",
+    "LoraSpec",
+    "TextProjection",
+    "TextProjectionPretrainer",
+    "TextualInversionConfig",
+    "Trainable",
+]

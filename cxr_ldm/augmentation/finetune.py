@@ -1,0 +1,66 @@
+"""Fine-tune the diffusion model once per real-set size on exactly that size's subset (`fit`, resumable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.errors import ConfigError
+
+DONE_FILE = "finetune-done.json"
+
+
+def finetune_args(
+    config_path: str, run_dir: Path, size: int, data_overrides: dict, extra: list[str]
+) -> list[str]:
+    """The `python -m cxr_ldm fit` arguments of one size's fine-tune."""
+    args = ["fit", "--config", str(config_path)]
+    for key, value in {**data_overrides, "max_images": {"train": int(size)}}.items():
+        args += [
+            f"--data.init_args.{key}",
+            json.dumps(value) if isinstance(value, dict | list) else str(value),
+        ]
+    args += [
+        "--trainer.default_root_dir", str(run_dir),
+        "--trainer.logger.init_args.save_dir", str(run_dir),
+        *extra,
+        "--ckpt_path", "last",
+    ]  # fmt: skip
+    return args
+
+
+def finetune_for_size(
+    config_path: str,
+    run_dir: str | Path,
+    size: int,
+    data_overrides: dict,
+    extra: list[str],
+    subset_ids: list[str],
+) -> Path:
+    """Fine-tune (or resume, or reuse a finished run) and return its `last.ckpt`."""
+    from cxr_ldm.__main__ import main
+    from cxr_ldm.evaluation.data_config import load_datamodule
+
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if (run_dir / DONE_FILE).is_file() and last.is_file():
+        return last
+    if not Path(config_path).is_file():
+        raise ConfigError(f"diffusion.finetune_config: {config_path} does not exist")
+    check = load_datamodule(config_path, **data_overrides, max_images={"train": int(size)})
+    check.setup()
+    if sorted(check.datasets["train"].dicom_ids) != sorted(subset_ids):
+        raise ConfigError(
+            f"diffusion.finetune_config {config_path}: its data section selects other training images than the "
+            "experiment's `data` for size {size}; give both the same data options (views, filters, split, seed)"
+        )
+    args = finetune_args(config_path, run_dir, size, data_overrides, extra)
+    if main(args) != 0:
+        raise RuntimeError(f"fine-tuning for size {size} failed: python -m cxr_ldm {' '.join(args)}")
+    if not last.is_file():
+        raise RuntimeError(
+            f"fine-tuning for size {size} wrote no {last}; keep RunCheckpoint(save_last: true)"
+        )
+    write_text_atomic(run_dir / DONE_FILE, json.dumps({"size": size, "checkpoint": str(last)}) + "\n")
+    return last

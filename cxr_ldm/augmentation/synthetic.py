@@ -1,0 +1,76 @@
+"""Synthetic training sets drawn from a real subset's prompts (and labelled with that subset's labels).
+
+One folder per size holds `max_k` images per prompt (the `generate` layout: PNG + metadata.csv); the
+`synthetic_<k>x` set is its first k samples of every prompt, so the 1x set is inside the 5x set and
+generation, resumable image by image, happens once per size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from cxr_ldm.augmentation.config import SynthesisSettings
+from cxr_ldm.augmentation.image_set import ImageSet
+from cxr_ldm.evaluation.generation import METADATA, GenerationSettings, generate_images
+from cxr_ldm.evaluation.prompt_source import PromptRecord
+from cxr_ldm.labels import CHEXPERT_LABELS
+
+
+def prompt_records(subset: ImageSet) -> list[PromptRecord]:
+    """The subset's prompts with their known labels (NaN left out) and source ids."""
+    records = []
+    for prompt, values, source in zip(subset.prompts, subset.labels.tolist(), subset.ids, strict=True):
+        labels = {n: v for n, v in zip(CHEXPERT_LABELS, values, strict=True) if not math.isnan(v)}
+        records.append(PromptRecord(prompt, labels, "", source))
+    return records
+
+
+def ensure_synthetic(
+    source, subset: ImageSet, out: str | Path, per_prompt: int, settings: SynthesisSettings
+) -> Path:
+    """Draw whatever is missing of `per_prompt` images per subset prompt into `out`; returns `out`."""
+    out = Path(out)
+    if (out / METADATA).is_file():
+        frame = pd.read_csv(out / METADATA, usecols=["sample_index"])
+        if len(frame) == len(subset) * per_prompt:
+            return out
+    generation = GenerationSettings(
+        per_prompt=per_prompt,
+        guidance_scale=settings.guidance_scale,
+        num_inference_steps=settings.num_inference_steps,
+        scheduler=settings.scheduler,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
+    return generate_images(source, prompt_records(subset), out, generation, progress=False)
+
+
+def read_synthetic(folder: str | Path, multiple: int, image_size: int) -> ImageSet:
+    """The first `multiple` samples of every prompt in a generated folder, at `image_size`, uint8."""
+    folder = Path(folder)
+    frame = pd.read_csv(folder / METADATA, keep_default_na=True)
+    if "sample_index" in frame.columns:
+        frame = frame[frame["sample_index"] < multiple]
+    images = []
+    for name in frame["file_name"]:
+        with Image.open(folder / name) as image:
+            gray = image.convert("L")
+            if gray.size != (image_size, image_size):
+                gray = gray.resize((image_size, image_size), Image.BICUBIC)
+            images.append(np.asarray(gray, dtype=np.uint8))
+    labels = np.full((len(frame), len(CHEXPERT_LABELS)), np.nan, dtype=np.float32)
+    for j, name in enumerate(CHEXPERT_LABELS):
+        if name in frame.columns:
+            labels[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float32)
+    return ImageSet(
+        torch.from_numpy(np.stack(images))[:, None],
+        torch.from_numpy(labels),
+        frame["prompt"].astype(str).tolist(),
+        frame["file_name"].astype(str).tolist(),
+    )

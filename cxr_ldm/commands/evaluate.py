@@ -1,0 +1,105 @@
+"""`python -m cxr_ldm evaluate`: generate (or read) images and write metrics.json and metrics.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = (
+    "evaluate a model's generated images: FID, MS-SSIM, classification, retrieval, reports, VAE, memorization"
+)
+
+
+def main(argv: list[str]) -> int:
+    from cxr_ldm.commands.generate import add_generation_arguments, pick_device
+
+    parser = argparse.ArgumentParser(prog="python -m cxr_ldm evaluate", description=DESCRIPTION)
+    parser.add_argument(
+        "--model", type=Path, help="LatentDiffusion .ckpt or diffusers dir (generation and VAE)"
+    )
+    parser.add_argument("--data", required=True, type=Path, help="fit or data YAML of the real images")
+    parser.add_argument("--data-root", default=None, help="override data.init_args.root")
+    parser.add_argument("--cache-dir", default=None, help="override data.init_args.cache_dir")
+    parser.add_argument(
+        "--split", default="test", help="real split to compare with and prompt from (default test)"
+    )
+    parser.add_argument(
+        "--classifier", required=True, type=Path, help="CxrClassifier checkpoint (the evaluator)"
+    )
+    parser.add_argument("--retriever", type=Path, help="ImageTextRetriever checkpoint (retrieval, reports)")
+    parser.add_argument("--generated", type=Path, help="an existing generated folder: skip generation")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder (metrics.json, metrics.md, generated/)"
+    )
+    parser.add_argument(
+        "--max-real", type=int, default=2000, help="real images per split at most (seeded subset)"
+    )
+    parser.add_argument("--inception-weights", default=None, help="local InceptionV3 FID weights file")
+    parser.add_argument(
+        "--memorization-threshold", type=float, default=0.02, help="RMSE in [0, 1] pixel units"
+    )
+    parser.add_argument(
+        "--vae-images", type=int, default=64, help="real images in the VAE reconstruction study"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    add_generation_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.model is None and args.generated is None:
+        parser.error("give --model (to generate) or --generated (an existing folder)")
+
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.evaluation import (
+        EvaluationOptions,
+        GenerationSettings,
+        evaluate_generated,
+        generate_images,
+        load_image_source,
+        load_real_split,
+        prompts_from_datamodule,
+        read_generated,
+    )
+    from cxr_ldm.evaluation.checkpoints import load_checkpoint
+    from cxr_ldm.evaluation.data_config import load_datamodule
+    from cxr_ldm.models import CxrClassifier, ImageTextRetriever
+
+    started = time.perf_counter()
+    device = pick_device(args.device)
+    try:
+        datamodule = load_datamodule(args.data, root=args.data_root, cache_dir=args.cache_dir, num_workers=0)
+        classifier = load_checkpoint(args.classifier, CxrClassifier, "--classifier").to(device)
+        retriever = (
+            load_checkpoint(args.retriever, ImageTextRetriever, "--retriever").to(device)
+            if args.retriever
+            else None
+        )
+        source = load_image_source(args.model, device) if args.model else None
+        generated_dir = args.generated or args.out / "generated"
+        if args.generated is None:
+            records = prompts_from_datamodule(datamodule, args.split)
+            records = records[: args.limit] if args.limit else records
+            settings = GenerationSettings(
+                args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
+            )
+            generate_images(source, records, generated_dir, settings, progress=not args.no_progress)
+        generated = read_generated(generated_dir)
+    except ConfigError as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 2
+    real_test = load_real_split(datamodule, args.split, args.max_real)
+    real_train = load_real_split(datamodule, "train", args.max_real)
+    options = EvaluationOptions(args.inception_weights, args.memorization_threshold, args.vae_images)
+    report = evaluate_generated(
+        generated, real_test, real_train, classifier, retriever, source.vae() if source else None, options
+    )
+    report.info.update(
+        model=str(args.model), generated_dir=str(generated_dir), classifier=str(args.classifier),
+        retriever=str(args.retriever), wall_seconds=round(time.perf_counter() - started, 1),
+    )  # fmt: skip
+    path = report.write(args.out)
+    print(report.markdown())
+    print(f"wrote {path}")
+    json.loads(path.read_text())
+    return 0

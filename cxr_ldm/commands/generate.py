@@ -1,0 +1,79 @@
+"""`python -m cxr_ldm generate`: K images per prompt into an image/prompt folder with metadata.csv."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = "generate images from prompts (a file or a data split) into an image/prompt folder"
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `generate` and `evaluate`."""
+    parser.add_argument("--per-prompt", type=int, default=4, help="images per prompt (default 4)")
+    parser.add_argument(
+        "--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4)"
+    )
+    parser.add_argument("--steps", type=int, default=75, help="inference steps (default 75)")
+    parser.add_argument("--scheduler", default="pndm", help="pndm, ddim, dpm++, euler, euler_a, unipc")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:1 or cpu (default: cuda:LOCAL_RANK if available)"
+    )
+
+
+def pick_device(name: str | None):
+    import os
+
+    import torch
+
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cxr_ldm generate", description=DESCRIPTION)
+    parser.add_argument(
+        "--model", required=True, type=Path, help="LatentDiffusion .ckpt or diffusers pipeline dir"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", type=Path, help=".csv (prompt column, optional label columns) or .txt")
+    source.add_argument("--data-config", type=Path, help="fit or data YAML; prompts and labels of --split")
+    parser.add_argument("--split", default="test", help="split of --data-config (default test)")
+    parser.add_argument("--data-root", default=None, help="override data.init_args.root")
+    parser.add_argument("--cache-dir", default=None, help="override data.init_args.cache_dir")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (resumed if it exists)")
+    parser.add_argument("--no-progress", action="store_true")
+    add_generation_arguments(parser)
+    args = parser.parse_args(argv)
+
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.evaluation import GenerationSettings, generate_images, load_image_source
+    from cxr_ldm.evaluation.data_config import load_datamodule
+    from cxr_ldm.evaluation.prompt_source import prompts_from_datamodule, read_prompt_file
+
+    try:
+        if args.prompts is not None:
+            records = read_prompt_file(args.prompts)
+        else:
+            datamodule = load_datamodule(
+                args.data_config, root=args.data_root, cache_dir=args.cache_dir, num_workers=0
+            )
+            records = prompts_from_datamodule(datamodule, args.split)
+        records = records[: args.limit] if args.limit else records
+        source = load_image_source(args.model, pick_device(args.device))
+    except ConfigError as error:
+        print(f"generate: error: {error}", file=sys.stderr)
+        return 2
+    settings = GenerationSettings(
+        args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
+    )
+    out = generate_images(source, records, args.out, settings, progress=not args.no_progress)
+    print(f"wrote {len(records) * args.per_prompt} images and {out / 'metadata.csv'}")
+    return 0

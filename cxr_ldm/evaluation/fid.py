@@ -1,0 +1,53 @@
+"""FID on evaluator (torchxrayvision DenseNet `features2`) features, and on InceptionV3 when its weights exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from cxr_ldm.evaluation.features import ClassifierFeatures
+
+
+def _update(metric, images01: torch.Tensor, real: bool, batch_size: int = 64) -> None:
+    for i in range(0, len(images01), batch_size):
+        metric.update(images01[i : i + batch_size], real=real)
+
+
+def fid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier) -> float:
+    """Frechet distance between the evaluator features of real and generated images (lower = closer).
+
+    Under DDP the torchmetrics states (feature sums and co-moments) are summed over ranks.
+    """
+    metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True)
+    _update(metric, real01, True)
+    _update(metric, fake01, False)
+    return float(metric.compute())
+
+
+def kid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier, subsets: int = 20) -> float:
+    """Kernel distance on the same features; unbiased, so it suits small sets better than FID."""
+    size = min(len(real01), len(fake01), 100)
+    metric = KernelInceptionDistance(
+        feature=ClassifierFeatures(classifier), normalize=True, subsets=subsets, subset_size=size
+    )
+    _update(metric, real01, True)
+    _update(metric, fake01, False)
+    return float(metric.compute()[0])
+
+
+def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str | Path) -> float:
+    """InceptionV3 FID from a local weights file (torch-fidelity's `pt_inception-2015-12-05` file).
+
+    Grayscale images are repeated to 3 channels and converted to uint8 as the reference code expects.
+    """
+    if not Path(weights_path).is_file():
+        raise FileNotFoundError(f"InceptionV3 weights {weights_path} do not exist")
+    metric = FrechetInceptionDistance(
+        feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path)
+    )
+    _update(metric, real01.expand(-1, 3, -1, -1), True)
+    _update(metric, fake01.expand(-1, 3, -1, -1), False)
+    return float(metric.compute())

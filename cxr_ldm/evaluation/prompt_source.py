@@ -1,0 +1,73 @@
+"""Prompts to generate from, with their labels when known: a CSV / text file or a data split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.labels import CHEXPERT_LABELS
+
+
+@dataclass
+class PromptRecord:
+    """One prompt; `labels` maps finding -> 0/1 (NaN or missing = unknown); ids name the source study."""
+
+    prompt: str
+    labels: dict[str, float] = field(default_factory=dict)
+    study_id: str = ""
+    dicom_id: str = ""
+
+
+def _labels_of(row: pd.Series) -> dict[str, float]:
+    out = {}
+    for name in CHEXPERT_LABELS:
+        if name in row and not pd.isna(row[name]) and str(row[name]).strip() != "":
+            out[name] = float(row[name])
+    return out
+
+
+def read_prompt_file(path: str | Path) -> list[PromptRecord]:
+    """A `.txt` (one prompt a line) or `.csv` with a `prompt` column and optional CheXpert label columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--prompts {path} does not exist")
+    if path.suffix.lower() == ".txt":
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        records = [PromptRecord(line) for line in lines if line]
+    else:
+        frame = pd.read_csv(path, dtype={"study_id": str, "dicom_id": str}, keep_default_na=True)
+        if "prompt" not in frame.columns:
+            raise ConfigError(
+                f"--prompts {path} has no `prompt` column (columns: {list(frame.columns)}); "
+                "add one, optionally with CheXpert label columns such as 'Pleural Effusion'"
+            )
+        records = [
+            PromptRecord(
+                str(row["prompt"]),
+                _labels_of(row),
+                "" if pd.isna(row.get("study_id", "")) else str(row.get("study_id", "")),
+                "" if pd.isna(row.get("dicom_id", "")) else str(row.get("dicom_id", "")),
+            )
+            for _, row in frame.iterrows()
+        ]
+    if not records:
+        raise ConfigError(f"--prompts {path} has no prompts")
+    return records
+
+
+def prompts_from_datamodule(datamodule, split: str = "test") -> list[PromptRecord]:
+    """Every image of a split of a MimicCxrDataModule (after `setup`), with its prompt and labels."""
+    datamodule.setup()
+    if split not in getattr(datamodule, "datasets", {}):
+        raise ConfigError(f"--split {split}: the data module has splits {sorted(datamodule.datasets)}")
+    data = datamodule.datasets[split]
+    records = []
+    for i, prompt in enumerate(data.prompts):
+        values = data.labels[i].tolist()
+        labels = {n: v for n, v in zip(CHEXPERT_LABELS, values, strict=True) if not math.isnan(v)}
+        records.append(PromptRecord(prompt, labels, str(data.study_ids[i]), str(data.dicom_ids[i])))
+    return records

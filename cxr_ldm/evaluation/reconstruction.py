@@ -1,0 +1,43 @@
+"""VAE reconstruction study: how much does encoding and decoding real X-rays change them?"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+
+@torch.no_grad()
+def reconstruct(vae, images01: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Encode (posterior mode) and decode (N, 1|3, H, W) images in [0, 1]; returns (N, 1, H, W) in [0, 1]."""
+    out = []
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    for i in range(0, len(images01), batch_size):
+        batch = images01[i : i + batch_size].float() * 2 - 1
+        if batch.shape[1] == 1 and vae.config.in_channels == 3:
+            batch = batch.expand(-1, 3, -1, -1)
+        latents = vae.encode(batch.to(device, dtype)).latent_dist.mode()
+        decoded = vae.decode(latents).sample.float().cpu()
+        out.append(((decoded + 1) / 2).clamp(0, 1).mean(dim=1, keepdim=True))
+    return torch.cat(out)
+
+
+def reconstruction_metrics(
+    original01: torch.Tensor,
+    reconstructed01: torch.Tensor,
+    original_probs: torch.Tensor | None = None,
+    reconstructed_probs: torch.Tensor | None = None,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """RMSE, PSNR (dB) and SSIM on [0, 1] pixels; with evaluator probabilities, the fraction of
+    (image, finding) decisions that the reconstruction leaves unchanged (`vae_evaluator_agreement`)."""
+    a, b = original01.float(), reconstructed01.float()
+    kernel = 11 if min(a.shape[-2:]) >= 11 else 3
+    out = {
+        "vae_rmse": float(((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt().mean()),
+        "vae_psnr": float(peak_signal_noise_ratio(b, a, data_range=1.0)),
+        "vae_ssim": float(structural_similarity_index_measure(b, a, data_range=1.0, kernel_size=kernel)),
+    }
+    if original_probs is not None and reconstructed_probs is not None:
+        same = (original_probs >= threshold) == (reconstructed_probs >= threshold)
+        out["vae_evaluator_agreement"] = float(same.float().mean())
+    return out

@@ -1,0 +1,251 @@
+"""Evaluators trained on the phantom, then `generate` and `evaluate` end to end on a tiny LatentDiffusion.
+
+The phantom evaluators are not clinical; these tests check that the metrics behave as metrics must.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from _tiny_run import ROOT, run_fit
+from PIL import Image
+
+from cxr_ldm.__main__ import main
+from cxr_ldm.evaluation import (
+    conditioned_classification,
+    fid_classifier,
+    load_real_split,
+    t2i_recall_at_k,
+)
+from cxr_ldm.evaluation.checkpoints import load_checkpoint
+from cxr_ldm.evaluation.data_config import load_datamodule
+from cxr_ldm.evaluation.features import batched
+from cxr_ldm.evaluation.suite import column_indices
+from cxr_ldm.models import CxrClassifier, ImageTextRetriever
+
+DATA = {
+    "class_path": "cxr_ldm.data.MimicCxrDataModule",
+    "init_args": {
+        "views": ["PA", "AP"],
+        "max_chars": None,
+        "no_finding_cap": None,
+        "split": "seeded",
+        "split_ratios": [0.6, 0.2, 0.2],
+        "image_size": 64,
+        "channels": 1,
+        "batch_size": 32,
+        "num_workers": 0,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("eval")
+
+
+@pytest.fixture(scope="module")
+def eval_phantom(work) -> Path:
+    """More studies than the shared phantom, so the test split has positives of every headline finding."""
+    from cxr_ldm.phantom import generate_phantom
+
+    generate_phantom(work / "phantom", 400, 64, 0, progress=False, workers=1)
+    return work / "phantom"
+
+
+@pytest.fixture(scope="module")
+def data_yaml(work, eval_phantom) -> Path:
+    config = json.loads(json.dumps(DATA))
+    config["init_args"].update(root=str(eval_phantom), cache_dir=str(work / "cache"))
+    path = work / "data.yaml"
+    path.write_text(yaml.safe_dump({"data": config}))
+    return path
+
+
+def _fit_evaluator(config: str, run: Path, phantom: Path, cache: Path) -> Path:
+    args = ["fit", "--config", str(ROOT / "configs" / config), "--data.init_args.root", str(phantom),
+            "--data.init_args.cache_dir", str(cache), "--trainer.default_root_dir", str(run),
+            "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert main(args) == 0
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(work, eval_phantom) -> Path:
+    return _fit_evaluator("classifier/tiny-phantom.yaml", work / "classifier", eval_phantom, work / "cache")
+
+
+@pytest.fixture(scope="module")
+def retriever_ckpt(work, eval_phantom) -> Path:
+    return _fit_evaluator("retriever/tiny-phantom.yaml", work / "retriever", eval_phantom, work / "cache")
+
+
+@pytest.fixture(scope="module")
+def ldm_ckpt(work, eval_phantom) -> Path:
+    return run_fit(work / "ldm", eval_phantom, "--trainer.max_steps", "2") / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def real_test(data_yaml):
+    return load_real_split(load_datamodule(data_yaml), "test")
+
+
+def test_classifier_is_good_on_real_and_chance_on_noise(classifier_ckpt, real_test):
+    classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
+    labels = real_test.labels[:, column_indices(classifier.findings)]
+    probs = batched(lambda x: torch.sigmoid(classifier(x)), real_test.images)
+    real, _ = conditioned_classification(probs, labels, classifier.findings)
+    noise_images = torch.rand_like(real_test.images)
+    noise_probs = batched(lambda x: torch.sigmoid(classifier(x)), noise_images)
+    noise, _ = conditioned_classification(noise_probs, labels, classifier.findings)
+    print(f"real {real}\nnoise {noise}")
+    assert real["cond_auroc"] > 0.8
+    assert real["cond_accuracy"] > 0.75
+    assert abs(noise["cond_auroc"] - 0.5) < 0.2
+
+
+def test_fid_real_vs_real_far_below_real_vs_noise(classifier_ckpt, real_test):
+    classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
+    images = real_test.images
+    half = len(images) // 2
+    real_real = fid_classifier(images[:half], images[half:], classifier)
+    real_noise = fid_classifier(images[:half], torch.rand_like(images[half:]), classifier)
+    print(f"FID real/real {real_real:.3f}, real/noise {real_noise:.3f}")
+    assert real_real < 0.2 * real_noise
+
+
+def test_retriever_finds_real_images_by_their_reports(retriever_ckpt, real_test):
+    retriever = load_checkpoint(retriever_ckpt, ImageTextRetriever, "--retriever")
+    queries = sorted(set(real_test.prompts))
+    with torch.no_grad():
+        text = retriever.encode_texts(queries)
+        images = batched(retriever.encode_images, real_test.images)
+    recall = t2i_recall_at_k(text, queries, images, real_test.prompts, ks=(1, 5, 10))
+    print(recall)
+    assert recall["t2i_recall@1"] > 3 * recall["t2i_recall_chance@1"]
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def test_generate_resumes_and_shards(work, ldm_ckpt, data_yaml, monkeypatch):
+    out = work / "generated"
+    common = ["generate", "--model", str(ldm_ckpt), "--data-config", str(data_yaml), "--split", "test",
+              "--limit", "5", "--per-prompt", "2", "--steps", "3", "--batch-size", "4", "--no-progress"]  # fmt: skip
+    # Two "ranks" of a world of 2 share the work; rank 0 writes metadata.csv once all images exist.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main([*common, "--out", str(out)]) == 0
+    odd = sorted(p.name for p in (out / "images").glob("*.png"))
+    assert odd == [f"{i:06d}.png" for i in range(1, 10, 2)] and not (out / "metadata.csv").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert main([*common, "--out", str(out)]) == 0
+    assert len(list((out / "images").glob("*.png"))) == 10
+    import pandas as pd
+
+    meta = pd.read_csv(out / "metadata.csv")
+    assert meta["seed"].tolist() == list(range(10)) and "Pleural Effusion" in meta and "study_id" in meta
+    # Resume: a deleted image is drawn again, identical (seed = seed + index), the others are kept.
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    before = _png(out / "images" / "000003.png")
+    kept = (out / "images" / "000004.png").stat().st_mtime_ns
+    (out / "images" / "000003.png").unlink()
+    assert main([*common, "--out", str(out)]) == 0
+    assert np.array_equal(_png(out / "images" / "000003.png"), before)
+    assert (out / "images" / "000004.png").stat().st_mtime_ns == kept
+    # The folder reads back as an image/prompt data set.
+    from cxr_ldm.data.image_text_folder import ImageTextFolder
+
+    assert len(ImageTextFolder(out, image_size=32)) == 10
+
+
+def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriever_ckpt):
+    out = work / "evaluation"
+    args = ["evaluate", "--model", str(ldm_ckpt), "--data", str(data_yaml), "--classifier", str(classifier_ckpt),
+            "--retriever", str(retriever_ckpt), "--limit", "8", "--per-prompt", "2", "--steps", "3",
+            "--out", str(out), "--no-progress", "--vae-images", "8"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ["fid_xrv", "kid_xrv", "ms_ssim", "cond_auroc", "cond_accuracy", "cond_accuracy/Pleural Effusion",
+                "i2i_precision@5", "t2i_recall@5", "report_f1", "report_bleu", "report_rougeL", "vae_psnr",
+                "vae_ssim", "vae_rmse", "vae_evaluator_agreement", "memorization_min_distance"]:  # fmt: skip
+        assert key in metrics, key
+    assert "fid_inception" in metrics["skipped"]
+    assert (out / "metrics.md").read_text().startswith("| metric | value |")
+    # Without a retriever, on the same images: its metrics are listed as skipped, with the reason.
+    out2 = work / "evaluation-no-retriever"
+    assert main(["evaluate", "--generated", str(out / "generated"), "--data", str(data_yaml),
+                 "--classifier", str(classifier_ckpt), "--out", str(out2)]) == 0  # fmt: skip
+    skipped = json.loads((out2 / "metrics.json").read_text())["skipped"]
+    assert "retriever" in skipped["t2i_recall@5"] and "vae_psnr" in skipped
+
+
+def test_generate_from_exported_pipeline(work, ldm_ckpt):
+    pipeline = work / "pipeline"
+    assert main(["export", "--ckpt", str(ldm_ckpt), "--out", str(pipeline)]) == 0
+    prompts = work / "prompts.txt"
+    prompts.write_text("pleural effusion\nnormal\n")
+    out = work / "generated-pipeline"
+    assert main(["generate", "--model", str(pipeline), "--prompts", str(prompts), "--per-prompt", "2",
+                 "--steps", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert _png(out / "images" / "000003.png").shape == (32, 32)
+
+
+def test_clear_errors(work, classifier_ckpt, data_yaml, capsys):
+    bad = work / "bad.csv"
+    bad.write_text("text\nnormal\n")
+    assert (
+        main(["generate", "--model", str(classifier_ckpt), "--prompts", str(bad), "--out", str(work / "x")])
+        == 2
+    )
+    assert "no `prompt` column" in capsys.readouterr().err
+    prompts = work / "ok.txt"
+    prompts.write_text("normal\n")
+    assert (
+        main(
+            ["generate", "--model", str(classifier_ckpt), "--prompts", str(prompts), "--out", str(work / "x")]
+        )
+        == 2
+    )
+    assert "not a LatentDiffusion" in capsys.readouterr().err
+    missing = work / "missing.ckpt"
+    assert main(["evaluate", "--generated", str(work), "--data", str(data_yaml), "--classifier", str(missing),
+                 "--out", str(work / "y")]) == 2  # fmt: skip
+    assert "missing.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_pretrained_weights_are_never_downloaded(tmp_path):
+    from cxr_ldm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is missing; nothing is downloaded"):
+        CxrClassifier(weights="densenet121-res224-mimic_ch", weights_dir=str(tmp_path))
+
+
+def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, classifier_ckpt):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from cxr_ldm.callbacks.generation_metrics import GenerationMetrics
+    from cxr_ldm.models import LatentDiffusion
+
+    logged = {}
+    logger = TensorBoardLogger(work / "callback-tb")
+    logger.log_metrics = lambda metrics, step: logged.update(metrics)
+    datamodule = load_datamodule(data_yaml)
+    datamodule.setup()
+    trainer = SimpleNamespace(datamodule=datamodule, logger=logger, global_step=0, sanity_checking=False)
+    model = LatentDiffusion.load_from_checkpoint(ldm_ckpt, map_location="cpu")
+    callback = GenerationMetrics(str(classifier_ckpt), split="test", every_n_validations=2, num_images=4,
+                                 num_inference_steps=2)  # fmt: skip
+    callback.on_validation_epoch_end(trainer, model)
+    assert not logged  # every 2nd validation only
+    callback.on_validation_epoch_end(trainer, model)
+    assert {"eval/fid_xrv", "eval/ms_ssim", "eval/cond_accuracy"} <= set(logged)

