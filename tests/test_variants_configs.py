@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny_run import ROOT
-from _variant_runs import CONFIGS, FINETUNE, load_state, run_variant, tiny_overrides
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
@@ -25,6 +24,48 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+FINETUNE = ROOT / "configs" / "finetune"
+CONFIGS = sorted(FINETUNE.glob("*.yaml"))
+DEFAULT_TINY = ["configs/overrides/tiny-components.yaml"]
+
+
+def tiny_overrides(config: Path) -> list[Path]:
+    """The overrides a config declares in its `# tiny: a.yaml b.yaml` header line."""
+    for line in config.read_text().splitlines():
+        if line.startswith("# tiny:"):
+            return [ROOT / name for name in line.split(":", 1)[1].split()]
+    return [ROOT / name for name in DEFAULT_TINY]
+
+
+def variant_args(config: Path, run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    args = ["fit", "--config", str(config)]
+    for override in tiny_overrides(config):
+        args += ["--config", str(override)]
+    args += [
+        "--data.init_args.root",
+        str(data_root),
+        "--data.init_args.cache_dir",
+        str(run_dir.parent / "index-cache"),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+    return args
+
+
+def run_variant(config: Path, run_dir: Path, data_root: Path, *extra: str) -> Path:
+    assert main(variant_args(config, run_dir, data_root, *extra)) == 0
+    return run_dir
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 TOKEN_ROW = "token_embedding.added.weight"
@@ -259,3 +300,50 @@ def test_vae_exports_in_diffusers_format(runs, tmp_path):
     state = load_state(runs("vae-finetune") / "checkpoints" / "last.ckpt")["state_dict"]
     for key, value in vae.state_dict().items():
         assert torch.equal(value, state[f"vae.{key}"]), key
+
+
+PROMPT_STYLES = sorted((ROOT / "configs" / "prompts").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("style", PROMPT_STYLES, ids=lambda p: p.stem)
+def test_prompt_style_override_runs_and_shapes_prompts(style, tmp_path, phantom_root):
+    import yaml
+
+    from cxr_ldm.data import MimicCxrDataModule
+
+    config = FINETUNE / "sd14-unet-pa.yaml"
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(style),
+        "--config",
+        str(ROOT / "configs" / "overrides" / "tiny-components.yaml"),
+        "--data.init_args.root",
+        str(phantom_root),
+        "--data.init_args.cache_dir",
+        str(tmp_path / "cache"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    assert main(args) == 0
+    data_args = {}
+    for path in (config, style, ROOT / "configs" / "overrides" / "tiny-components.yaml"):
+        data_args.update(yaml.safe_load(path.read_text())["data"]["init_args"])
+    data_args.update(root=str(phantom_root), cache_dir=str(tmp_path / "cache"))
+    data = MimicCxrDataModule(**data_args)
+    data.setup("fit")
+    prompts = list(data.index["prompt"])
+    assert prompts
+    if style.stem == "label":
+        assert "normal" in prompts and not any(p.startswith("a photo") for p in prompts)
+    elif style.stem == "sentence":
+        assert all(p.startswith("a photo of a lung x-ray") for p in prompts)
+        assert "a photo of a lung x-ray" in prompts and any(" with visible " in p for p in prompts)
+    else:
+        assert prompts == list(data.index["section"]) and all(7 <= len(p) <= 77 for p in prompts)

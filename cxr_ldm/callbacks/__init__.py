@@ -1,7 +1,8 @@
 """Callbacks that run during `fit`: resumable checkpoints, sample grids and evaluations."""
 
+from cxr_ldm.callbacks.augmentation_experiment import AugmentationExperiment
 from cxr_ldm.callbacks.generation_metrics import GenerationMetrics
 from cxr_ldm.callbacks.run_checkpoint import RunCheckpoint
 from cxr_ldm.callbacks.validation_samples import ValidationSamples
 
-__all__ = ["GenerationMetrics", "RunCheckpoint", "ValidationSamples"]
+__all__ = ["AugmentationExperiment", "GenerationMetrics", "RunCheckpoint", "ValidationSamples"]

@@ -135,6 +135,8 @@ class LatentDiffusion(LightningModule):
         # points at them, so they are not registered twice (no duplicate checkpoint state).
         self._nested: dict[str, nn.Module] = {}
         if textual_inversion is not None:
+            if isinstance(textual_inversion, dict):
+                textual_inversion = TextualInversionConfig(**textual_inversion)
             tokenizer, spliced = add_placeholder_tokens(parts.text_encoder, tokenizer, textual_inversion)
             self._nested["token_embeddings"] = spliced.added
         self.text = TextConditioner(parts.text_encoder, tokenizer, projection, max_prompt_tokens)
@@ -142,6 +144,7 @@ class LatentDiffusion(LightningModule):
             targets = {"unet": self.unet, "text_encoder": self.text.encoder}
             if component not in targets:
                 raise ConfigError(f"model.init_args.lora names {component!r}; choose from {sorted(targets)}")
+            spec = LoraSpec(**spec) if isinstance(spec, dict) else spec
             self._nested[f"{component}_lora"] = add_lora(targets[component], spec, component)
         self.noise_scheduler = parts.noise_scheduler
         self.trainable = trainable
