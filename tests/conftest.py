@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine they oversubscribe the
+# CPU badly (one tiny training step took 10 s with 2 threads and 0.1 s with 1). Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 PHANTOM_STUDIES = 120
 PHANTOM_SIZE = 64
