@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format demo phantom phantom-sheet bench clean
+.PHONY: install test test-slow lint format demo phantom phantom-sheet tiny-pretrained bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf runs artifacts .pytest_cache
+	rm -rf runs artifacts/phantom-sheet.png .pytest_cache
 
 DEMO_DATA := data/phantom
 
@@ -40,9 +40,13 @@ phantom: $(DEMO_DATA)/phantom-manifest.json
 phantom-sheet: $(STAMP)
 	$(PY) -m cxr_ldm.phantom.contact_sheet --out artifacts/phantom-sheet.png
 
-demo: $(STAMP) phantom
-	$(PY) -m cxr_ldm fit --config configs/tiny.yaml --trainer.max_steps 200 --trainer.val_check_interval 50 --ckpt_path last
-	$(PY) -m cxr_ldm export --ckpt runs/tiny/checkpoints/last.ckpt --out runs/tiny/pipeline --ema
+tiny-pretrained: artifacts/tiny-pretrained/model_index.json
+
+artifacts/tiny-pretrained/model_index.json: | $(STAMP)
+	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained --vae-steps 300 --unet-steps 600 --batch-size 16
+
+demo: $(STAMP) tiny-pretrained
+	OMP_NUM_THREADS=1 $(PY) -m cxr_ldm.demo --out runs/demo
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --config configs/tiny.yaml --steps 20 --gradient-checkpointing
