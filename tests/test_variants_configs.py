@@ -165,25 +165,13 @@ for folder in map(Path, sys.argv[1:]):
     custom = folder / "text_conditioning.json"
     if not custom.is_file():
         out = pipe("a photo of a <lung-xray>", **kwargs)
-    else:  # the README snippet of the export
-        text = json.loads(custom.read_text())
-        projection = None
-        if text["projection"]:
-            cfg = json.loads((folder / text["projection"] / "config.json").read_text())
-            layers = [torch.nn.Linear(cfg["in_features"], cfg["out_features"])] if cfg["kind"] == "linear" else [
-                torch.nn.Linear(cfg["in_features"], cfg["hidden_features"]), torch.nn.GELU(),
-                torch.nn.Linear(cfg["hidden_features"], cfg["out_features"])]
-            projection = torch.nn.Sequential(*layers)
-            projection.load_state_dict(load_file(folder / text["projection"] / "model.safetensors"))
-
-        @torch.no_grad()
-        def embed(prompts):
-            tokens = pipe.tokenizer(prompts, padding="max_length", max_length=text["max_length"],
-                                    truncation=True, return_tensors="pt")
-            mask = tokens["attention_mask"] if text["use_attention_mask"] else None
-            hidden = pipe.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask)[0]
-            return projection(hidden) if projection is not None else hidden
-
+    else:  # run the python block of the export's README exactly as written
+        readme = (folder / "README.md").read_text()
+        snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+        scope = {}
+        exec(snippet, scope)
+        pipe, embed = scope["pipe"], scope["embed"]
+        pipe.set_progress_bar_config(disable=True)
         torch.save(embed(["pleural effusion"]), folder / "snippet_embeds.pt")
         out = pipe(prompt_embeds=embed(["pleural effusion"]), negative_prompt_embeds=embed([""]), **kwargs)
     results[folder.name] = list(out.images.shape)
