@@ -4,4 +4,7 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A configuration value is wrong or points at something missing; the message names key or path."""
+    """The user's to fix: a configuration value, or an input file it points at, is wrong or missing.
+
+    The message names the key or the file and says how to fix it; the data errors derive from it.
+    """

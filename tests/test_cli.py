@@ -94,3 +94,10 @@ def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, pairs, capsys, monkey
 def test_vae_cannot_be_trained_through_the_diffusion_loss(tmp_path, pairs, capsys):
     args = fit_args(tmp_path, pairs, "--model.init_args.trainable", '{"vae": {"lr": 1e-4}}')
     _fails_naming(args, capsys, "trainable", "vae")
+
+
+def test_missing_data_root_names_the_csv(tmp_path, capsys):
+    missing = tmp_path / "no-mimic-here"
+    assert main(fit_args(tmp_path, missing)) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}/mimic-cxr-2.0.0-metadata.csv.gz" in err and "Traceback" not in err

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cxr_ldm.errors import ConfigError
+
 LOGGER = logging.getLogger("cxr_ldm.data")
 
 BadSamplePolicy = Literal["skip", "raise"]
@@ -27,7 +29,7 @@ FIXES = {
 POLICY_HINT = "or set data.bad_sample_policy=skip to skip such files"
 
 
-class BadSampleError(ValueError):
+class BadSampleError(ConfigError):
     """An input file (image, report or metadata row) that cannot be used; the message names it and the fix."""
 
     def __init__(self, path: str | os.PathLike, reason: str | None = None, kind: str = "image") -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -20,7 +21,7 @@ LABEL_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
 SPLIT_NAMES = ("train", "validate", "test")
 
 
-class MimicTableError(ValueError):
+class MimicTableError(ConfigError):
     """A MIMIC-CXR CSV is missing, unreadable, or lacks a column; the message names the file and column."""
 
 
