@@ -26,16 +26,17 @@ def write_pairs(root: Path, count: int = 12, size: int = 40) -> Path:
     return root
 
 
-def fit_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
-    """`fit` on the tiny config, reading the phantom tree at `data_root`, writing under `run_dir`."""
+def cli_args(configs: list[Path], run_dir: Path, data_root: Path, cache_dir: Path, *extra: str) -> list[str]:
+    """`fit` on `configs` (merged in order), reading the phantom tree at `data_root`, writing under `run_dir`."""
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
     return [
-        "fit",
-        "--config",
-        str(TINY),
+        *args,
         "--data.init_args.root",
         str(data_root),
         "--data.init_args.cache_dir",
-        str(run_dir / "cache"),
+        str(cache_dir),
         "--trainer.default_root_dir",
         str(run_dir),
         "--trainer.logger.init_args.save_dir",
@@ -44,6 +45,11 @@ def fit_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
         "false",
         *extra,
     ]
+
+
+def fit_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    """`fit` on the tiny config."""
+    return cli_args([TINY], run_dir, data_root, run_dir / "cache", *extra)
 
 
 def run_fit(run_dir: Path, data_root: Path, *extra: str) -> Path:

@@ -11,20 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny_run import ROOT
+from _tiny_run import ROOT, cli_args
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones (a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FINETUNE = ROOT / "configs" / "finetune"
 CONFIGS = sorted(FINETUNE.glob("*.yaml"))
@@ -40,23 +30,8 @@ def tiny_overrides(config: Path) -> list[Path]:
 
 
 def variant_args(config: Path, run_dir: Path, data_root: Path, *extra: str) -> list[str]:
-    args = ["fit", "--config", str(config)]
-    for override in tiny_overrides(config):
-        args += ["--config", str(override)]
-    args += [
-        "--data.init_args.root",
-        str(data_root),
-        "--data.init_args.cache_dir",
-        str(run_dir.parent / "index-cache"),
-        "--trainer.default_root_dir",
-        str(run_dir),
-        "--trainer.logger.init_args.save_dir",
-        str(run_dir),
-        "--trainer.enable_progress_bar",
-        "false",
-        *extra,
-    ]
-    return args
+    configs = [config, *tiny_overrides(config)]
+    return cli_args(configs, run_dir, data_root, run_dir.parent / "index-cache", *extra)
 
 
 def run_variant(config: Path, run_dir: Path, data_root: Path, *extra: str) -> Path:

