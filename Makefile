@@ -43,7 +43,7 @@ phantom-sheet: $(STAMP)
 tiny-pretrained: artifacts/tiny-pretrained/model_index.json
 
 artifacts/tiny-pretrained/model_index.json: | $(STAMP)
-	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained --vae-steps 300 --unet-steps 600 --batch-size 16
+	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained
 
 demo: $(STAMP) tiny-pretrained
 	OMP_NUM_THREADS=1 $(PY) -m cxr_ldm.demo --out runs/demo

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -185,6 +186,32 @@ def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriev
                  "--classifier", str(classifier_ckpt), "--out", str(out2)]) == 0  # fmt: skip
     skipped = json.loads((out2 / "metrics.json").read_text())["skipped"]
     assert "retriever" in skipped["t2i_recall@5"] and "vae_psnr" in skipped
+
+
+def test_finding_prompts_generate_and_evaluate(work, ldm_ckpt, data_yaml, classifier_ckpt, capsys):
+    out = work / "finding-probe"
+    common = ["generate", "--model", str(ldm_ckpt), "--finding-prompts", "--per-prompt", "2", "--steps", "2",
+              "--out", str(out), "--no-progress"]  # fmt: skip
+    # Report-mode training text has no one-finding prompt to write: a clear error, not made-up prompts.
+    assert main([*common, "--data-config", str(data_yaml)]) == 2
+    assert "--prompts" in capsys.readouterr().err
+    labels_yaml = work / "data-labels.yaml"
+    config = yaml.safe_load(data_yaml.read_text())
+    config["data"]["init_args"]["prompt_mode"] = "labels"
+    labels_yaml.write_text(yaml.safe_dump(config))
+    assert main([*common, "--data-config", str(labels_yaml)]) == 0
+    frame = pd.read_csv(out / "metadata.csv")
+    assert sorted(frame["prompt"].unique()) == ["cardiomegaly", "normal", "pleural effusion", "pneumothorax"]
+    headline = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]
+    assert (frame[headline].sum(axis=1) == 1).all() and len(
+        frame
+    ) == 8  # one finding per prompt, known labels
+    assert main(["evaluate", "--generated", str(out), "--data", str(labels_yaml), "--classifier",
+                 str(classifier_ckpt), "--out", str(work / "finding-probe-eval")]) == 0  # fmt: skip
+    report = json.loads((work / "finding-probe-eval" / "metrics.json").read_text())
+    for finding in headline:
+        assert 0.0 <= report[f"cond_balanced_accuracy/{finding}"] <= 1.0
+        assert 0.0 < report["info"]["thresholds"][finding] < 1.0
 
 
 def test_generate_from_exported_pipeline(work, ldm_ckpt):

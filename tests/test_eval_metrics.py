@@ -17,6 +17,7 @@ from cxr_ldm.evaluation import (
     rouge_l,
     t2i_recall_at_k,
 )
+from cxr_ldm.evaluation.operating_points import operating_points, youden_threshold
 from cxr_ldm.evaluation.report_agreement import label_f1
 
 
@@ -44,6 +45,28 @@ def test_conditioned_classification_perfect_and_unknown():
     metrics, skipped = conditioned_classification(probs, labels, ["A", "B"])
     assert metrics["cond_accuracy/A"] == 1.0 and metrics["cond_auroc/A"] == 1.0
     assert metrics["cond_accuracy/B"] == 1.0 and "cond_auroc/B" in skipped  # only positives known
+    assert metrics["cond_balanced_accuracy/A"] == 1.0 and "cond_balanced_accuracy/B" in skipped
+
+
+def test_balanced_accuracy_does_not_reward_calling_a_rare_finding_absent():
+    labels = torch.tensor([[1.0]] + [[0.0]] * 9)
+    probs = torch.full((10, 1), 0.1)
+    metrics, _ = conditioned_classification(probs, labels, ["A"])
+    assert metrics["cond_accuracy/A"] == pytest.approx(0.9)
+    assert metrics["cond_balanced_accuracy/A"] == pytest.approx(0.5)
+
+
+def test_operating_point_separates_low_scoring_positives_and_is_used_per_finding():
+    # a rare finding scored low everywhere, but higher on its positives: 0.5 calls nothing, the Youden cut splits
+    target = torch.tensor([1.0] * 5 + [0.0] * 45)
+    probs = torch.cat([torch.linspace(0.2, 0.3, 5), torch.linspace(0.01, 0.1, 45)])
+    cut = youden_threshold(probs, target)
+    assert 0.1 < cut <= 0.2 + 1e-6
+    points = operating_points(probs[:, None], target[:, None], ["A"])
+    plain, _ = conditioned_classification(probs[:, None], target[:, None], ["A"])
+    tuned, _ = conditioned_classification(probs[:, None], target[:, None], ["A"], thresholds=points)
+    assert plain["cond_balanced_accuracy/A"] == 0.5 and tuned["cond_balanced_accuracy/A"] == 1.0
+    assert youden_threshold(probs, torch.zeros(50)) == 0.5  # one class: no cut to choose
 
 
 def test_retrieval_metrics_perfect_and_chance():

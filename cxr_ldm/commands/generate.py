@@ -46,6 +46,12 @@ def main(argv: list[str]) -> int:
     source.add_argument("--prompts", type=Path, help=".csv (prompt column, optional label columns) or .txt")
     source.add_argument("--data-config", type=Path, help="fit or data YAML; prompts and labels of --split")
     parser.add_argument("--split", default="test", help="split of --data-config (default test)")
+    parser.add_argument(
+        "--finding-prompts",
+        action="store_true",
+        help="instead of a split: one prompt per headline finding and a normal one, written in the prompt "
+        "style of --data-config (labels or template), each with complete labels",
+    )
     parser.add_argument("--data-root", default=None, help="override data.init_args.root")
     parser.add_argument("--cache-dir", default=None, help="override data.init_args.cache_dir")
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumed if it exists)")
@@ -56,11 +62,19 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.evaluation import GenerationSettings, generate_images, load_image_source
     from cxr_ldm.evaluation.data_config import load_datamodule
+    from cxr_ldm.evaluation.finding_prompts import finding_prompts
     from cxr_ldm.evaluation.prompt_source import prompts_from_datamodule, read_prompt_file
 
     try:
         if args.prompts is not None:
+            if args.finding_prompts:
+                raise ConfigError(
+                    "--finding-prompts takes its prompt style from --data-config, not --prompts"
+                )
             records = read_prompt_file(args.prompts)
+        elif args.finding_prompts:
+            options = load_datamodule(args.data_config, root=args.data_root, cache_dir=args.cache_dir).options
+            records = finding_prompts(mode=options.prompt_mode, template=options.prompt_template)
         else:
             datamodule = load_datamodule(
                 args.data_config, root=args.data_root, cache_dir=args.cache_dir, num_workers=0

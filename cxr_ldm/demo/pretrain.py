@@ -2,8 +2,9 @@
 
 Honest by construction: it trains on a phantom drawn with another seed than the demo's data (so never on
 the demo's test images) and with one generic prompt (so never on the demo's prompts). Stage 1 trains the
-VAE (L1 + small KL); stage 2 trains the U-Net on the frozen VAE's latents. Everything is seeded; the result
-is a diffusers pipeline directory (`StableDiffusionPipeline.from_pretrained` loads it).
+VAE (L1 + a tiny KL, as Stable Diffusion's VAE: a weak KL keeps the small findings in the latents);
+stage 2 trains the U-Net on the frozen VAE's latents, encoded once. Everything is seeded; the result is a
+diffusers pipeline directory (`StableDiffusionPipeline.from_pretrained` loads it).
 """
 
 from __future__ import annotations
@@ -49,13 +50,19 @@ def batches(images: torch.Tensor, batch_size: int, steps: int, generator: torch.
         yield images[torch.randint(len(images), (batch_size,), generator=generator)]
 
 
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int):
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+
+
 def train_vae(
-    model, images: torch.Tensor, steps: int, batch_size: int, seed: int, kl_weight: float = 1e-4
+    model, images: torch.Tensor, steps: int, batch_size: int, seed: int, kl_weight: float = 1e-6
 ) -> float:
     """Stage 1: L1 reconstruction + KL; returns the final L1 on a fixed batch."""
     generator = torch.Generator().manual_seed(seed)
     vae = model.vae.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    schedule = one_cycle(optimizer, 2e-3, steps)
+    started = time.perf_counter()
     for step, batch in enumerate(batches(images, batch_size, steps, generator)):
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample
@@ -63,46 +70,58 @@ def train_vae(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
         if step % 100 == 0:
-            print(f"vae step {step}: loss {loss.item():.4f}", flush=True)
+            print(
+                f"vae step {step}: loss {loss.item():.4f} ({time.perf_counter() - started:.0f} s)", flush=True
+            )
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         fixed = images[:64]
         return float(F.l1_loss(vae.decode(vae.encode(fixed).latent_dist.mode()).sample, fixed))
 
 
-def set_latent_scale(model, images: torch.Tensor) -> float:
-    """Scale latents to unit variance, as Stable Diffusion's 0.18215 does for its VAE."""
+def encode_all(model, images: torch.Tensor) -> torch.Tensor:
+    """Posterior parameters (mean and log-variance) of every image: the U-Net stage never runs the encoder."""
     with torch.no_grad():
-        latents = torch.cat(
-            [model.vae.encode(images[i : i + 64]).latent_dist.mode() for i in range(0, len(images), 64)]
+        return torch.cat(
+            [model.vae.encode(images[i : i + 64]).latent_dist.parameters for i in range(0, len(images), 64)]
         )
-    scale = float(1.0 / latents.std())
+
+
+def set_latent_scale(model, parameters: torch.Tensor) -> float:
+    """Scale latents to unit variance, as Stable Diffusion's 0.18215 does for its VAE."""
+    means = parameters[:, : parameters.shape[1] // 2]
+    scale = float(1.0 / means.std())
     model.vae.register_to_config(scaling_factor=scale)
     model.vae_scale = scale
     return scale
 
 
-def train_unet(model, images: torch.Tensor, steps: int, batch_size: int, seed: int) -> float:
+def train_unet(model, parameters: torch.Tensor, steps: int, batch_size: int, seed: int) -> float:
     """Stage 2: the diffusion loss with one generic prompt (10% dropped to empty for guidance)."""
     generator = torch.Generator().manual_seed(seed)
     model.unet.train()
     optimizer = torch.optim.AdamW(model.unet.parameters(), lr=1e-3)
-    ema = 0.0
-    for step, batch in enumerate(batches(images, batch_size, steps, generator)):
-        loss = model._shared_step({"pixel_values": batch, "prompt": [GENERIC_PROMPT] * len(batch)}, "train")
+    schedule = one_cycle(optimizer, 1e-3, steps)
+    ema, started = 0.0, time.perf_counter()
+    for step, batch in enumerate(batches(parameters, batch_size, steps, generator)):
+        loss = model._shared_step(
+            {"latent_parameters": batch, "prompt": [GENERIC_PROMPT] * len(batch)}, "train"
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
         ema = loss.item() if step == 0 else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
-            print(f"unet step {step}: loss {ema:.4f}", flush=True)
+            print(f"unet step {step}: loss {ema:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     model.unet.eval()
     return ema
 
 
 def build_pretrained(
-    out: Path, work: Path, studies: int = 400, vae_steps: int = 600, unet_steps: int = 1500, batch_size: int = 32,
+    out: Path, work: Path, studies: int = 2000, vae_steps: int = 1200, unet_steps: int = 2000, batch_size: int = 32,
     seed: int = 0,
 ) -> dict:  # fmt: skip
     """Train both stages and export the pipeline to `out`; returns what was done (also `out/pretrain.json`)."""
@@ -111,14 +130,15 @@ def build_pretrained(
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    images = phantom_images(work / "phantom-pretrain", studies, work / "cache")
+    images = phantom_images(work / f"phantom-pretrain-{studies}", studies, work / "cache")
     model = LatentDiffusion(
         vae_config=VAE_CONFIG, unet_config=UNET_CONFIG, text_encoder_config=TEXT_ENCODER_CONFIG,
         tokenizer_name_or_path="clip", trainable={"unet": Trainable(lr=1e-3)}, condition_dropout=0.1,
     )  # fmt: skip
     l1 = train_vae(model, images, vae_steps, batch_size, seed)
-    scale = set_latent_scale(model, images)
-    loss = train_unet(model, images, unet_steps, batch_size, seed + 1)
+    parameters = encode_all(model, images)
+    scale = set_latent_scale(model, parameters)
+    loss = train_unet(model, parameters, unet_steps, batch_size, seed + 1)
     if out.exists():
         shutil.rmtree(out)
     export_pipeline(model, out, ema=False, scheduler="ddim")
@@ -138,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="artifacts/tiny-pretrained")
     parser.add_argument("--work", default="runs/tiny-pretrain", help="phantom and caches (not committed)")
-    parser.add_argument("--studies", type=int, default=400)
-    parser.add_argument("--vae-steps", type=int, default=600)
-    parser.add_argument("--unet-steps", type=int, default=1500)
+    parser.add_argument("--studies", type=int, default=2000)
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--unet-steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

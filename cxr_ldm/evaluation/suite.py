@@ -14,6 +14,7 @@ from cxr_ldm.evaluation.fid import fid_classifier, fid_inception, kid_classifier
 from cxr_ldm.evaluation.generation import GeneratedSet
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
 from cxr_ldm.evaluation.memorization import memorization_metrics
+from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.real_data import RealSet
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
@@ -78,11 +79,15 @@ def evaluate_generated(
     prompt_labels = generated.labels[:, column_indices(findings)]
     if torch.isnan(generated.labels).all():
         report.skip(
-            ["cond_accuracy", "cond_auroc", "i2i_precision@5", *REPORT_KEYS], "the prompts have no labels"
+            ["cond_accuracy", "cond_balanced_accuracy", "cond_auroc", "i2i_precision@5", *REPORT_KEYS],
+            "the prompts have no labels",
         )
     else:
         probs = batched(lambda x: torch.sigmoid(classifier(x)), fake, device)
-        values, skipped = conditioned_classification(probs, prompt_labels, findings)
+        real_probs = batched(lambda x: torch.sigmoid(classifier(x)), real, device)
+        cuts = operating_points(real_probs, real_test.labels[:, column_indices(findings)], findings)
+        report.info["thresholds"] = {finding: round(cut, 4) for finding, cut in cuts.items()}
+        values, skipped = conditioned_classification(probs, prompt_labels, findings, thresholds=cuts)
         report.add(values)
         report.skipped.update(skipped)
         headline = column_indices([f for f in HEADLINE_FINDINGS])
