@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cxr_ldm.__main__ import main
 from cxr_ldm.augmentation import (
     AugmentationConfig,
     ClassifierSettings,
@@ -17,7 +19,7 @@ from cxr_ldm.augmentation import (
     run_experiment,
 )
 from cxr_ldm.errors import ConfigError
-from tests._tiny_run import TINY, run_fit
+from tests._tiny_run import TINY, cli_args, run_fit
 
 
 def toy_config(out: Path, phantom_root: Path, model: Path) -> AugmentationConfig:
@@ -91,3 +93,79 @@ def test_callback_validates_its_settings() -> None:
     assert callback.config.synthetic_multiples() == [2]
     with pytest.raises(ConfigError, match="conditions"):
         AugmentationExperiment(data=str(TINY), conditions=["synthetic"])
+
+
+def test_per_size_finetune_trains_on_exactly_the_subset_and_is_reused(
+    tmp_path: Path, phantom_root: Path
+) -> None:
+    config = toy_config(tmp_path / "augment", phantom_root, tmp_path / "unused.ckpt")
+    config.sizes, config.conditions = [8], ["real", "synthetic_1x"]
+    config.diffusion = DiffusionSettings(
+        finetune_config=str(TINY),
+        finetune_args=["--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false"],
+    )
+    first = run_experiment(config)
+    run_dir = tmp_path / "augment" / "finetune" / "size8"
+    done = json.loads((run_dir / "finetune-done.json").read_text())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert done["size"] == 8 and Path(done["checkpoint"]) == last
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2
+    # The fine-tune read the experiment's subset of 8 images (its config, as Lightning saved it, says so).
+    saved = [yaml.safe_load(path.read_text()) for path in run_dir.rglob("config.yaml")]
+    assert saved and all(c["data"]["init_args"]["max_images"] == {"train": 8} for c in saved)
+    assert sorted(first.computed) == ["size8/real/seed0", "size8/synthetic_1x/seed0"]
+    # Rerun: the finished fine-tune and both arms are reused, nothing retrains.
+    stamp = last.stat().st_mtime_ns
+    second = run_experiment(config)
+    assert not second.computed and last.stat().st_mtime_ns == stamp
+
+
+def test_callback_runs_the_experiment_at_the_end_of_fit(tmp_path: Path, phantom_root: Path) -> None:
+    overlay = tmp_path / "augment-callback.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {"class_path": "cxr_ldm.callbacks.RunCheckpoint", "init_args": {"save_last": True}},
+                        {
+                            "class_path": "cxr_ldm.callbacks.AugmentationExperiment",
+                            "init_args": {
+                                "data": str(TINY),
+                                "data_overrides": {
+                                    "root": str(phantom_root),
+                                    "cache_dir": str(tmp_path / "cache"),
+                                },
+                                "sizes": [8],
+                                "conditions": ["real", "real+synthetic_1x"],
+                                "seeds": [0],
+                                "classifier": {
+                                    "image_size": 32,
+                                    "growth_rate": 4,
+                                    "block_config": [1, 1],
+                                    "num_init_features": 8,
+                                    "steps": 3,
+                                    "batch_size": 8,
+                                    "accelerator": "cpu",
+                                },
+                                "synthesis": {"num_inference_steps": 2, "batch_size": 32},
+                            },
+                        },
+                    ]
+                }
+            }
+        )  # fmt: skip
+    )
+    run = tmp_path / "run"
+    assert (
+        main(cli_args([TINY, overlay], run, phantom_root, tmp_path / "cache", "--trainer.max_steps", "2"))
+        == 0
+    )
+    results = json.loads((run / "augment" / "results.json").read_text())
+    assert {row["condition"] for row in results["summary"]} == {"real", "real+synthetic_1x"}
+    # The synthetic set was drawn by the model just trained: 8 prompts of the subset, one image each.
+    metadata = next((run / "augment").rglob("metadata.csv"))
+    assert len(metadata.read_text().strip().splitlines()) == 1 + 8

@@ -71,7 +71,11 @@ def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float
     probabilities = model.predict_proba(pixels)
     index = [CHEXPERT_LABELS.index(f) for f in model.findings]
     found, _ = conditioned_classification(probabilities, test.labels[:, index], model.findings)
-    rename = {"cond_accuracy": "accuracy", "cond_auroc": "auroc"}
+    rename = {
+        "cond_accuracy": "accuracy",
+        "cond_balanced_accuracy": "balanced_accuracy",
+        "cond_auroc": "auroc",
+    }
     out = {}
     for key, value in found.items():
         head, _, finding = key.partition("/")

@@ -32,7 +32,8 @@ def read_arm_result(arm: Arm, out: str | Path) -> dict | None:
 
 def aggregate(results: list[dict], findings: list[str]) -> list[dict]:
     """One row per (size, condition): mean and std over seeds of every metric."""
-    keys = ["auroc", "accuracy", *(f"{m}/{f}" for f in findings for m in ("auroc", "accuracy"))]
+    keys = ["auroc", "accuracy", "balanced_accuracy"]
+    keys += [f"{m}/{f}" for f in findings for m in ("auroc", "accuracy", "balanced_accuracy")]
     groups: dict[tuple[int, str], list[dict]] = {}
     for result in results:
         groups.setdefault((result["size"], result["condition"]), []).append(result)
@@ -58,8 +59,9 @@ def _cell(row: dict, key: str) -> str:
 
 
 def markdown_table(rows: list[dict], findings: list[str]) -> str:
-    """Mean ± std over seeds of macro and per-finding AUROC and accuracy."""
-    head = ["size", "condition", "train images", "AUROC", "accuracy"]
+    """Mean ± std over seeds of macro AUROC, accuracy (at 0.5) and balanced accuracy, and per-finding AUROC and
+    accuracy."""
+    head = ["size", "condition", "train images", "AUROC", "accuracy", "balanced accuracy"]
     head += [f"AUROC {f}" for f in findings] + [f"acc {f}" for f in findings]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -69,6 +71,7 @@ def markdown_table(rows: list[dict], findings: list[str]) -> str:
             str(row["train_images"]),
             _cell(row, "auroc"),
             _cell(row, "accuracy"),
+            _cell(row, "balanced_accuracy"),
         ]
         cells += [_cell(row, f"auroc/{f}") for f in findings] + [
             _cell(row, f"accuracy/{f}") for f in findings

@@ -1,7 +1,8 @@
-"""The demo's `report.md` and its sample grid: real vs before vs after fine-tuning for a few test prompts."""
+"""The demo's `report.md` and its image grids: finding probes and test prompts, before vs after fine-tuning."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -10,40 +11,82 @@ from torchvision.utils import save_image
 from cxr_ldm.augmentation.synthetic import read_synthetic
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
 
+GRID_COLUMNS = 8
 
-def _row(metrics: dict, findings: list[str], key: str) -> str:
-    return " | ".join(f"{metrics.get(f'{key}/{f}', float('nan')):.3f}" for f in findings)
+
+def _cells(metrics: dict, findings: list[str], key: str) -> str:
+    values = [metrics.get(f"{key}/{f}", math.nan) for f in findings] + [metrics.get(key, math.nan)]
+    return " | ".join(f"{v:.3f}" for v in values)
+
+
+def _table(findings: list[str], rows: list[tuple[str, dict, str]]) -> list[str]:
+    head = ["| | " + " | ".join(findings) + " | macro |", "|" + "---|" * (len(findings) + 2)]
+    return head + [f"| {label} | {_cells(metrics, findings, key)} |" for label, metrics, key in rows]
+
+
+def _probe_grid(out: Path, prompts: list[str], per_prompt: int) -> Path:
+    """Per probe prompt two rows of `GRID_COLUMNS` images: before, then after fine-tuning (same seeds)."""
+    before = read_synthetic(out / "probe-before", per_prompt, IMAGE_SIZE).images
+    after = read_synthetic(out / "probe-after", per_prompt, IMAGE_SIZE).images
+    rows = []
+    for index in range(len(prompts)):
+        first = index * per_prompt
+        rows += [before[first : first + GRID_COLUMNS], after[first : first + GRID_COLUMNS]]
+    path = out / "probes.png"
+    save_image(torch.cat(rows).float() / 255, path, nrow=GRID_COLUMNS, padding=2, pad_value=1.0)
+    return path
 
 
 def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: Path, args) -> Path:
-    """Write `out/report.md` and `out/samples.png` (rows: real test image, before, after)."""
+    """Write `out/report.md`, `out/probes.png` and `out/samples.png` (rows: real test image, before, after)."""
     before = read_synthetic(out / "generated-before", 1, IMAGE_SIZE)
     after = read_synthetic(out / "generated-after", 1, IMAGE_SIZE)
-    count = min(8, len(test))
+    count = min(GRID_COLUMNS, len(test))
     grid = torch.cat([test.images[:count], before.images[:count], after.images[:count]]).float() / 255
     save_image(grid, out / "samples.png", nrow=count, padding=2, pad_value=1.0)
-    findings = [k.split("/", 1)[1] for k in results["after"] if k.startswith("cond_accuracy/")]
-    b, a, real = results["before"], results["after"], results["evaluator_on_real_test"]
+    _probe_grid(out, results["probe_prompts"], args.probe_images)
+    b, a, evaluator = results["before"], results["after"], results["evaluator"]
+    findings = list(evaluator["thresholds"])
+    real, vae = evaluator["real_test"], evaluator["vae_reconstructions"]
+    prompts = ", ".join(f'"{p}"' for p in results["probe_prompts"])
     lines = [
         "# cxr-ldm demo report (phantom data, CPU)", "",
         f"Pretrained pipeline: `{pretrained}`; fine-tuned checkpoint: `{checkpoint}` ({args.finetune_steps} steps).",
-        f"Real images: {results['train_images']} train, {results['test_images']} test. "
-        f"Sampling: DDIM, {args.sample_steps} steps, guidance 4, one image per test prompt.", "",
-        "## Conditioned classification (evaluator trained on the real training split)", "",
-        "| | " + " | ".join(findings) + " | macro |", "|" + "---|" * (len(findings) + 2),
-        f"| accuracy before | {_row(b, findings, 'cond_accuracy')} | {b.get('cond_accuracy', float('nan')):.3f} |",
-        f"| accuracy after | {_row(a, findings, 'cond_accuracy')} | {a.get('cond_accuracy', float('nan')):.3f} |",
-        f"| AUROC before | {_row(b, findings, 'cond_auroc')} | {b.get('cond_auroc', float('nan')):.3f} |",
-        f"| AUROC after | {_row(a, findings, 'cond_auroc')} | {a.get('cond_auroc', float('nan')):.3f} |",
-        f"| evaluator on real test (AUROC) | {_row(real, findings, 'auroc')} | {real.get('auroc', float('nan')):.3f} |",
-        f"| evaluator on real test (accuracy) | {_row(real, findings, 'accuracy')} | {real.get('accuracy', float('nan')):.3f} |",
-        "", "## CXR FID (evaluator features; lower is closer to the real test images)", "",
-        f"before: {b['fid_cxr']:.2f}, after: {a['fid_cxr']:.2f}", "",
-        "## Augmentation experiment (macro and per-finding, mean ± std over seeds)", "",
+        f"Real images: {results['train_images']} train, {results['validate_images']} validation, "
+        f"{results['test_images']} test. Sampling: DDIM, {args.sample_steps} steps, guidance {args.guidance}.", "",
+        "The evaluator is a small classifier trained on the real training split. A finding counts as present at the",
+        "evaluator's operating point on the real validation images (maximal sensitivity + specificity there), fixed",
+        "before it sees a generated image. Balanced accuracy is the mean of sensitivity and specificity: 0.5 is chance",
+        "whatever the prevalence.", "",
+        "## Does the evaluator see the finding the prompt asked for?", "",
+        f"{args.probe_images} images for each prompt {prompts}; for each finding its own prompt's images are the",
+        "positives and the other prompts' images the negatives.", "",
+        *_table(findings, [
+            ("balanced accuracy before", b["probe"], "cond_balanced_accuracy"),
+            ("balanced accuracy after", a["probe"], "cond_balanced_accuracy"),
+            ("AUROC before", b["probe"], "cond_auroc"),
+            ("AUROC after", a["probe"], "cond_auroc"),
+            ("real test images: balanced accuracy", real, "cond_balanced_accuracy"),
+            ("real test images: AUROC", real, "cond_auroc"),
+            ("VAE reconstructions of them: balanced accuracy", vae, "cond_balanced_accuracy"),
+            ("VAE reconstructions of them: AUROC", vae, "cond_auroc"),
+        ]), "",
+        "![finding probes](probes.png)", "",
+        "Rows in pairs per prompt (in the order above): before fine-tuning, after (same seeds).", "",
+        "## One image per real test prompt (multi-finding report labels)", "",
+        *_table(findings, [
+            ("balanced accuracy before", b["test_prompts"], "cond_balanced_accuracy"),
+            ("balanced accuracy after", a["test_prompts"], "cond_balanced_accuracy"),
+            ("AUROC before", b["test_prompts"], "cond_auroc"),
+            ("AUROC after", a["test_prompts"], "cond_auroc"),
+        ]), "",
+        f"CXR FID (evaluator features, against the real test images; lower is closer): before {b['fid_cxr']:.2f},"
+        f" after {a['fid_cxr']:.2f}.", "",
+        "![samples](samples.png)", "",
+        "Rows: real test image, before fine-tuning, after fine-tuning (same prompt and seed).", "",
+        "## Augmentation experiment (mean ± std over seeds)", "",
         Path(results["augmentation_table"]).read_text(), "![augmentation](augment/results.png)", "",
-        "## Samples", "", "Rows: real test image, before fine-tuning, after fine-tuning (same prompt and seed).", "",
-        "![samples](samples.png)", "", "## Wall time (s)", "",
-        *(f"- {k}: {v}" for k, v in results["times_s"].items()), "",
+        "## Wall time (s)", "", *(f"- {k}: {v}" for k, v in results["times_s"].items()), "",
     ]  # fmt: skip
     path = out / "report.md"
     path.write_text("\n".join(lines))

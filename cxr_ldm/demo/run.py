@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,35 +24,92 @@ from cxr_ldm.augmentation import (
     SynthesisSettings,
     run_experiment,
 )
-from cxr_ldm.augmentation.classifier_arm import evaluate_classifier, train_classifier
+from cxr_ldm.augmentation.classifier_arm import train_classifier
+from cxr_ldm.augmentation.image_set import ImageSet
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split
 from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic
 from cxr_ldm.demo.report import write_report
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.fid import fid_classifier
+from cxr_ldm.evaluation.finding_prompts import finding_prompts
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
+from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 CONFIG = "configs/demo.yaml"
 
 
-def evaluate_source(source, test, records, out: Path, evaluator, settings: GenerationSettings) -> dict:
-    """One image per test prompt, then conditioned accuracy / AUROC per finding and CXR FID against real test."""
-    generate_images(source, records, out, settings, progress=False)
-    fake = read_synthetic(out, 1, IMAGE_SIZE)
-    probabilities = evaluator.predict_proba(fake.images.float() / 127.5 - 1.0)
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+def score(evaluator, images: ImageSet, cuts: dict[str, float]) -> dict[str, float]:
+    """Conditioned classification of `images` against their labels, at the evaluator's real-data cuts."""
+    probabilities = evaluator.predict_proba(to_pixels(images.images))
     index = [CHEXPERT_LABELS.index(f) for f in evaluator.findings]
-    metrics, _ = conditioned_classification(probabilities, fake.labels[:, index], evaluator.findings)
-    metrics["fid_cxr"] = fid_classifier(test.images.float() / 255, fake.images.float() / 255, evaluator)
+    metrics, _ = conditioned_classification(
+        probabilities, images.labels[:, index], evaluator.findings, thresholds=cuts
+    )
     return metrics
+
+
+def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
+    """The real images through the pretrained VAE (posterior mode): the most any generated image can keep."""
+    with torch.no_grad():
+        pixels = to_pixels(images.images).repeat(1, 3, 1, 1)
+        decoded = torch.cat([vae.decode(vae.encode(pixels[i : i + 64]).latent_dist.mode()).sample
+                             for i in range(0, len(pixels), 64)])  # fmt: skip
+    gray = ((decoded.clamp(-1, 1).mean(1, keepdim=True) + 1) * 127.5).round().to(torch.uint8)
+    return ImageSet(gray, images.labels, images.prompts, images.ids)
+
+
+def evaluate_source(
+    source, name: str, out: Path, test: ImageSet, probes, evaluator, cuts, settings, probe_images
+):
+    """Finding probes (`probe_images` per finding prompt) and one image per test prompt, then their metrics."""
+    generate_images(
+        source, probes, out / f"probe-{name}", replace(settings, per_prompt=probe_images), progress=False
+    )
+    generate_images(source, prompt_records(test), out / f"generated-{name}", settings, progress=False)
+    probe = read_synthetic(out / f"probe-{name}", probe_images, IMAGE_SIZE)
+    fake = read_synthetic(out / f"generated-{name}", 1, IMAGE_SIZE)
+    return {
+        "probe": score(evaluator, probe, cuts),
+        "test_prompts": score(evaluator, fake, cuts),
+        "fid_cxr": fid_classifier(test.images.float() / 255, fake.images.float() / 255, evaluator),
+    }
+
+
+def ensure_phantom(data: Path, studies: int) -> None:
+    """Make the demo's phantom, or keep the one there when it was made with the same settings.
+
+    A phantom of other settings (an earlier demo's size) is made anew: the manifest proves the folder is a
+    phantom, and the data caches key on the CSV files, so nothing stale is read.
+    """
+    from cxr_ldm.phantom import generate_phantom
+
+    wanted = {"studies": studies, "size": IMAGE_SIZE, "seed": 0, "corrupt": 0.0}
+    manifest = data / "phantom-manifest.json"
+    if manifest.is_file():
+        made = json.loads(manifest.read_text())
+        if made.get("params") == wanted:
+            return
+        if made.get("generator") != "cxr_ldm.phantom":
+            raise ConfigError(f"{data} is not a phantom made by cxr_ldm; pass --data with another folder")
+        print(
+            f"[demo] {data} holds a phantom of other settings ({made.get('params')}); making it anew",
+            flush=True,
+        )
+        shutil.rmtree(data)
+    generate_phantom(data, studies, IMAGE_SIZE, 0, progress=False)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
     from cxr_ldm.__main__ import main as cli
     from cxr_ldm.demo.pretrain import build_pretrained
     from cxr_ldm.evaluation.image_source import load_image_source
-    from cxr_ldm.phantom import generate_phantom
 
     out, data, pretrained = Path(args.out), Path(args.data), Path(args.pretrained)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,12 +122,10 @@ def run_demo(args: argparse.Namespace) -> dict:
         clock = time.perf_counter()
         print(f"[demo] {name}: {times[name]} s", flush=True)
 
-    if not (data / "phantom-manifest.json").is_file():
-        generate_phantom(data, args.studies, IMAGE_SIZE, 0, progress=False)
+    ensure_phantom(data, args.studies)
     lap("phantom")
     if not (pretrained / "model_index.json").is_file():
-        build_pretrained(pretrained, out / "pretrain-work", vae_steps=args.pretrain_vae_steps,
-                         unet_steps=args.pretrain_unet_steps, batch_size=16)  # fmt: skip
+        build_pretrained(pretrained, out / "pretrain-work")
     lap("tiny pretrained pipeline")
 
     overrides = {"root": str(data), "cache_dir": str(out / "cache")}
@@ -77,9 +134,18 @@ def run_demo(args: argparse.Namespace) -> dict:
         num_init_features=16, lr=3e-3, steps=args.classifier_steps, batch_size=32, accelerator="cpu",
     )  # fmt: skip
     module = load_datamodule_for(CONFIG, overrides, IMAGE_SIZE)
-    train, test = read_split(module, "train"), read_split(module, "test")
+    train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))
     evaluator = train_classifier(train, classifier, seed=0)
-    evaluator_real = evaluate_classifier(evaluator, test)
+    index = [CHEXPERT_LABELS.index(f) for f in evaluator.findings]
+    cuts = operating_points(
+        evaluator.predict_proba(to_pixels(validate.images)), validate.labels[:, index], evaluator.findings
+    )
+    pretrained_source = load_image_source(pretrained)
+    evaluator_real = {
+        "real_test": score(evaluator, test, cuts),
+        "vae_reconstructions": score(evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts),
+        "thresholds": cuts,
+    }
     lap("evaluator classifier")
 
     run_dir = out / "finetune"
@@ -87,36 +153,36 @@ def run_demo(args: argparse.Namespace) -> dict:
     if not checkpoint.is_file():
         code = cli(["fit", "--config", CONFIG, "--model.init_args.pretrained_model_name_or_path", str(pretrained),
                     *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
+                    f"--data.init_args.latent_cache_vae={pretrained}",
                     "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),
                     "--trainer.logger.init_args.save_dir", str(run_dir)])  # fmt: skip
         if code != 0:
             raise RuntimeError("the demo's fine-tune failed")
     lap("fine-tune")
 
-    records = prompt_records(test)
-    settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=4.0,
+    probes = finding_prompts(evaluator.findings, module.options.prompt_mode, module.options.prompt_template)
+    settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
                                   scheduler="ddim", seed=1000, batch_size=64)  # fmt: skip
-    before = evaluate_source(
-        load_image_source(pretrained), test, records, out / "generated-before", evaluator, settings
-    )
-    after = evaluate_source(
-        load_image_source(checkpoint), test, records, out / "generated-after", evaluator, settings
-    )
+    common = (out, test, probes, evaluator, cuts, settings, args.probe_images)
+    before = evaluate_source(pretrained_source, "before", *common)
+    after = evaluate_source(load_image_source(checkpoint), "after", *common)
     lap("generate and evaluate")
 
     config = AugmentationConfig(
         out=str(out / "augment"), data=CONFIG, data_overrides=overrides, sizes=list(args.aug_sizes),
         conditions=["real", "synthetic_1x", f"synthetic_{args.aug_multiple}x", "real+synthetic_1x"],
         seeds=list(range(args.aug_seeds)), classifier=classifier,
-        synthesis=SynthesisSettings(num_inference_steps=args.sample_steps, scheduler="ddim", batch_size=64),
+        synthesis=SynthesisSettings(num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
+                                    scheduler="ddim", batch_size=64),
         diffusion=DiffusionSettings(model=str(checkpoint)),
     )  # fmt: skip
     augmentation = run_experiment(config)
     lap("augmentation experiment")
 
     results = {
-        "times_s": times, "train_images": len(train), "test_images": len(test), "evaluator_on_real_test": evaluator_real,
-        "before": before, "after": after, "augmentation_table": str(augmentation.outputs["table"]),
+        "times_s": times, "train_images": len(train), "validate_images": len(validate), "test_images": len(test),
+        "evaluator": evaluator_real, "probe_prompts": [p.prompt for p in probes], "before": before, "after": after,
+        "augmentation_table": str(augmentation.outputs["table"]),
     }  # fmt: skip
     write_report(out, results, test, pretrained, checkpoint, args)
     lap("report")
@@ -130,12 +196,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--data", default="data/demo-phantom")
     parser.add_argument("--pretrained", default="artifacts/tiny-pretrained")
-    parser.add_argument("--studies", type=int, default=800)
-    parser.add_argument("--pretrain-vae-steps", type=int, default=300)
-    parser.add_argument("--pretrain-unet-steps", type=int, default=600)
-    parser.add_argument("--classifier-steps", type=int, default=200)
+    parser.add_argument("--studies", type=int, default=1600)
+    parser.add_argument("--classifier-steps", type=int, default=400)
     parser.add_argument("--finetune-steps", type=int, default=1000)
     parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    parser.add_argument("--probe-images", type=int, default=48, help="images per finding prompt")
     parser.add_argument("--aug-sizes", type=int, nargs="+", default=[50, 100])
     parser.add_argument("--aug-multiple", type=int, default=4)
     parser.add_argument("--aug-seeds", type=int, default=2)
