@@ -38,7 +38,8 @@ from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
-CONFIG = "configs/demo.yaml"
+_CHECKOUT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+CONFIG = str(_CHECKOUT_CONFIG if _CHECKOUT_CONFIG.is_file() else Path("configs") / "demo.yaml")
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ def load_datamodule(path: str | Path, **overrides: Any) -> LightningDataModule:
     """Instantiate the data module of a YAML config; `overrides` replace its init_args (None values ignored).
 
     Accepts a full `fit` config (`data: {class_path, init_args}`), a bare `{class_path, init_args}`, or
-    plain MimicCxrDataModule arguments.
+    plain MimicCxrDataModule arguments. The modules built here feed evaluators and prompt lists, which read
+    pixels, prompts and labels, so a training config's `latent_cache_vae` is dropped: no VAE runs for them.
     """
     path = Path(path)
     if not path.is_file():
@@ -29,6 +30,7 @@ def load_datamodule(path: str | Path, **overrides: Any) -> LightningDataModule:
         raise ConfigError(f"{path}: `data` must be a mapping with class_path and init_args")
     class_path = section.get("class_path", DEFAULT_DATA_CLASS)
     init_args = dict(section.get("init_args", {} if "class_path" in section else section))
+    init_args.pop("latent_cache_vae", None)
     init_args.update({k: v for k, v in overrides.items() if v is not None})
     module_name, _, class_name = class_path.rpartition(".")
     try:

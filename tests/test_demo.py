@@ -1,0 +1,53 @@
+"""`python -m cxr_ldm.demo` end to end at toy budgets, from the committed tiny pretrained pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cxr_ldm.demo.run import ensure_phantom, main
+from cxr_ldm.errors import ConfigError
+from tests._tiny_run import ROOT
+
+PRETRAINED = ROOT / "artifacts" / "tiny-pretrained"
+
+
+def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
+    out, data = tmp_path / "demo", tmp_path / "phantom"
+    args = ["--out", str(out), "--data", str(data), "--pretrained", str(PRETRAINED), "--studies", "120",
+            "--classifier-steps", "3", "--finetune-steps", "2", "--sample-steps", "2", "--probe-images", "2",
+            "--aug-sizes", "8", "--aug-multiple", "2", "--aug-seeds", "1"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    findings = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]
+    assert list(results["evaluator"]["thresholds"]) == findings
+    assert results["probe_prompts"] == ["cardiomegaly", "pleural effusion", "pneumothorax", "normal"]
+    for stage in ("before", "after"):
+        assert {f"cond_balanced_accuracy/{f}" for f in findings} <= set(results[stage]["probe"])
+        assert results[stage]["fid_cxr"] >= 0
+    # The fine-tune trained from the latent cache the pretrained VAE built, and checkpointed.
+    assert (out / "finetune" / "checkpoints" / "last.ckpt").is_file()
+    assert any((out / "cache").rglob("*latent*"))
+    report = (out / "report.md").read_text()
+    for part in ("Does the evaluator see the finding", "CXR FID", "Augmentation experiment", "probes.png"):
+        assert part in report, part
+    for image in ("probes.png", "samples.png", "augment/results.png"):
+        assert (out / image).stat().st_size > 0, image
+
+
+def test_demo_phantom_of_other_settings_is_made_anew(tmp_path: Path) -> None:
+    data = tmp_path / "phantom"
+    ensure_phantom(data, 60)
+    manifest = data / "phantom-manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    ensure_phantom(data, 60)  # same settings: kept
+    assert manifest.stat().st_mtime_ns == stamp
+    ensure_phantom(data, 40)  # an earlier demo's size: made anew, never read stale
+    assert json.loads(manifest.read_text())["params"]["studies"] == 40
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "phantom-manifest.json").write_text(json.dumps({"generator": "someone else"}))
+    with pytest.raises(ConfigError, match="not a phantom made by cxr_ldm"):
+        ensure_phantom(foreign, 40)
