@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from cxr_ldm.demo.run import ensure_phantom, main
 from cxr_ldm.errors import ConfigError
@@ -35,6 +36,13 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
         assert part in report, part
     for image in ("probes.png", "samples.png", "augment/results.png"):
         assert (out / image).stat().st_size > 0, image
+    # A rerun with the same inputs reuses the fine-tune; other budgets clear what the old ones made.
+    last = out / "finetune" / "checkpoints" / "last.ckpt"
+    stamp = last.stat().st_mtime_ns
+    assert main(args) == 0 and last.stat().st_mtime_ns == stamp
+    steps = args.index("--finetune-steps") + 1
+    assert main([*args[:steps], "3", *args[steps + 1 :]]) == 0
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 3
 
 
 def test_demo_phantom_of_other_settings_is_made_anew(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ training split -> `fit --config configs/demo.yaml` -> images for every test prom
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import time
@@ -28,6 +29,7 @@ from cxr_ldm.augmentation.classifier_arm import train_classifier
 from cxr_ldm.augmentation.image_set import ImageSet
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split
 from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic
+from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.demo.report import write_report
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
 from cxr_ldm.errors import ConfigError
@@ -107,6 +109,32 @@ def ensure_phantom(data: Path, studies: int) -> None:
     generate_phantom(data, studies, IMAGE_SIZE, 0, progress=False)
 
 
+DERIVED = ("finetune", "probe-before", "probe-after", "generated-before", "generated-after", "augment")
+
+
+def folder_digest(folder: Path) -> str:
+    """Content hash of every file under `folder` (the pretrained pipeline: a few MB)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def keep_outputs_of_same_inputs(out: Path, inputs: dict) -> None:
+    """A rerun resumes what an interrupted run left (fine-tune checkpoint, images, augmentation arms), but
+    only when it came from the same pretrained pipeline, data and budgets; otherwise it is cleared first."""
+    stamp = out / "inputs.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == inputs:
+        return
+    stale = [name for name in DERIVED if (out / name).exists()]
+    if stale:
+        print(f"[demo] clearing {', '.join(stale)} in {out}: made from other inputs", flush=True)
+    for name in stale:
+        shutil.rmtree(out / name)
+    write_text_atomic(stamp, json.dumps(inputs, indent=2) + "\n")
+
+
 def run_demo(args: argparse.Namespace) -> dict:
     from cxr_ldm.__main__ import main as cli
     from cxr_ldm.demo.pretrain import build_pretrained
@@ -128,6 +156,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     if not (pretrained / "model_index.json").is_file():
         build_pretrained(pretrained, out / "pretrain-work")
     lap("tiny pretrained pipeline")
+    budgets = {k: v for k, v in vars(args).items() if k not in ("out", "data", "pretrained")}
+    keep_outputs_of_same_inputs(out, {"pretrained": folder_digest(pretrained), **budgets})
 
     overrides = {"root": str(data), "cache_dir": str(out / "cache")}
     classifier = ClassifierSettings(
@@ -151,14 +181,15 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     run_dir = out / "finetune"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not checkpoint.is_file():
+    if not (run_dir / "done").is_file():  # resumes from last.ckpt after an interruption
         code = cli(["fit", "--config", CONFIG, "--model.init_args.pretrained_model_name_or_path", str(pretrained),
                     *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
                     f"--data.init_args.latent_cache_vae={pretrained}",
                     "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),
-                    "--trainer.logger.init_args.save_dir", str(run_dir)])  # fmt: skip
+                    "--trainer.logger.init_args.save_dir", str(run_dir), "--ckpt_path", "last"])  # fmt: skip
         if code != 0:
             raise RuntimeError("the demo's fine-tune failed")
+        (run_dir / "done").touch()
     lap("fine-tune")
 
     probes = finding_prompts(evaluator.findings, module.options.prompt_mode, module.options.prompt_template)
