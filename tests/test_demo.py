@@ -19,12 +19,16 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     out, data = tmp_path / "demo", tmp_path / "phantom"
     args = ["--out", str(out), "--data", str(data), "--pretrained", str(PRETRAINED), "--studies", "120",
             "--classifier-steps", "3", "--finetune-steps", "2", "--sample-steps", "2", "--probe-images", "2",
-            "--aug-sizes", "8", "--aug-multiple", "2", "--aug-seeds", "1"]  # fmt: skip
+            "--aug-sizes", "8", "--aug-multiple", "2", "--aug-seeds", "1", "--test-prompts", "5",
+            "--aug-classifier-steps", "2"]  # fmt: skip
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     findings = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]
     assert list(results["evaluator"]["thresholds"]) == findings
     assert results["probe_prompts"] == ["cardiomegaly", "pleural effusion", "pneumothorax", "normal"]
+    assert results["test_prompts"] == 5 < results["test_images"]
+    assert len(list((out / "generated-after" / "images").iterdir())) == 5
+    assert len(list((out / "probe-after" / "images").iterdir())) == 4 * 2
     for stage in ("before", "after"):
         assert {f"cond_balanced_accuracy/{f}" for f in findings} <= set(results[stage]["probe"])
         assert results[stage]["fid_cxr"] >= 0

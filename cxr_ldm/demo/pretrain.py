@@ -1,15 +1,19 @@
 """`python -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained`: the demo's tiny "pretrained" pipeline.
 
 Honest by construction: it trains on a phantom drawn with another seed than the demo's data (so never on
-the demo's test images) and with one generic prompt (so never on the demo's prompts). Stage 1 trains the
-VAE (L1 + a tiny KL, as Stable Diffusion's VAE: a weak KL keeps the small findings in the latents);
-stage 2 trains the U-Net on the frozen VAE's latents, encoded once. Everything is seeded; the result is a
+the demo's test images) and with captions that name only the view ("a PA chest x-ray", "an AP chest
+x-ray"; never a finding, so never the demo's prompts). Stage 1 trains the VAE (L1 + a tiny KL, as Stable
+Diffusion's VAE: a weak KL keeps the small findings in the latents); stage 2 trains the U-Net and the text
+encoder on the frozen VAE's latents, encoded once. The captions matter: with one constant caption the U-Net
+learns to ignore its cross-attention, and a short fine-tune cannot teach it to read text again; a
+pretrained text-to-image model reads its captions, and so must this stand-in for one. Everything is seeded; the result is a
 diffusers pipeline directory (`StableDiffusionPipeline.from_pretrained` loads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import time
@@ -17,20 +21,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 
 from cxr_ldm.demo.tiny_components import (
-    GENERIC_PROMPT,
     IMAGE_SIZE,
     TEXT_ENCODER_CONFIG,
     UNET_CONFIG,
     VAE_CONFIG,
+    VIEW_CAPTIONS,
 )
 
 PHANTOM_SEED = 1  # the demo's data uses seed 0
+KL_WEIGHT = 1e-6
 
 
-def phantom_images(root: Path, studies: int, cache_dir: Path) -> torch.Tensor:
-    """Every PA/AP image of a fresh phantom (seed 1) as (N, 3, 64, 64) in [-1, 1]."""
+def phantom_images(root: Path, studies: int, cache_dir: Path) -> tuple[torch.Tensor, list[str]]:
+    """Every PA/AP image of a fresh phantom (seed 1) as (N, 3, 64, 64) in [-1, 1], and its view caption."""
     from cxr_ldm.data import MimicCxrDataModule
     from cxr_ldm.phantom import generate_phantom
 
@@ -42,12 +48,20 @@ def phantom_images(root: Path, studies: int, cache_dir: Path) -> torch.Tensor:
     )  # fmt: skip
     datamodule.setup()
     data = datamodule.datasets["train"]
-    return torch.stack([data[i]["pixel_values"] for i in range(len(data))])
+    items = [data[i] for i in range(len(data))]
+    return torch.stack([item["pixel_values"] for item in items]), [
+        view_caption(item["view"]) for item in items
+    ]
 
 
-def batches(images: torch.Tensor, batch_size: int, steps: int, generator: torch.Generator):
+def view_caption(view: str) -> str:
+    return VIEW_CAPTIONS["AP" if view.upper().startswith("AP") else "PA"]
+
+
+def batches(count: int, batch_size: int, steps: int, generator: torch.Generator):
+    """Row indices of `steps` random batches."""
     for _ in range(steps):
-        yield images[torch.randint(len(images), (batch_size,), generator=generator)]
+        yield torch.randint(count, (batch_size,), generator=generator)
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int):
@@ -55,7 +69,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int):
 
 
 def train_vae(
-    model, images: torch.Tensor, steps: int, batch_size: int, seed: int, kl_weight: float = 1e-6
+    model, images: torch.Tensor, steps: int, batch_size: int, seed: int, kl_weight: float = KL_WEIGHT
 ) -> float:
     """Stage 1: L1 reconstruction + KL; returns the final L1 on a fixed batch."""
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +77,8 @@ def train_vae(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     schedule = one_cycle(optimizer, 2e-3, steps)
     started = time.perf_counter()
-    for step, batch in enumerate(batches(images, batch_size, steps, generator)):
+    for step, rows in enumerate(batches(len(images), batch_size, steps, generator)):
+        batch = images[rows]
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample
         loss = F.l1_loss(recon, batch) + kl_weight * posterior.kl().mean()
@@ -98,17 +113,20 @@ def set_latent_scale(model, parameters: torch.Tensor) -> float:
     return scale
 
 
-def train_unet(model, parameters: torch.Tensor, steps: int, batch_size: int, seed: int) -> float:
-    """Stage 2: the diffusion loss with one generic prompt (10% dropped to empty for guidance)."""
+def train_unet(
+    model, parameters: torch.Tensor, captions: list[str], steps: int, batch_size: int, seed: int
+) -> float:
+    """Stage 2: the diffusion loss, U-Net and text encoder, on view captions (10% dropped for guidance)."""
     generator = torch.Generator().manual_seed(seed)
     model.unet.train()
-    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=1e-3)
+    model.text.encoder.train()
+    trained = [*model.unet.parameters(), *model.text.encoder.parameters()]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
     schedule = one_cycle(optimizer, 1e-3, steps)
     ema, started = 0.0, time.perf_counter()
-    for step, batch in enumerate(batches(parameters, batch_size, steps, generator)):
-        loss = model._shared_step(
-            {"latent_parameters": batch, "prompt": [GENERIC_PROMPT] * len(batch)}, "train"
-        )
+    for step, rows in enumerate(batches(len(parameters), batch_size, steps, generator)):
+        prompts = [captions[i] for i in rows.tolist()]
+        loss = model._shared_step({"latent_parameters": parameters[rows], "prompt": prompts}, "train")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -117,7 +135,14 @@ def train_unet(model, parameters: torch.Tensor, steps: int, batch_size: int, see
         if step % 100 == 0:
             print(f"unet step {step}: loss {ema:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     model.unet.eval()
+    model.text.encoder.eval()
     return ema
+
+
+def stage1_key(studies: int, vae_steps: int, batch_size: int, seed: int) -> str:
+    """Names a finished stage 1 (the VAE) by everything that decides it, so a rerun of stage 2 reuses it."""
+    settings = [PHANTOM_SEED, studies, vae_steps, batch_size, seed, VAE_CONFIG, KL_WEIGHT]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_pretrained(
@@ -130,20 +155,30 @@ def build_pretrained(
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    images = phantom_images(work / f"phantom-pretrain-{studies}", studies, work / "cache")
+    images, captions = phantom_images(work / f"phantom-pretrain-{studies}", studies, work / "cache")
     model = LatentDiffusion(
         vae_config=VAE_CONFIG, unet_config=UNET_CONFIG, text_encoder_config=TEXT_ENCODER_CONFIG,
-        tokenizer_name_or_path="clip", trainable={"unet": Trainable(lr=1e-3)}, condition_dropout=0.1,
+        tokenizer_name_or_path="clip", trainable={"unet": Trainable(lr=1e-3), "text_encoder": Trainable(lr=1e-3)},
+        condition_dropout=0.1,
     )  # fmt: skip
-    l1 = train_vae(model, images, vae_steps, batch_size, seed)
+    stage1 = work / f"stage1-vae-{stage1_key(studies, vae_steps, batch_size, seed)}"
+    if (stage1 / "config.json").is_file():  # stage 1 of an earlier run with the same settings
+        model.vae.load_state_dict(AutoencoderKL.from_pretrained(stage1).state_dict())
+        model.vae.eval().requires_grad_(False)
+        l1 = json.loads((stage1 / "stage1.json").read_text())["vae_l1"]
+    else:
+        l1 = train_vae(model, images, vae_steps, batch_size, seed)
+        model.vae.save_pretrained(stage1)
+        (stage1 / "stage1.json").write_text(json.dumps({"vae_l1": l1}) + "\n")
     parameters = encode_all(model, images)
     scale = set_latent_scale(model, parameters)
-    loss = train_unet(model, parameters, unet_steps, batch_size, seed + 1)
+    loss = train_unet(model, parameters, captions, unet_steps, batch_size, seed + 1)
     if out.exists():
         shutil.rmtree(out)
     export_pipeline(model, out, ema=False, scheduler="ddim")
     info = {
-        "phantom_seed": PHANTOM_SEED, "studies": studies, "images": len(images), "prompt": GENERIC_PROMPT,
+        "phantom_seed": PHANTOM_SEED, "studies": studies, "images": len(images),
+        "captions": {c: captions.count(c) for c in sorted(set(captions))},
         "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_size": batch_size, "seed": seed,
         "vae_l1": round(l1, 4), "latent_scale": round(scale, 4), "unet_loss": round(loss, 4),
         "seconds": round(time.perf_counter() - start, 1),

@@ -38,7 +38,9 @@ def _probe_grid(out: Path, prompts: list[str], per_prompt: int) -> Path:
 
 
 def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: Path, args) -> Path:
-    """Write `out/report.md`, `out/probes.png` and `out/samples.png` (rows: real test image, before, after)."""
+    """Write `out/report.md`, `out/probes.png` and `out/samples.png` (rows: real test image, before, after).
+
+    `test` holds the real test images whose prompts were drawn, in the order they were drawn."""
     before = read_synthetic(out / "generated-before", 1, IMAGE_SIZE)
     after = read_synthetic(out / "generated-after", 1, IMAGE_SIZE)
     count = min(GRID_COLUMNS, len(test))
@@ -53,7 +55,8 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         "# cxr-ldm demo report (phantom data, CPU)", "",
         f"Pretrained pipeline: `{pretrained}`; fine-tuned checkpoint: `{checkpoint}` ({args.finetune_steps} steps).",
         f"Real images: {results['train_images']} train, {results['validate_images']} validation, "
-        f"{results['test_images']} test. Sampling: DDIM, {args.sample_steps} steps, guidance {args.guidance}.", "",
+        f"{results['test_images']} test ({results['test_prompts']} of their prompts drawn). Sampling: DDIM, "
+        f"{args.sample_steps} steps, guidance {args.guidance}.", "",
         "The evaluator is a small classifier trained on the real training split. A finding counts as present at the",
         "evaluator's operating point on the real validation images (maximal sensitivity + specificity there), fixed",
         "before it sees a generated image. Balanced accuracy is the mean of sensitivity and specificity: 0.5 is chance",
@@ -73,7 +76,7 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         ]), "",
         "![finding probes](probes.png)", "",
         "Rows in pairs per prompt (in the order above): before fine-tuning, after (same seeds).", "",
-        "## One image per real test prompt (multi-finding report labels)", "",
+        "## One image per real test prompt (their labels, several findings at once)", "",
         *_table(findings, [
             ("balanced accuracy before", b["test_prompts"], "cond_balanced_accuracy"),
             ("balanced accuracy after", a["test_prompts"], "cond_balanced_accuracy"),

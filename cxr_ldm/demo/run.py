@@ -69,13 +69,23 @@ def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
 
 
 def evaluate_source(
-    source, name: str, out: Path, test: ImageSet, probes, evaluator, cuts, settings, probe_images
-):
-    """Finding probes (`probe_images` per finding prompt) and one image per test prompt, then their metrics."""
+    source,
+    name: str,
+    out: Path,
+    shown: ImageSet,
+    test: ImageSet,
+    probes,
+    evaluator,
+    cuts,
+    settings,
+    probe_images,
+) -> dict:
+    """Finding probes (`probe_images` per finding prompt) and one image per prompt of `shown`, then their
+    metrics; FID against every real test image."""
     generate_images(
         source, probes, out / f"probe-{name}", replace(settings, per_prompt=probe_images), progress=False
     )
-    generate_images(source, prompt_records(test), out / f"generated-{name}", settings, progress=False)
+    generate_images(source, prompt_records(shown), out / f"generated-{name}", settings, progress=False)
     probe = read_synthetic(out / f"probe-{name}", probe_images, IMAGE_SIZE)
     fake = read_synthetic(out / f"generated-{name}", 1, IMAGE_SIZE)
     return {
@@ -83,6 +93,13 @@ def evaluate_source(
         "test_prompts": score(evaluator, fake, cuts),
         "fid_cxr": fid_classifier(test.images.float() / 255, fake.images.float() / 255, evaluator),
     }
+
+
+def sample_rows(count: int, limit: int | None) -> list[int]:
+    """A seeded subset of `limit` rows (all when `limit` is None or larger), in their original order."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(0))[:limit].tolist())
 
 
 def ensure_phantom(data: Path, studies: int) -> None:
@@ -195,7 +212,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     probes = finding_prompts(evaluator.findings, module.options.prompt_mode, module.options.prompt_template)
     settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
                                   scheduler="ddim", seed=1000, batch_size=64)  # fmt: skip
-    common = (out, test, probes, evaluator, cuts, settings, args.probe_images)
+    shown = test.take(sample_rows(len(test), args.test_prompts))
+    common = (out, shown, test, probes, evaluator, cuts, settings, args.probe_images)
     before = evaluate_source(pretrained_source, "before", *common)
     after = evaluate_source(load_image_source(checkpoint), "after", *common)
     lap("generate and evaluate")
@@ -203,7 +221,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     config = AugmentationConfig(
         out=str(out / "augment"), data=CONFIG, data_overrides=overrides, sizes=list(args.aug_sizes),
         conditions=["real", "synthetic_1x", f"synthetic_{args.aug_multiple}x", "real+synthetic_1x"],
-        seeds=list(range(args.aug_seeds)), classifier=classifier,
+        seeds=list(range(args.aug_seeds)), classifier=replace(classifier, steps=args.aug_classifier_steps),
         synthesis=SynthesisSettings(num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
                                     scheduler="ddim", batch_size=64),
         diffusion=DiffusionSettings(model=str(checkpoint)),
@@ -213,10 +231,11 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     results = {
         "times_s": times, "train_images": len(train), "validate_images": len(validate), "test_images": len(test),
+        "test_prompts": len(shown),
         "evaluator": evaluator_real, "probe_prompts": [p.prompt for p in probes], "before": before, "after": after,
         "augmentation_table": str(augmentation.outputs["table"]),
     }  # fmt: skip
-    write_report(out, results, test, pretrained, checkpoint, args)
+    write_report(out, results, shown, pretrained, checkpoint, args)
     lap("report")
     results["times_s"] = times
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -233,10 +252,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune-steps", type=int, default=1000)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
-    parser.add_argument("--probe-images", type=int, default=48, help="images per finding prompt")
+    parser.add_argument("--probe-images", type=int, default=32, help="images per finding prompt")
+    parser.add_argument("--test-prompts", type=int, default=150, help="seeded subset of the test prompts")
     parser.add_argument("--aug-sizes", type=int, nargs="+", default=[50, 100])
-    parser.add_argument("--aug-multiple", type=int, default=4)
+    parser.add_argument("--aug-multiple", type=int, default=2)
     parser.add_argument("--aug-seeds", type=int, default=2)
+    parser.add_argument("--aug-classifier-steps", type=int, default=200, help="every arm's classifier budget")
     return parser.parse_args(argv)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 IMAGE_SIZE = 64
-GENERIC_PROMPT = "a chest x-ray"
+# Pretraining captions name the view only, never a finding.
+VIEW_CAPTIONS = {"PA": "a PA chest x-ray", "AP": "an AP chest x-ray"}
 
 VAE_CONFIG = {
     "in_channels": 3,
