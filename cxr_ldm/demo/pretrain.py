@@ -162,7 +162,8 @@ def build_pretrained(
         condition_dropout=0.1,
     )  # fmt: skip
     stage1 = work / f"stage1-vae-{stage1_key(studies, vae_steps, batch_size, seed)}"
-    if (stage1 / "config.json").is_file():  # stage 1 of an earlier run with the same settings
+    reused = (stage1 / "config.json").is_file()
+    if reused:  # stage 1 of an earlier run with the same settings
         model.vae.load_state_dict(AutoencoderKL.from_pretrained(stage1).state_dict())
         model.vae.eval().requires_grad_(False)
         l1 = json.loads((stage1 / "stage1.json").read_text())["vae_l1"]
@@ -180,7 +181,7 @@ def build_pretrained(
         "phantom_seed": PHANTOM_SEED, "studies": studies, "images": len(images),
         "captions": {c: captions.count(c) for c in sorted(set(captions))},
         "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_size": batch_size, "seed": seed,
-        "vae_l1": round(l1, 4), "latent_scale": round(scale, 4), "unet_loss": round(loss, 4),
+        "vae_l1": round(l1, 4), "stage1_reused": reused, "latent_scale": round(scale, 4), "unet_loss": round(loss, 4),
         "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
     (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n")
