@@ -1,9 +1,10 @@
 """`python -m cxr_ldm.demo --out runs/demo`: the whole project on phantom data, on a CPU, in one command.
 
 Steps: phantom data -> tiny pretrained pipeline (built if missing) -> evaluator classifier trained on the real
-training split -> `fit --config configs/demo.yaml` -> images for every test prompt before and after fine-tuning
--> conditioned accuracy per finding and CXR FID (evaluator features) -> a small augmentation experiment ->
-`report.md`, sample grids and TensorBoard logs under `--out`.
+training split, its operating points chosen on the real validation split -> `fit --config configs/demo.yaml`
+-> before and after fine-tuning: finding probes (one prompt per finding) and one image per sampled test
+prompt, balanced accuracy / AUROC per finding and CXR FID (evaluator features) -> a small augmentation
+experiment -> `report.md`, image grids and TensorBoard logs under `--out`.
 """
 
 from __future__ import annotations
