@@ -6,8 +6,8 @@ x-ray"; never a finding, so never the demo's prompts). Stage 1 trains the VAE (L
 Diffusion's VAE: a weak KL keeps the small findings in the latents); stage 2 trains the U-Net and the text
 encoder on the frozen VAE's latents, encoded once. The captions matter: with one constant caption the U-Net
 learns to ignore its cross-attention, and a short fine-tune cannot teach it to read text again; a
-pretrained text-to-image model reads its captions, and so must this stand-in for one. Everything is seeded; the result is a
-diffusers pipeline directory (`StableDiffusionPipeline.from_pretrained` loads it).
+pretrained text-to-image model reads its captions, and so must this stand-in for one. Everything is
+seeded; the result is a diffusers pipeline directory (`StableDiffusionPipeline.from_pretrained` loads it).
 """
 
 from __future__ import annotations
