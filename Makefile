@@ -46,7 +46,7 @@ artifacts/tiny-pretrained/model_index.json: | $(STAMP)
 	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained
 
 demo: $(STAMP) tiny-pretrained
-	OMP_NUM_THREADS=1 $(PY) -m cxr_ldm.demo --out runs/demo
+	$(PY) -m cxr_ldm.demo --out runs/demo
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --config configs/tiny.yaml --steps 20 --gradient-checkpointing

@@ -250,15 +250,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrained", default="artifacts/tiny-pretrained")
     parser.add_argument("--studies", type=int, default=1600)
     parser.add_argument("--classifier-steps", type=int, default=400)
-    parser.add_argument("--finetune-steps", type=int, default=1000)
+    parser.add_argument("--finetune-steps", type=int, default=2000)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     parser.add_argument("--probe-images", type=int, default=32, help="images per finding prompt")
-    parser.add_argument("--test-prompts", type=int, default=150, help="seeded subset of the test prompts")
+    parser.add_argument("--test-prompts", type=int, default=100, help="seeded subset of the test prompts")
     parser.add_argument("--aug-sizes", type=int, nargs="+", default=[50, 100])
     parser.add_argument("--aug-multiple", type=int, default=2)
     parser.add_argument("--aug-seeds", type=int, default=2)
-    parser.add_argument("--aug-classifier-steps", type=int, default=200, help="every arm's classifier budget")
+    parser.add_argument("--aug-classifier-steps", type=int, default=150, help="every arm's classifier budget")
     return parser.parse_args(argv)
 
 
