@@ -65,12 +65,32 @@ def train_classifier(train: ImageSet, settings: ClassifierSettings, seed: int) -
     return model.cpu().eval()
 
 
+def image_set_probabilities(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
+    """The classifier's probabilities (N, findings) on a uint8 image set."""
+    return model.predict_proba(images.images.float() / 127.5 - 1.0)
+
+
+def finding_labels(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
+    """The set's labels (N, findings) in the classifier's finding order."""
+    return images.labels[:, [CHEXPERT_LABELS.index(f) for f in model.findings]]
+
+
+def classify_image_set(
+    model: CxrClassifier, images: ImageSet, thresholds: dict[str, float] | None = None
+) -> dict[str, float]:
+    """`conditioned_classification` of the classifier on a labelled image set (cuts from `thresholds`, else 0.5)."""
+    found, _ = conditioned_classification(
+        image_set_probabilities(model, images),
+        finding_labels(model, images),
+        model.findings,
+        thresholds=thresholds,
+    )
+    return found
+
+
 def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float]:
     """AUROC and accuracy (threshold 0.5) per finding and their macro means, on real test images."""
-    pixels = test.images.float() / 127.5 - 1.0
-    probabilities = model.predict_proba(pixels)
-    index = [CHEXPERT_LABELS.index(f) for f in model.findings]
-    found, _ = conditioned_classification(probabilities, test.labels[:, index], model.findings)
+    found = classify_image_set(model, test)
     rename = {
         "cond_accuracy": "accuracy",
         "cond_balanced_accuracy": "balanced_accuracy",

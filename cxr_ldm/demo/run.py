@@ -26,47 +26,35 @@ from cxr_ldm.augmentation import (
     SynthesisSettings,
     run_experiment,
 )
-from cxr_ldm.augmentation.classifier_arm import train_classifier
-from cxr_ldm.augmentation.image_set import ImageSet
+from cxr_ldm.augmentation.classifier_arm import (
+    classify_image_set,
+    finding_labels,
+    image_set_probabilities,
+    train_classifier,
+)
+from cxr_ldm.augmentation.image_set import ImageSet, to_uint8
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split
 from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.demo.report import write_report
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.fid import fid_classifier
 from cxr_ldm.evaluation.finding_prompts import finding_prompts
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
 from cxr_ldm.evaluation.operating_points import operating_points
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.evaluation.reconstruction import reconstruct
+from cxr_ldm.labels import HEADLINE_FINDINGS
 
 _CHECKOUT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 CONFIG = str(_CHECKOUT_CONFIG if _CHECKOUT_CONFIG.is_file() else Path("configs") / "demo.yaml")
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1.0
-
-
-def score(evaluator, images: ImageSet, cuts: dict[str, float]) -> dict[str, float]:
-    """Conditioned classification of `images` against their labels, at the evaluator's real-data cuts."""
-    probabilities = evaluator.predict_proba(to_pixels(images.images))
-    index = [CHEXPERT_LABELS.index(f) for f in evaluator.findings]
-    metrics, _ = conditioned_classification(
-        probabilities, images.labels[:, index], evaluator.findings, thresholds=cuts
-    )
-    return metrics
-
-
 def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
     """The real images through the pretrained VAE (posterior mode): the most any generated image can keep."""
     with torch.no_grad():
-        pixels = to_pixels(images.images).repeat(1, 3, 1, 1)
-        decoded = torch.cat([vae.decode(vae.encode(pixels[i : i + 64]).latent_dist.mode()).sample
-                             for i in range(0, len(pixels), 64)])  # fmt: skip
-    gray = ((decoded.clamp(-1, 1).mean(1, keepdim=True) + 1) * 127.5).round().to(torch.uint8)
-    return ImageSet(gray, images.labels, images.prompts, images.ids)
+        decoded = reconstruct(vae, images.images.float() / 255, batch_size=64)
+    return ImageSet(to_uint8(decoded * 2 - 1), images.labels, images.prompts, images.ids)
 
 
 def evaluate_source(
@@ -90,8 +78,8 @@ def evaluate_source(
     probe = read_synthetic(out / f"probe-{name}", probe_images, IMAGE_SIZE)
     fake = read_synthetic(out / f"generated-{name}", 1, IMAGE_SIZE)
     return {
-        "probe": score(evaluator, probe, cuts),
-        "test_prompts": score(evaluator, fake, cuts),
+        "probe": classify_image_set(evaluator, probe, cuts),
+        "test_prompts": classify_image_set(evaluator, fake, cuts),
         "fid_cxr": fid_classifier(test.images.float() / 255, fake.images.float() / 255, evaluator),
     }
 
@@ -185,14 +173,15 @@ def run_demo(args: argparse.Namespace) -> dict:
     module = load_datamodule_for(CONFIG, overrides, IMAGE_SIZE)
     train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))
     evaluator = train_classifier(train, classifier, seed=0)
-    index = [CHEXPERT_LABELS.index(f) for f in evaluator.findings]
     cuts = operating_points(
-        evaluator.predict_proba(to_pixels(validate.images)), validate.labels[:, index], evaluator.findings
+        image_set_probabilities(evaluator, validate), finding_labels(evaluator, validate), evaluator.findings
     )
     pretrained_source = load_image_source(pretrained)
     evaluator_real = {
-        "real_test": score(evaluator, test, cuts),
-        "vae_reconstructions": score(evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts),
+        "real_test": classify_image_set(evaluator, test, cuts),
+        "vae_reconstructions": classify_image_set(
+            evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts
+        ),
         "thresholds": cuts,
     }
     lap("evaluator classifier")

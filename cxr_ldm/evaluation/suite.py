@@ -74,6 +74,9 @@ def evaluate_generated(
     except ValueError as error:
         report.skip(["ms_ssim"], str(error))
 
+    # The classifier on the real images: operating points, and decisions kept by the VAE (below).
+    real_probs = batched(lambda x: torch.sigmoid(classifier(x)), real, device)
+
     # Conditioned classification and image-to-image retrieval need the prompts' labels.
     findings = classifier.findings
     prompt_labels = generated.labels[:, column_indices(findings)]
@@ -84,7 +87,6 @@ def evaluate_generated(
         )
     else:
         probs = batched(lambda x: torch.sigmoid(classifier(x)), fake, device)
-        real_probs = batched(lambda x: torch.sigmoid(classifier(x)), real, device)
         cuts = operating_points(real_probs, real_test.labels[:, column_indices(findings)], findings)
         report.info["thresholds"] = {finding: round(cut, 4) for finding, cut in cuts.items()}
         values, skipped = conditioned_classification(probs, prompt_labels, findings, thresholds=cuts)
@@ -131,8 +133,8 @@ def evaluate_generated(
     else:
         originals = real[: options.vae_images]
         rebuilt = reconstruct(vae, originals)
-        probs = (batched(lambda x: torch.sigmoid(classifier(x)), im, device) for im in (originals, rebuilt))
-        report.add(reconstruction_metrics(originals, rebuilt, *probs))
+        rebuilt_probs = batched(lambda x: torch.sigmoid(classifier(x)), rebuilt, device)
+        report.add(reconstruction_metrics(originals, rebuilt, real_probs[: len(originals)], rebuilt_probs))
 
     # Memorization: nearest training image in pixel space, with held-out real images as the reference.
     report.add(memorization_metrics(fake, real_train.images, real, options.memorization_threshold))
