@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,19 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert len(list((out / "probe-after" / "images").iterdir())) == 4 * 2
     for stage in ("before", "after"):
         assert {f"cond_balanced_accuracy/{f}" for f in findings} <= set(results[stage]["probe"])
-        assert results[stage]["fid_cxr"] >= 0
+        assert results[stage]["fid_cxr"] >= 0 and math.isfinite(results[stage]["kid_cxr"])
+    assert results["evaluator"]["validate_vs_test"]["fid_cxr"] >= 0  # the real-vs-real reference
     # The fine-tune trained from the latent cache the pretrained VAE built, and checkpointed.
     assert (out / "finetune" / "checkpoints" / "last.ckpt").is_file()
     assert any((out / "cache").rglob("*latent*"))
     report = (out / "report.md").read_text()
-    for part in ("Does the evaluator see the finding", "CXR FID", "Augmentation experiment", "probes.png"):
+    for part in (
+        "Does the evaluator see the finding",
+        "CXR FID",
+        "| KID |",
+        "Augmentation experiment",
+        "probes.png",
+    ):
         assert part in report, part
     for image in ("probes.png", "samples.png", "augment/results.png"):
         assert (out / image).stat().st_size > 0, image

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
+from cxr_ldm.data.finding_balance import finding_balanced_sampler
 from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
 from cxr_ldm.data.latent_cache import LatentCache, build_latent_cache, latent_cache_key, latent_cache_ready
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
@@ -80,6 +81,10 @@ class MimicCxrDataModule(LightningDataModule):
             into a latent cache and yield `latent_parameters` instead of `pixel_values`. Use the model's own
             VAE, and only while the VAE stays frozen.
         latent_cache_batch_size: Images per VAE batch while building the latent cache.
+        train_sampling: shuffle (every training image once per epoch) or finding_balanced (drawn with
+            replacement, weighted so rare findings are seen about as often as common ones; see `balance_power`).
+        balance_power: For finding_balanced: an image's weight is (count of its rarest positive finding) ** -power;
+            1 balances the findings, 0.5 lifts rare ones less, 0 is uniform.
     """
 
     def __init__(
@@ -118,6 +123,8 @@ class MimicCxrDataModule(LightningDataModule):
         image_cache: bool = False,
         latent_cache_vae: str | None = None,
         latent_cache_batch_size: int = 16,
+        train_sampling: Literal["shuffle", "finding_balanced"] = "shuffle",
+        balance_power: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +136,10 @@ class MimicCxrDataModule(LightningDataModule):
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         if bad_sample_policy not in ("skip", "raise"):
             raise ValueError(f"bad_sample_policy must be skip or raise, got {bad_sample_policy!r}")
+        if train_sampling not in ("shuffle", "finding_balanced"):
+            raise ValueError(f"train_sampling must be shuffle or finding_balanced, got {train_sampling!r}")
+        if balance_power < 0:
+            raise ValueError(f"balance_power must be >= 0, got {balance_power}")
         if resize not in ("pad", "center_crop"):
             raise ValueError(f"resize must be pad or center_crop, got {resize!r}")
         for name, value in (("text_section", text_section), ("prompt_mode", prompt_mode)):
@@ -172,6 +183,8 @@ class MimicCxrDataModule(LightningDataModule):
         self.use_image_cache = image_cache
         self.latent_cache_vae = latent_cache_vae
         self.latent_cache_batch_size = latent_cache_batch_size
+        self.train_sampling = train_sampling
+        self.balance_power = balance_power
         self.index: pd.DataFrame | None = None
         self.index_skipped: list[SkippedSample] = []
         self.datasets: dict[str, MimicCxrDataset] = {}
@@ -281,20 +294,29 @@ class MimicCxrDataModule(LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(
+        self, split: str, shuffle: bool, batch_size: int, sampler: Sampler | None = None
+    ) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError("call setup() before asking for a dataloader")
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        # Under DDP Lightning swaps in a DistributedSampler, so each rank gets its own shard per epoch.
+        # Under DDP Lightning swaps in a DistributedSampler (or wraps the balanced sampler), so each rank gets
+        # its own shard per epoch.
+        if self.train_sampling == "finding_balanced":
+            sampler = finding_balanced_sampler(
+                self.datasets["train"].labels, self.balance_power, self.options.seed
+            )
+            return self._loader("train", False, self.batch_size, sampler)
         return self._loader("train", True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:

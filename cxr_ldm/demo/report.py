@@ -24,6 +24,12 @@ def _table(findings: list[str], rows: list[tuple[str, dict, str]]) -> list[str]:
     return head + [f"| {label} | {_cells(metrics, findings, key)} |" for label, metrics, key in rows]
 
 
+def prompts_used(results: dict) -> str:
+    if results["test_prompts"] >= results["test_images"]:
+        return "one image generated for each of their prompts"
+    return f"{results['test_prompts']} of their prompts drawn, one image each"
+
+
 def _probe_grid(out: Path, prompts: list[str], per_prompt: int) -> Path:
     """Per probe prompt two rows of `GRID_COLUMNS` images: before, then after fine-tuning (same seeds)."""
     before = read_synthetic(out / "probe-before", per_prompt, IMAGE_SIZE).images
@@ -49,13 +55,17 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
     _probe_grid(out, results["probe_prompts"], args.probe_images)
     b, a, evaluator = results["before"], results["after"], results["evaluator"]
     findings = list(evaluator["thresholds"])
-    real, vae = evaluator["real_test"], evaluator["vae_reconstructions"]
+    real, vae, reference = (
+        evaluator["real_test"],
+        evaluator["vae_reconstructions"],
+        evaluator["validate_vs_test"],
+    )
     prompts = ", ".join(f'"{p}"' for p in results["probe_prompts"])
     lines = [
         "# cxr-ldm demo report (phantom data, CPU)", "",
         f"Pretrained pipeline: `{pretrained}`; fine-tuned checkpoint: `{checkpoint}` ({args.finetune_steps} steps).",
         f"Real images: {results['train_images']} train, {results['validate_images']} validation, "
-        f"{results['test_images']} test ({results['test_prompts']} of their prompts drawn). Sampling: DDIM, "
+        f"{results['test_images']} test ({prompts_used(results)}). Sampling: DDIM, "
         f"{args.sample_steps} steps, guidance {args.guidance}.", "",
         "The evaluator is a small classifier trained on the real training split. A finding counts as present at the",
         "evaluator's operating point on the real validation images (maximal sensitivity + specificity there), fixed",
@@ -83,8 +93,11 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
             ("AUROC before", b["test_prompts"], "cond_auroc"),
             ("AUROC after", a["test_prompts"], "cond_auroc"),
         ]), "",
-        f"CXR FID (evaluator features, against the real test images; lower is closer): before {b['fid_cxr']:.2f},"
-        f" after {a['fid_cxr']:.2f}.", "",
+        "CXR FID and KID (evaluator features, against all real test images; lower is closer). The real validation",
+        "images against the same test images show what two real samples of this size differ by.", "",
+        "| | before | after | real validation images |", "|---|---|---|---|",
+        f"| FID | {b['fid_cxr']:.3f} | {a['fid_cxr']:.3f} | {reference['fid_cxr']:.3f} |",
+        f"| KID | {b['kid_cxr']:.4f} | {a['kid_cxr']:.4f} | {reference['kid_cxr']:.4f} |", "",
         "![samples](samples.png)", "",
         "Rows: real test image, before fine-tuning, after fine-tuning (same prompt and seed).", "",
         "## Augmentation experiment (mean ± std over seeds)", "",

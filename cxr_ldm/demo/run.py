@@ -39,7 +39,7 @@ from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.demo.report import write_report
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.fid import fid_classifier
+from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
 from cxr_ldm.evaluation.finding_prompts import finding_prompts
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
 from cxr_ldm.evaluation.operating_points import operating_points
@@ -70,7 +70,7 @@ def evaluate_source(
     probe_images,
 ) -> dict:
     """Finding probes (`probe_images` per finding prompt) and one image per prompt of `shown`, then their
-    metrics; FID against every real test image."""
+    metrics; FID and KID against every real test image."""
     generate_images(
         source, probes, out / f"probe-{name}", replace(settings, per_prompt=probe_images), progress=False
     )
@@ -80,7 +80,16 @@ def evaluate_source(
     return {
         "probe": classify_image_set(evaluator, probe, cuts),
         "test_prompts": classify_image_set(evaluator, fake, cuts),
-        "fid_cxr": fid_classifier(test.images.float() / 255, fake.images.float() / 255, evaluator),
+        **distances(test, fake, evaluator),
+    }
+
+
+def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
+    """CXR FID and KID (evaluator features) of `other` against `real`."""
+    real01, other01 = real.images.float() / 255, other.images.float() / 255
+    return {
+        "fid_cxr": fid_classifier(real01, other01, evaluator),
+        "kid_cxr": kid_classifier(real01, other01, evaluator),
     }
 
 
@@ -183,6 +192,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts
         ),
         "thresholds": cuts,
+        "validate_vs_test": distances(test, validate, evaluator),  # what two real samples differ by
     }
     lap("evaluator classifier")
 
@@ -243,7 +253,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     parser.add_argument("--probe-images", type=int, default=32, help="images per finding prompt")
-    parser.add_argument("--test-prompts", type=int, default=100, help="seeded subset of the test prompts")
+    parser.add_argument(
+        "--test-prompts",
+        type=int,
+        default=None,
+        help="a seeded subset of the test prompts (default: all of them)",
+    )
     parser.add_argument("--aug-sizes", type=int, nargs="+", default=[50, 100])
     parser.add_argument("--aug-multiple", type=int, default=2)
     parser.add_argument("--aug-seeds", type=int, default=2)
