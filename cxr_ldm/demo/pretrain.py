@@ -146,7 +146,7 @@ def stage1_key(studies: int, vae_steps: int, batch_size: int, seed: int) -> str:
 
 
 def build_pretrained(
-    out: Path, work: Path, studies: int = 2000, vae_steps: int = 1200, unet_steps: int = 2000, batch_size: int = 32,
+    out: Path, work: Path, studies: int = 2000, vae_steps: int = 1200, unet_steps: int = 4000, batch_size: int = 32,
     seed: int = 0,
 ) -> dict:  # fmt: skip
     """Train both stages and export the pipeline to `out`; returns what was done (also `out/pretrain.json`)."""
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/tiny-pretrain", help="phantom and caches (not committed)")
     parser.add_argument("--studies", type=int, default=2000)
     parser.add_argument("--vae-steps", type=int, default=1200)
-    parser.add_argument("--unet-steps", type=int, default=2000)
+    parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
