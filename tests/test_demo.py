@@ -33,7 +33,9 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     for stage in ("before", "after"):
         assert {f"cond_balanced_accuracy/{f}" for f in findings} <= set(results[stage]["probe"])
         assert results[stage]["fid_cxr"] >= 0 and math.isfinite(results[stage]["kid_cxr"])
+        assert results[stage]["fidelity"]["guidance"] == 2.0 and results[stage]["fidelity"]["fid_cxr"] >= 0
     assert results["evaluator"]["validate_vs_test"]["fid_cxr"] >= 0  # the real-vs-real reference
+    assert len(list((out / "fidelity-after" / "images").iterdir())) == 5
     # The fine-tune trained from the latent cache the pretrained VAE built, and checkpointed.
     assert (out / "finetune" / "checkpoints" / "last.ckpt").is_file()
     assert any((out / "cache").rglob("*latent*"))
@@ -41,7 +43,7 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     for part in (
         "Does the evaluator see the finding",
         "CXR FID",
-        "| KID |",
+        "| KID, guidance 2.0 |",
         "Augmentation experiment",
         "probes.png",
     ):

@@ -25,9 +25,17 @@ def _table(findings: list[str], rows: list[tuple[str, dict, str]]) -> list[str]:
 
 
 def prompts_used(results: dict) -> str:
+    """How many real test prompts were generated from, in words."""
     if results["test_prompts"] >= results["test_images"]:
         return "one image generated for each of their prompts"
     return f"{results['test_prompts']} of their prompts drawn, one image each"
+
+
+def _distance_rows(before: dict, after: dict, reference: dict, label: str) -> list[str]:
+    return [
+        f"| FID, {label} | {before['fid_cxr']:.3f} | {after['fid_cxr']:.3f} | {reference['fid_cxr']:.3f} |",
+        f"| KID, {label} | {before['kid_cxr']:.4f} | {after['kid_cxr']:.4f} | {reference['kid_cxr']:.4f} |",
+    ]
 
 
 def _probe_grid(out: Path, prompts: list[str], per_prompt: int) -> Path:
@@ -96,8 +104,11 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         "CXR FID and KID (evaluator features, against all real test images; lower is closer). The real validation",
         "images against the same test images show what two real samples of this size differ by.", "",
         "| | before | after | real validation images |", "|---|---|---|---|",
-        f"| FID | {b['fid_cxr']:.3f} | {a['fid_cxr']:.3f} | {reference['fid_cxr']:.3f} |",
-        f"| KID | {b['kid_cxr']:.4f} | {a['kid_cxr']:.4f} | {reference['kid_cxr']:.4f} |", "",
+        *_distance_rows(b, a, reference, f"guidance {args.guidance}, the images above"),
+        *(_distance_rows(b["fidelity"], a["fidelity"], reference, f"guidance {b['fidelity']['guidance']}")
+          if "fidelity" in b and "fidelity" in a else []), "",
+        "Guidance trades fidelity for conditioning: the stronger the guidance, the plainer the prompted findings",
+        "and the further the images as a set from the real ones.", "",
         "![samples](samples.png)", "",
         "Rows: real test image, before fine-tuning, after fine-tuning (same prompt and seed).", "",
         "## Augmentation experiment (mean ± std over seeds)", "",

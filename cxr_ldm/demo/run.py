@@ -68,20 +68,28 @@ def evaluate_source(
     cuts,
     settings,
     probe_images,
+    fid_guidance: float | None = None,
 ) -> dict:
     """Finding probes (`probe_images` per finding prompt) and one image per prompt of `shown`, then their
-    metrics; FID and KID against every real test image."""
+    metrics; FID and KID against every real test image, also for images of `shown` at `fid_guidance`."""
     generate_images(
         source, probes, out / f"probe-{name}", replace(settings, per_prompt=probe_images), progress=False
     )
     generate_images(source, prompt_records(shown), out / f"generated-{name}", settings, progress=False)
     probe = read_synthetic(out / f"probe-{name}", probe_images, IMAGE_SIZE)
     fake = read_synthetic(out / f"generated-{name}", 1, IMAGE_SIZE)
-    return {
+    results = {
         "probe": classify_image_set(evaluator, probe, cuts),
         "test_prompts": classify_image_set(evaluator, fake, cuts),
         **distances(test, fake, evaluator),
     }
+    if fid_guidance is not None and fid_guidance != settings.guidance_scale:
+        # Guidance trades fidelity for conditioning: FID is also measured where fidelity is the aim.
+        fidelity = replace(settings, guidance_scale=fid_guidance)
+        generate_images(source, prompt_records(shown), out / f"fidelity-{name}", fidelity, progress=False)
+        images = read_synthetic(out / f"fidelity-{name}", 1, IMAGE_SIZE)
+        results["fidelity"] = {"guidance": fid_guidance, **distances(test, images, evaluator)}
+    return results
 
 
 def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
@@ -124,7 +132,10 @@ def ensure_phantom(data: Path, studies: int) -> None:
     generate_phantom(data, studies, IMAGE_SIZE, 0, progress=False)
 
 
-DERIVED = ("finetune", "probe-before", "probe-after", "generated-before", "generated-after", "augment")
+DERIVED = (
+    "finetune", "probe-before", "probe-after", "generated-before", "generated-after", "fidelity-before",
+    "fidelity-after", "augment",
+)  # fmt: skip
 
 
 def folder_digest(folder: Path) -> str:
@@ -213,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
                                   scheduler="ddim", seed=1000, batch_size=64)  # fmt: skip
     shown = test.take(sample_rows(len(test), args.test_prompts))
-    common = (out, shown, test, probes, evaluator, cuts, settings, args.probe_images)
+    common = (out, shown, test, probes, evaluator, cuts, settings, args.probe_images, args.fid_guidance)
     before = evaluate_source(pretrained_source, "before", *common)
     after = evaluate_source(load_image_source(checkpoint), "after", *common)
     lap("generate and evaluate")
@@ -252,6 +263,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune-steps", type=int, default=2000)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--fid-guidance",
+        type=float,
+        default=2.0,
+        help="also measure FID on test-prompt images at this guidance",
+    )
     parser.add_argument("--probe-images", type=int, default=32, help="images per finding prompt")
     parser.add_argument(
         "--test-prompts",
