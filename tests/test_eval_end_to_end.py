@@ -20,6 +20,7 @@ from cxr_ldm.__main__ import main
 from cxr_ldm.evaluation import (
     conditioned_classification,
     fid_classifier,
+    kid_classifier,
     load_real_split,
     t2i_recall_at_k,
 )
@@ -118,6 +119,20 @@ def test_fid_real_vs_real_far_below_real_vs_noise(classifier_ckpt, real_test):
     real_noise = fid_classifier(images[:half], torch.rand_like(images[half:]), classifier)
     print(f"FID real/real {real_real:.3f}, real/noise {real_noise:.3f}")
     assert real_real < 0.2 * real_noise
+
+
+def test_kid_is_seeded_and_leaves_the_global_generator_alone(classifier_ckpt, real_test):
+    classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
+    images = real_test.images
+    half = len(images) // 2
+    noise = torch.rand_like(images[half:], generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = kid_classifier(images[:half], noise, classifier, subsets=5)
+    assert torch.equal(torch.rand(3), expected_next)  # subsets drawn from their own seed
+    assert kid_classifier(images[:half], noise, classifier, subsets=5) == first
+    assert kid_classifier(images[:half], images[half:], classifier, subsets=5) < first
 
 
 def test_retriever_finds_real_images_by_their_reports(retriever_ckpt, real_test):

@@ -27,15 +27,22 @@ def fid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier) -> fl
     return float(metric.compute())
 
 
-def kid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier, subsets: int = 20) -> float:
-    """Kernel distance on the same features; unbiased, so it suits small sets better than FID."""
+def kid_classifier(
+    real01: torch.Tensor, fake01: torch.Tensor, classifier, subsets: int = 20, seed: int = 0
+) -> float:
+    """Kernel distance on the same features; unbiased, so it suits small sets better than FID.
+
+    The random subsets are drawn from `seed`, so the same images give the same number on every run.
+    """
     size = min(len(real01), len(fake01), 100)
     metric = KernelInceptionDistance(
         feature=ClassifierFeatures(classifier), normalize=True, subsets=subsets, subset_size=size
     )
     _update(metric, real01, True)
     _update(metric, fake01, False)
-    return float(metric.compute()[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(metric.compute()[0])
 
 
 def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str | Path) -> float:
