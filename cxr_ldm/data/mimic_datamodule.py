@@ -302,7 +302,7 @@ class MimicCxrDataModule(LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
+            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -24,7 +24,7 @@ def _table(findings: list[str], rows: list[tuple[str, dict, str]]) -> list[str]:
     return head + [f"| {label} | {_cells(metrics, findings, key)} |" for label, metrics, key in rows]
 
 
-def prompts_used(results: dict) -> str:
+def _prompts_used(results: dict) -> str:
     """How many real test prompts were generated from, in words."""
     if results["test_prompts"] >= results["test_images"]:
         return "one image generated for each of their prompts"
@@ -73,7 +73,7 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         "# cxr-ldm demo report (phantom data, CPU)", "",
         f"Pretrained pipeline: `{pretrained}`; fine-tuned checkpoint: `{checkpoint}` ({args.finetune_steps} steps).",
         f"Real images: {results['train_images']} train, {results['validate_images']} validation, "
-        f"{results['test_images']} test ({prompts_used(results)}). Sampling: DDIM, "
+        f"{results['test_images']} test ({_prompts_used(results)}). Sampling: DDIM, "
         f"{args.sample_steps} steps, guidance {args.guidance}.", "",
         "The evaluator is a small classifier trained on the real training split. A finding counts as present at the",
         "evaluator's operating point on the real validation images (maximal sensitivity + specificity there), fixed",

@@ -2,9 +2,10 @@
 
 Steps: phantom data -> tiny pretrained pipeline (built if missing) -> evaluator classifier trained on the real
 training split, its operating points chosen on the real validation split -> `fit --config configs/demo.yaml`
--> before and after fine-tuning: finding probes (one prompt per finding) and one image per sampled test
-prompt, balanced accuracy / AUROC per finding and CXR FID (evaluator features) -> a small augmentation
-experiment -> `report.md`, image grids and TensorBoard logs under `--out`.
+-> before and after fine-tuning: finding probes (one prompt per finding) and one image per test prompt (all, or
+a seeded subset), balanced accuracy / AUROC per finding, CXR FID and KID (evaluator features) at the sampling
+guidance and at `--fid-guidance` -> a small augmentation experiment -> `report.md`, image grids and
+TensorBoard logs under `--out`.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fid-guidance",
         type=float,
         default=2.0,
-        help="also measure FID on test-prompt images at this guidance",
+        help="also measure FID and KID on test-prompt images at this guidance (equal to --guidance: not again)",
     )
     parser.add_argument("--probe-images", type=int, default=32, help="images per finding prompt")
     parser.add_argument(
