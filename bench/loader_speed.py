@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     import torchvision
-    import torchxrayvision as xrv
 
     from cxr_ldm.data.mimic_dataset import MimicCxrDataset
     from cxr_ldm.data.mimic_index import IndexOptions, build_index
+    from cxr_ldm.xrv import xrv
 
     torch.set_num_threads(1)
     root = make_tree(args.out, args.studies, args.size, args.seed)

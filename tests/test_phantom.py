@@ -91,7 +91,7 @@ def test_ids_layout_and_image_sizes(phantom_root: Path) -> None:
 
 
 def test_torchxrayvision_reads_the_tree(phantom_root: Path) -> None:
-    xrv = pytest.importorskip("torchxrayvision")
+    xrv = pytest.importorskip("cxr_ldm.xrv").xrv
     ds = xrv.datasets.MIMIC_Dataset(
         imgpath=str(phantom_root / "files"),
         csvpath=str(phantom_root / CHEXPERT),

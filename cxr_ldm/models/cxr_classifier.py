@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchxrayvision as xrv
 from lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MultilabelAUROC
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.xrv import xrv
 
 XRV_RANGE = 1024.0
 
