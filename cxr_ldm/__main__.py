@@ -2,11 +2,16 @@
 
 Lightning's own subcommands (fit, validate, test, predict) go to the LightningCLI; every other command is
 one module under `cxr_ldm.commands` that exposes `DESCRIPTION` and `main(argv) -> int`.
+
+A user error (`cxr_ldm.errors.ConfigError` and the errors derived from it, anywhere in an exception's chain)
+is printed as one line and exits with status 2; `--debug` (before the command) or CXR_LDM_DEBUG=1 shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 LIGHTNING_COMMANDS = {
@@ -44,7 +49,11 @@ def _usage() -> str:
         module = _load_tool(name)
         text = module.DESCRIPTION if module is not None else "(not available in this version)"
         lines.append(f"  {name:<10} {text}")
-    lines += ["", "`python -m cxr_ldm <command> --help` describes each command's options."]
+    lines += [
+        "",
+        "`python -m cxr_ldm <command> --help` describes each command's options.",
+        "`python -m cxr_ldm --debug <command> ...` (or CXR_LDM_DEBUG=1) shows tracebacks of user errors.",
+    ]
     return "\n".join(lines)
 
 
@@ -60,32 +69,44 @@ def _config_error_in(error: BaseException) -> BaseException | None:
     return None
 
 
+def debug_enabled() -> bool:
+    """True when user errors should show their traceback (CXR_LDM_DEBUG=1, set by `--debug` too)."""
+    return os.environ.get("CXR_LDM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _run(command: str, rest: list[str]) -> int:
+    if command in LIGHTNING_COMMANDS:
+        from cxr_ldm.cli import run_lightning_cli
+
+        run_lightning_cli([command, *rest])
+        return 0
+    module = _load_tool(command)
+    if module is None:
+        print(f"cxr_ldm: the '{command}' command is not available in this version", file=sys.stderr)
+        return 2
+    return int(module.main(rest) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":
+        os.environ["CXR_LDM_DEBUG"] = "1"
+        argv = argv[1:]
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command in LIGHTNING_COMMANDS:
-        from cxr_ldm.cli import run_lightning_cli
-
-        try:
-            run_lightning_cli([command, *rest])
-        except Exception as error:  # a config mistake may arrive wrapped by the argument parser
-            cause = _config_error_in(error)
-            if cause is None:
-                raise
-            print(f"cxr_ldm {command}: error: {cause}", file=sys.stderr)
-            return 2
-        return 0
-    if command in TOOL_COMMANDS:
-        module = _load_tool(command)
-        if module is None:
-            print(f"cxr_ldm: the '{command}' command is not available in this version", file=sys.stderr)
-            return 2
-        return int(module.main(rest) or 0)
-    print(f"cxr_ldm: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
-    return 2
+    if command not in LIGHTNING_COMMANDS and command not in TOOL_COMMANDS:
+        print(f"cxr_ldm: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        return _run(command, rest)
+    except Exception as error:  # a user error may arrive wrapped by the argument parser or by Lightning
+        cause = _config_error_in(error)
+        if cause is None or debug_enabled():
+            raise
+        print(f"cxr_ldm {command}: error: {cause}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,20 +2,110 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import warnings
+from pathlib import Path
 
 from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from cxr_ldm.checkpoint_io import AtomicCheckpointIO
+from cxr_ldm.errors import ConfigError
+
+LOGGER = logging.getLogger("cxr_ldm")
+
+# Lightning's own ckpt_path words; anything else is a file path.
+_CKPT_WORDS = {"last", "best", "hpc", "registry"}
+
+
+def vae_downsampling(model) -> int | None:
+    """How many pixels one latent cell covers (8 for Stable Diffusion's VAE), or None without a VAE."""
+    vae = getattr(model, "vae", None)
+    blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+    return 2 ** (len(blocks) - 1) if blocks else None
+
+
+def check_image_size(model, datamodule) -> None:
+    """The data's image side must be a multiple of the model's VAE downsampling factor."""
+    factor = vae_downsampling(model)
+    size = getattr(datamodule, "image_size", None)
+    if size is None:
+        size = getattr(getattr(datamodule, "hparams", {}), "get", lambda _k: None)("image_size")
+    if factor and isinstance(size, int) and size % factor:
+        raise ConfigError(
+            f"data.init_args.image_size {size} is not a multiple of the VAE's downsampling factor {factor}; "
+            f"use {size - size % factor} or {size - size % factor + factor}"
+        )
+
+
+def last_checkpoints(trainer) -> tuple[set[str], list[str]]:
+    """The last-checkpoint files `--ckpt_path last` would resume from, and the folders searched."""
+    from cxr_ldm.callbacks.run_checkpoint import RunCheckpoint
+
+    found: set[str] = set()
+    looked: list[str] = []
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        if isinstance(callback, RunCheckpoint):
+            callback._pin_dirpath(trainer)
+        if callback.dirpath is None:
+            continue
+        looked.append(str(callback.dirpath))
+        found |= set(callback._find_last_checkpoints(trainer))
+    return found, looked
 
 
 class CxrLdmCLI(LightningCLI):
-    """Subclass mode for model and data, so any config names its classes with `class_path`."""
+    """Subclass mode for model and data, so any config names its classes with `class_path`.
+
+    Besides Lightning's own checks: a logger without `save_dir` writes under `trainer.default_root_dir`;
+    the data's image size must suit the model's VAE; `--ckpt_path last` with no checkpoint is an error
+    naming the folders searched (`--ckpt_path auto` resumes when there is one and starts afresh otherwise).
+    """
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.plugins": [{"class_path": "cxr_ldm.checkpoint_io.AtomicCheckpointIO"}]})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.get("trainer.logger")
+        root = config.get("trainer.default_root_dir") or os.getcwd()
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(logger, "init_args", None)
+            if init is not None and "save_dir" in init and init.get("save_dir") is None:
+                init["save_dir"] = str(root)
+
+    def _check_run(self) -> None:
+        check_image_size(self.model, self.datamodule)
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in ("last", "auto"):
+            found, looked = last_checkpoints(self.trainer)
+            where = (
+                ", ".join(looked) or "no folder (the run has no ModelCheckpoint callback with a fixed folder)"
+            )
+            if not found and ckpt_path == "last":
+                raise ConfigError(
+                    f"--ckpt_path last: no checkpoint to resume from in {where}; leave out --ckpt_path to "
+                    "start from scratch (or --ckpt_path auto: resume when there is one), or give a .ckpt path"
+                )
+            if ckpt_path == "auto":
+                LOGGER.warning(
+                    "--ckpt_path auto: %s",
+                    f"resuming from {sorted(found)[-1]}"
+                    if found
+                    else f"no checkpoint in {where}, starting afresh",
+                )
+                config["ckpt_path"] = "last" if found else None
+        elif ckpt_path is not None and ckpt_path not in _CKPT_WORDS and "://" not in str(ckpt_path):
+            if not Path(ckpt_path).expanduser().is_file():
+                raise ConfigError(f"--ckpt_path {ckpt_path} does not exist (or is not a file)")
+
+    before_fit = before_validate = before_test = before_predict = _check_run
 
 
 def run_lightning_cli(args: list[str]) -> CxrLdmCLI:

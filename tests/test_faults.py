@@ -40,6 +40,8 @@ def test_torchxrayvision_is_imported_in_one_place_only():
     for folder in ("cxr_ldm", "tests", "bench"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
-            if path.name not in ("xrv.py", "test_faults.py") and ("import torchxrayvision" in text or '"torchxrayvision")' in text):
+            if path.name not in ("xrv.py", "test_faults.py") and (
+                "import torchxrayvision" in text or '"torchxrayvision")' in text
+            ):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []

@@ -25,7 +25,7 @@ def finetune_args(
         "--trainer.default_root_dir", str(run_dir),
         "--trainer.logger.init_args.save_dir", str(run_dir),
         *extra,
-        "--ckpt_path", "last",
+        "--ckpt_path", "auto",
     ]  # fmt: skip
     return args
 

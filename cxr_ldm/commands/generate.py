@@ -9,17 +9,47 @@ from pathlib import Path
 DESCRIPTION = "generate images from prompts (a file or a data split) into an image/prompt folder"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `generate` and `evaluate`."""
-    parser.add_argument("--per-prompt", type=int, default=4, help="images per prompt (default 4)")
+    parser.add_argument("--per-prompt", type=positive_int, default=4, help="images per prompt (default 4)")
     parser.add_argument(
-        "--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4)"
+        "--guidance",
+        type=non_negative_float,
+        default=4.0,
+        help="classifier-free guidance scale >= 0 (default 4; 1 is plain conditional sampling)",
     )
-    parser.add_argument("--steps", type=int, default=75, help="inference steps (default 75)")
+    parser.add_argument("--steps", type=positive_int, default=75, help="inference steps (default 75)")
     parser.add_argument("--scheduler", default="pndm", help="pndm, ddim, dpm++, euler, euler_a, unipc")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N prompts")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="the output folder may hold images made with other settings, prompts or model: delete them",
+    )
     parser.add_argument(
         "--device", default=None, help="cuda, cuda:1 or cpu (default: cuda:LOCAL_RANK if available)"
     )

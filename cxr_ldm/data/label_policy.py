@@ -6,6 +6,8 @@ from typing import Literal
 
 import numpy as np
 
+from cxr_ldm.errors import ConfigError
+
 UncertainPolicy = Literal["zero", "one", "ignore"]
 BlankPolicy = Literal["zero", "ignore"]
 UNCERTAIN_POLICIES: tuple[str, ...] = ("zero", "one", "ignore")
@@ -20,9 +22,9 @@ def apply_label_policy(
     """Map raw values to float32: uncertain (-1) and blank (NaN) by policy; "ignore" gives NaN
     so a loss can mask it."""
     if uncertain not in UNCERTAIN_POLICIES:
-        raise ValueError(f"uncertain_policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+        raise ConfigError(f"uncertain_policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
     if blank not in BLANK_POLICIES:
-        raise ValueError(f"blank_policy must be one of {BLANK_POLICIES}, got {blank!r}")
+        raise ConfigError(f"blank_policy must be one of {BLANK_POLICIES}, got {blank!r}")
     raw = np.asarray(raw, dtype=np.float32)
     out = raw.copy()
     out[np.isnan(raw)] = _VALUES[blank]

@@ -20,6 +20,7 @@ from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_
 from cxr_ldm.data.latent_cache import LatentCache, build_latent_cache, latent_cache_key, latent_cache_ready
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
+from cxr_ldm.errors import ConfigError
 
 LOGGER = logging.getLogger("cxr_ldm.data")
 
@@ -128,25 +129,43 @@ class MimicCxrDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        key = "data.init_args."
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise ConfigError(f"{key}channels must be 1 or 3, got {channels}")
         if image_size < 8:
-            raise ValueError(f"image_size must be at least 8, got {image_size}")
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+            raise ConfigError(f"{key}image_size must be at least 8, got {image_size}")
+        if batch_size < 1:
+            raise ConfigError(f"{key}batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ConfigError(
+                f"{key}eval_batch_size must be >= 1 (or null for batch_size), got {eval_batch_size}"
+            )
+        if num_workers < 0:
+            raise ConfigError(f"{key}num_workers must be >= 0, got {num_workers}")
+        if latent_cache_batch_size < 1:
+            raise ConfigError(f"{key}latent_cache_batch_size must be >= 1, got {latent_cache_batch_size}")
         if bad_sample_policy not in ("skip", "raise"):
-            raise ValueError(f"bad_sample_policy must be skip or raise, got {bad_sample_policy!r}")
+            raise ConfigError(f"{key}bad_sample_policy must be skip or raise, got {bad_sample_policy!r}")
         if train_sampling not in ("shuffle", "finding_balanced"):
-            raise ValueError(f"train_sampling must be shuffle or finding_balanced, got {train_sampling!r}")
+            raise ConfigError(
+                f"{key}train_sampling must be shuffle or finding_balanced, got {train_sampling!r}"
+            )
         if balance_power < 0:
-            raise ValueError(f"balance_power must be >= 0, got {balance_power}")
+            raise ConfigError(f"{key}balance_power must be >= 0, got {balance_power}")
         if resize not in ("pad", "center_crop"):
-            raise ValueError(f"resize must be pad or center_crop, got {resize!r}")
+            raise ConfigError(f"{key}resize must be pad or center_crop, got {resize!r}")
         for name, value in (("text_section", text_section), ("prompt_mode", prompt_mode)):
             allowed = {"text_section": ("impression", "findings", "impression_or_findings"),
                        "prompt_mode": ("report", "labels", "template")}[name]  # fmt: skip
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                raise ConfigError(f"{key}{name} must be one of {allowed}, got {value!r}")
+        for name, value in (("min_chars", min_chars), ("max_chars", max_chars), ("max_tokens", max_tokens),
+                            ("no_finding_cap", no_finding_cap)):  # fmt: skip
+            if value is not None and value < 0:
+                raise ConfigError(f"{key}{name} must be >= 0 (or null), got {value}")
+        for split_name, limit in (max_images or {}).items():
+            if limit < 0:
+                raise ConfigError(f"{key}max_images.{split_name} must be >= 0, got {limit}")
         self.options = IndexOptions(
             root=str(root),
             reports_root=reports_root,

@@ -41,6 +41,7 @@ from cxr_ldm.data.mimic_tables import (
 from cxr_ldm.data.prompts import make_prompt, validate_template
 from cxr_ldm.data.report_sections import parse_report
 from cxr_ldm.data.views import KNOWN_VIEWS, normalise_view, normalise_view_choice
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 LOGGER = logging.getLogger("cxr_ldm.data")
@@ -85,24 +86,32 @@ class IndexOptions:
         if self.prompt_mode == "template":
             validate_template(self.prompt_template)
         if self.max_tokens is not None and self.tokenizer is None:
-            raise ValueError("max_tokens needs a tokenizer (data.tokenizer: a local path or hub id)")
+            raise ConfigError(
+                "data.init_args.max_tokens needs data.init_args.tokenizer (: a local path or hub id)"
+            )
         if self.split not in ("official", "seeded"):
-            raise ValueError(f"split must be 'official' or 'seeded', got {self.split!r}")
+            raise ConfigError(f"data.init_args.split must be 'official' or 'seeded', got {self.split!r}")
         if len(self.split_ratios) != 3 or min(self.split_ratios) < 0 or sum(self.split_ratios) <= 0:
-            raise ValueError(
-                f"split_ratios must be three non-negative numbers (train, validate, test), got {self.split_ratios}"
+            raise ConfigError(
+                f"data.init_args.split_ratios must be three non-negative numbers (train, validate, test), got {self.split_ratios}"
             )
         if self.no_finding_cap_unit not in ("study", "image"):
-            raise ValueError(
-                f"no_finding_cap_unit must be 'study' or 'image', got {self.no_finding_cap_unit!r}"
+            raise ConfigError(
+                f"data.init_args.no_finding_cap_unit must be 'study' or 'image', got {self.no_finding_cap_unit!r}"
             )
         for name in [*(self.max_images or {}), *self.no_finding_cap_splits]:
             if name not in SPLIT_NAMES:
-                raise ValueError(f"split names are {SPLIT_NAMES}, got {name!r}")
+                raise ConfigError(
+                    f"data.init_args.max_images and no_finding_cap_splits: split names are {SPLIT_NAMES}, got {name!r}"
+                )
         if self.min_chars < 0 or (self.max_chars is not None and self.max_chars < self.min_chars):
-            raise ValueError(f"need 0 <= min_chars <= max_chars, got {self.min_chars}, {self.max_chars}")
+            raise ConfigError(
+                f"data.init_args: need 0 <= min_chars <= max_chars, got {self.min_chars}, {self.max_chars}"
+            )
         if self.label_source not in LABEL_CSVS:
-            raise ValueError(f"label_source must be one of {sorted(LABEL_CSVS)}, got {self.label_source!r}")
+            raise ConfigError(
+                f"data.init_args.label_source must be one of {sorted(LABEL_CSVS)}, got {self.label_source!r}"
+            )
 
     @property
     def images_dir(self) -> Path:

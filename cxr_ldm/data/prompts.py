@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 PromptMode = Literal["report", "labels", "template"]
@@ -52,12 +53,12 @@ def validate_template(template: str) -> None:
     """Reject templates that use unknown placeholders or unbalanced braces."""
     unknown = sorted(set(_PLACEHOLDER.findall(template)) - set(PLACEHOLDERS))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"prompt_template uses unknown placeholders {unknown}; allowed: {list(PLACEHOLDERS)}"
         )
     stripped = _OPTIONAL.sub("", template)
     if "{" in stripped or "}" in stripped:
-        raise ValueError(f"prompt_template has unbalanced or nested braces: {template!r}")
+        raise ConfigError(f"prompt_template has unbalanced or nested braces: {template!r}")
 
 
 def render_template(template: str, values: dict[str, str]) -> str:
@@ -95,4 +96,4 @@ def make_prompt(
             "view": view.lower(),
         }
         return render_template(template, values)
-    raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {mode!r}")
+    raise ConfigError(f"prompt_mode must be one of {PROMPT_MODES}, got {mode!r}")

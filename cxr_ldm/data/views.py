@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from cxr_ldm.errors import ConfigError
+
 # Short or variant spellings that mean the same projection.
 VIEW_ALIASES: dict[str, str] = {
     "LAT": "LATERAL",
@@ -60,7 +62,7 @@ def normalise_view_choice(views: list[str] | None) -> list[str] | None:
         return None
     unknown = sorted(set(chosen) - KNOWN_VIEWS - {""})
     if unknown or not chosen:
-        raise ValueError(
+        raise ConfigError(
             f"views must be a non-empty list of {sorted(KNOWN_VIEWS - {''})} (aliases {sorted(VIEW_ALIASES)}), "
             f"got unknown {unknown or views}"
         )

@@ -215,7 +215,7 @@ def run_demo(args: argparse.Namespace) -> dict:
                     *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
                     f"--data.init_args.latent_cache_vae={pretrained}",
                     "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),
-                    "--trainer.logger.init_args.save_dir", str(run_dir), "--ckpt_path", "last"])  # fmt: skip
+                    "--trainer.logger.init_args.save_dir", str(run_dir), "--ckpt_path", "auto"])  # fmt: skip
         if code != 0:
             raise RuntimeError("the demo's fine-tune failed")
         (run_dir / "done").touch()

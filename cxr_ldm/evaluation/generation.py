@@ -46,6 +46,18 @@ class GenerationSettings:
     seed: int = 0
     batch_size: int = 8
 
+    def __post_init__(self) -> None:
+        from cxr_ldm.errors import ConfigError
+
+        for name, option in (("per_prompt", "--per-prompt"), ("num_inference_steps", "--steps"),
+                             ("batch_size", "--batch-size")):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{option} ({name}) must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.guidance_scale < float("inf"):
+            raise ConfigError(
+                f"--guidance (guidance_scale) must be a finite number >= 0, got {self.guidance_scale}"
+            )
+
 
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size: torch.distributed if initialised, else RANK / WORLD_SIZE."""

@@ -12,6 +12,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from cxr_ldm.errors import ConfigError
+
 SAMPLERS = {
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
     "ddim": (DDIMScheduler, {}),
@@ -25,6 +27,6 @@ SAMPLERS = {
 def make_sampler(name: str, noise_scheduler_config) -> SchedulerMixin:
     """An inference scheduler sharing the training betas and prediction type."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown scheduler '{name}'; choose one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown scheduler '{name}'; choose one of {', '.join(SAMPLERS)}")
     cls, overrides = SAMPLERS[name]
     return cls.from_config(noise_scheduler_config, **overrides)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from cxr_ldm.errors import ConfigError
+
 
 @dataclass
 class Trainable:
@@ -18,6 +20,14 @@ class Trainable:
 
     lr: float = 5e-5
     weight_decay: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+                raise ConfigError(
+                    f"model.init_args.trainable: {name} must be a finite number >= 0, got {value!r}"
+                )
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
