@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
-from _tiny_run import ROOT
+import pytest
+from _tiny_run import ROOT, TINY, fit_args
+
+from cxr_ldm.__main__ import _config_error_in, main
+from cxr_ldm.errors import ConfigError
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -45,3 +49,81 @@ def test_torchxrayvision_is_imported_in_one_place_only():
             ):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+# ---------------------------------------------------------------- 5. values that cannot be right
+def _refused(args: list[str], capsys, *needles: str) -> str:
+    """The command exits 2 with one message naming `needles`, and no traceback."""
+    try:
+        code = main(args)
+    except SystemExit as stop:  # argparse
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # The message is the last line; any traceback above it can only be from logging handlers that pytest's
+    # capture closed between tests ("--- Logging error ---"), never from the command.
+    last = err.strip().splitlines()[-1]
+    assert "error:" in last and ("Traceback" not in err or "--- Logging error ---" in err), err
+    for needle in needles:
+        assert needle in last, err
+    return last
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--model.init_args.trainable", '{"unet": {"lr": -1e-4}}'], ["trainable", "lr", ">= 0"]),
+        (["--data.init_args.image_size", "33"], ["image_size 33", "downsampling factor 2"]),
+        (["--data.init_args.batch_size", "0"], ["data.init_args.batch_size", ">= 1"]),
+        (["--ckpt_path", "last"], ["--ckpt_path last", "checkpoints"]),
+        (["--ckpt_path", "no/such.ckpt"], ["no/such.ckpt", "does not exist"]),
+    ],
+    ids=["negative-lr", "image-size-vs-vae", "batch-size-0", "resume-without-checkpoint", "missing-ckpt"],
+)
+def test_fit_refuses_bad_values_before_training(tmp_path, phantom_root, capsys, extra, needles):
+    _refused(fit_args(tmp_path, phantom_root, *extra), capsys, *needles)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--per-prompt", "0"), ("--steps", "0"), ("--guidance", "-1"), ("--batch-size", "0"), ("--limit", "0")],
+)
+def test_generate_refuses_out_of_range_options(tmp_path, capsys, option, value):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    args = [
+        "generate",
+        "--model",
+        str(tmp_path / "m.ckpt"),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    _refused([*args, option, value], capsys, option, value)
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path, phantom_root, monkeypatch):
+    monkeypatch.setenv("CXR_LDM_DEBUG", "1")
+    with pytest.raises(Exception) as raised:  # the argument parser may wrap it
+        main(fit_args(tmp_path, phantom_root, "--data.init_args.batch_size", "0"))
+    assert isinstance(_config_error_in(raised.value), ConfigError)
+
+
+def test_logger_follows_default_root_dir(tmp_path, phantom_root):
+    run = tmp_path / "elsewhere"
+    args = [
+        "fit", "--config", str(TINY), "--data.init_args.root", str(phantom_root),
+        "--data.init_args.cache_dir", str(tmp_path / "cache"), "--trainer.default_root_dir", str(run),
+        "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert list(run.glob("tensorboard/version_0/events.out.tfevents.*"))
+
+
+def test_configs_do_not_hard_code_the_log_folder():
+    hard_coded = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml") if "save_dir:" in p.read_text()
+    ]
+    assert hard_coded == []
