@@ -4,6 +4,7 @@ outcome promised in docs/reliability.md (a clear message, skipped and counted, o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -127,3 +128,48 @@ def test_configs_do_not_hard_code_the_log_folder():
         str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml") if "save_dir:" in p.read_text()
     ]
     assert hard_coded == []
+
+
+# ---------------------------------------------------------------- 3. folders remember what made them
+PIPELINE = ROOT / "artifacts" / "tiny-pretrained"
+
+
+def _generate(out, prompts_file, *extra: str) -> list[str]:
+    return [
+        "generate", "--model", str(PIPELINE), "--prompts", str(prompts_file), "--out", str(out),
+        "--per-prompt", "1", "--steps", "1", "--device", "cpu", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_generate_refuses_a_folder_made_with_other_inputs(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\npleural effusion\n")
+    out = tmp_path / "generated"
+    assert main(_generate(out, prompts)) == 0
+    first = (out / "images" / "000001.png").read_bytes()
+    assert main(_generate(out, prompts)) == 0  # same inputs: resumes, nothing redrawn
+    other = tmp_path / "other.txt"
+    other.write_text("normal\ncardiomegaly\n")
+    _refused(_generate(out, other), capsys, "prompt 1 'pleural effusion' (now 'cardiomegaly')", "--overwrite")
+    _refused(_generate(out, prompts, "--seed", "5"), capsys, "seed 0 (now 5)")
+    _refused(_generate(out, prompts, "--steps", "2"), capsys, "num_inference_steps 1 (now 2)")
+    copy = tmp_path / "pipeline-copy"
+    shutil.copytree(PIPELINE, copy)
+    (copy / "scheduler" / "scheduler_config.json").write_text(
+        (copy / "scheduler" / "scheduler_config.json").read_text().replace("{", '{"steps_offset": 1,', 1)
+    )
+    args = _generate(out, prompts)
+    args[args.index(str(PIPELINE))] = str(copy)
+    _refused(args, capsys, "model ")
+    assert (out / "images" / "000001.png").read_bytes() == first
+    assert main(_generate(out, other, "--overwrite")) == 0
+    assert "cardiomegaly" in (out / "metadata.csv").read_text()
+
+
+def test_generate_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    out = tmp_path / "generated"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "000000.png").write_bytes(b"not made here")
+    _refused(_generate(out, prompts), capsys, "no generation.json", "--overwrite")

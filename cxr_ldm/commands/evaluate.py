@@ -83,7 +83,12 @@ def main(argv: list[str]) -> int:
             settings = GenerationSettings(
                 args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
             )
-            generate_images(source, records, generated_dir, settings, progress=not args.no_progress)
+            from cxr_ldm.evaluation.generation import model_fingerprint
+
+            generate_images(
+                source, records, generated_dir, settings, progress=not args.no_progress,
+                model=model_fingerprint(args.model), overwrite=args.overwrite,
+            )  # fmt: skip
         generated = read_generated(generated_dir)
     except ConfigError as error:
         print(f"evaluate: error: {error}", file=sys.stderr)

@@ -118,6 +118,20 @@ def main(argv: list[str]) -> int:
     settings = GenerationSettings(
         args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
     )
-    out = generate_images(source, records, args.out, settings, progress=not args.no_progress)
+    from cxr_ldm.evaluation.generation import model_fingerprint
+
+    try:
+        out = generate_images(
+            source,
+            records,
+            args.out,
+            settings,
+            progress=not args.no_progress,
+            model=model_fingerprint(args.model),
+            overwrite=args.overwrite,
+        )
+    except ConfigError as error:
+        print(f"generate: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(records) * args.per_prompt} images and {out / 'metadata.csv'}")
     return 0

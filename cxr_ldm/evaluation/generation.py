@@ -4,12 +4,19 @@ Image i (prompt i // K, sample i % K) is `images/{i:06d}.png` with seed `seed + 
 batch size or another number of processes gives the same image for the same i. Under torch.distributed
 (or RANK / WORLD_SIZE) rank r draws images r, r + W, r + 2W, ...; rank 0 writes metadata.csv after a
 barrier, atomically.
+
+`generation.json` records what made the folder (model fingerprint, prompts, seed, sampler, steps, guidance,
+images per prompt). A rerun into the same folder with other inputs is refused with a message naming the
+difference, unless `overwrite` deletes the old images first; a rerun with the same inputs (or with more
+prompts after the same ones) resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +28,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 METADATA = "metadata.csv"
+RECORD = "generation.json"
+# The settings that change an image; batch size does not.
+RECORDED_SETTINGS = ("per_prompt", "guidance_scale", "num_inference_steps", "scheduler", "seed")
 COLUMNS = [
     "file_name",
     "prompt",
@@ -78,6 +89,79 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def model_fingerprint(path: str | Path) -> str:
+    """sha256 (16 hex digits) of a checkpoint file's bytes, or of a pipeline folder's file names and bytes."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def generation_record(records: list[PromptRecord], settings: GenerationSettings, model: str | None) -> dict:
+    """What makes the images of a folder: the model, the prompts in order and the sampling settings."""
+    return {
+        "version": 1,
+        "model": model,
+        **{name: getattr(settings, name) for name in RECORDED_SETTINGS},
+        "prompts": [record.prompt for record in records],
+    }
+
+
+def record_differences(old: dict, new: dict) -> list[str]:
+    """How two generation records differ, in words; a prompt list that extends the other is no difference."""
+    changes = []
+    if old.get("model") and new.get("model") and old["model"] != new["model"]:
+        changes.append(f"model {old['model']} (now {new['model']})")
+    for name in RECORDED_SETTINGS:
+        if old.get(name) != new.get(name):
+            changes.append(f"{name} {old.get(name)!r} (now {new.get(name)!r})")
+    before, after = old.get("prompts", []), new.get("prompts", [])
+    for index, (was, now) in enumerate(zip(before, after, strict=False)):
+        if was != now:
+            changes.append(f"prompt {index} {was!r} (now {now!r})")
+            break
+    return changes
+
+
+def _claim_folder(out: Path, record: dict, overwrite: bool, rank: int) -> None:
+    """Refuse a folder made with other inputs (or by an unknown run), or clear it when `overwrite`."""
+    images = sorted((out / "images").glob("*.png")) if (out / "images").is_dir() else []
+    path = out / RECORD
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if overwrite:
+        if rank == 0:
+            for image in images:
+                image.unlink(missing_ok=True)
+            (out / METADATA).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+        old = None
+    elif old is None and (images or (out / METADATA).is_file()):
+        raise ConfigError(
+            f"--out {out} already holds {len(images)} images but no {RECORD} saying what made them; "
+            "give a new --out, or add --overwrite to delete them"
+        )
+    elif old is not None:
+        changes = record_differences(old, record)
+        if changes:
+            raise ConfigError(
+                f"--out {out} holds images made with other inputs: {'; '.join(changes)}; "
+                "give a new --out, or add --overwrite to delete them"
+            )
+    if rank == 0:
+        merged = dict(record)
+        if old is not None:
+            merged["model"] = record["model"] or old.get("model")
+            if len(old.get("prompts", [])) > len(record["prompts"]):
+                merged["prompts"] = old["prompts"]
+        write_text_atomic(path, json.dumps(merged, indent=1) + "\n")
+
+
 def metadata_text(records: list[PromptRecord], settings: GenerationSettings) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -106,11 +190,20 @@ def generate_images(
     out: str | Path,
     settings: GenerationSettings = GenerationSettings(),  # noqa: B008 - frozen dataclass
     progress: bool = True,
+    model: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Draw every missing image of this rank's shard, then (rank 0, after a barrier) write metadata.csv."""
+    """Draw every missing image of this rank's shard, then (rank 0, after a barrier) write metadata.csv.
+
+    `model` identifies the model in `generation.json` (`model_fingerprint` of its file); `overwrite` deletes
+    images made with other inputs instead of refusing the folder.
+    """
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     rank, world = rank_and_world()
+    _claim_folder(out, generation_record(records, settings, model), overwrite, rank)
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    (out / "images").mkdir(parents=True, exist_ok=True)
     total = len(records) * settings.per_prompt
     todo = [i for i in range(rank, total, world) if not (out / image_name(i)).is_file()]
     bar = tqdm(total=len(todo), desc=f"generate (rank {rank})", unit="img", disable=not progress)
