@@ -153,13 +153,15 @@ def _claim_folder(out: Path, record: dict, overwrite: bool, rank: int) -> None:
                 f"--out {out} holds images made with other inputs: {'; '.join(changes)}; "
                 "give a new --out, or add --overwrite to delete them"
             )
-    if rank == 0:
-        merged = dict(record)
-        if old is not None:
-            merged["model"] = record["model"] or old.get("model")
-            if len(old.get("prompts", [])) > len(record["prompts"]):
-                merged["prompts"] = old["prompts"]
-        write_text_atomic(path, json.dumps(merged, indent=1) + "\n")
+    # Every rank writes the same record (atomically): ranks sharded by RANK / WORLD_SIZE alone may run at
+    # different times, and the first one to start claims the folder.
+    merged = dict(record)
+    if old is not None:
+        merged["model"] = record["model"] or old.get("model")
+        if len(old.get("prompts", [])) > len(record["prompts"]):
+            merged["prompts"] = old["prompts"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(merged, indent=1) + "\n")
 
 
 def metadata_text(records: list[PromptRecord], settings: GenerationSettings) -> str:
