@@ -173,3 +173,25 @@ def test_generate_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     (out / "images").mkdir(parents=True)
     (out / "images" / "000000.png").write_bytes(b"not made here")
     _refused(_generate(out, prompts), capsys, "no generation.json", "--overwrite")
+
+
+# ---------------------------------------------------------------- 2. the bad-file policy holds every time
+def test_raise_run_does_not_reuse_an_index_built_under_skip(corrupt_phantom_root, tmp_path, caplog):
+    from cxr_ldm.data import MimicCxrDataModule
+    from cxr_ldm.data.bad_samples import BadSampleError
+
+    def data(policy: str) -> MimicCxrDataModule:
+        return MimicCxrDataModule(
+            root=str(corrupt_phantom_root), cache_dir=str(tmp_path), bad_sample_policy=policy,
+            num_workers=0, image_size=16, no_finding_cap=None, views=["ALL"],
+        )  # fmt: skip
+
+    data("skip").setup("fit")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cxr_ldm.data"):
+        again = data("skip")
+        again.setup("fit")  # reuses the index: its skips are reported again, as a warning
+    assert again.index_skipped
+    assert any(f"skipped {len(again.index_skipped)} bad files" in r.getMessage() for r in caplog.records)
+    with pytest.raises(BadSampleError, match="bad_sample_policy=skip"):
+        data("raise").setup("fit")

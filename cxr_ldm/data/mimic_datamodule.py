@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from cxr_ldm.data.atomic import options_key
 from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
 from cxr_ldm.data.finding_balance import finding_balanced_sampler
 from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
@@ -210,9 +212,17 @@ class MimicCxrDataModule(LightningDataModule):
         self.load_skips: SkipLog | None = None
 
     # ------------------------------------------------------------------ caches
+    def index_key(self) -> str:
+        """Hash of every option and CSV that shapes the index, and of the bad-file policy.
+
+        The policy is part of it: an index built under `skip` has dropped the bad files, so a `raise` run must
+        not reuse it (it builds its own, and stops at the first bad file).
+        """
+        return options_key({"index": self.options.key(), "bad_sample_policy": self.bad_sample_policy})
+
     def index_folder(self) -> Path:
-        """cache_dir/mimic-index-<key>: changes whenever an option or a CSV that shapes the index changes."""
-        return self.cache_dir / f"mimic-index-{self.options.key()}"
+        """cache_dir/mimic-index-<key>: changes whenever an option, a CSV or the policy that shapes it changes."""
+        return self.cache_dir / f"mimic-index-{self.index_key()}"
 
     def image_cache_folder(self) -> Path:
         key = image_cache_key(self.options.key(), self.image_size, self.resize)
@@ -233,7 +243,6 @@ class MimicCxrDataModule(LightningDataModule):
             LOGGER.info("building the MIMIC-CXR index in %s", folder)
             built = self.build_index()
             built.write(folder)
-            self._log_index_skips(built.skipped, folder)
         if self.use_image_cache and not image_cache_ready(self.image_cache_folder()):
             frame = read_index(folder).frame
             LOGGER.info("building the image cache of %d images in %s", len(frame), self.image_cache_folder())
@@ -262,9 +271,14 @@ class MimicCxrDataModule(LightningDataModule):
 
     @staticmethod
     def _log_index_skips(skipped: list[SkippedSample], folder: Path) -> None:
+        """A warning on every run that uses the index, not only the one that built it."""
         if skipped:
+            reasons = Counter(s.reason.split(" (")[0] for s in skipped)
             LOGGER.warning(
-                "index build skipped %d bad files; list in %s", len(skipped), folder / "skipped.csv"
+                "the index skipped %d bad files (%s); list in %s",
+                len(skipped),
+                ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()),
+                folder / "skipped.csv",
             )
 
     # ------------------------------------------------------------------ setup
@@ -279,6 +293,7 @@ class MimicCxrDataModule(LightningDataModule):
         self.index = built.frame
         self.index_skipped = built.skipped
         self.summary = built.summary
+        self._log_index_skips(self.index_skipped, folder)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.load_skips = SkipLog(tempfile.mkdtemp(prefix="load-skips-", dir=folder))
         cache = None
