@@ -195,3 +195,79 @@ def test_raise_run_does_not_reuse_an_index_built_under_skip(corrupt_phantom_root
     assert any(f"skipped {len(again.index_skipped)} bad files" in r.getMessage() for r in caplog.records)
     with pytest.raises(BadSampleError, match="bad_sample_policy=skip"):
         data("raise").setup("fit")
+
+
+# ---------------------------------------------------------------- 6. no drop without a record
+def _copy_tables(source, root):
+    """A MIMIC tree at `root` that shares `source`'s image and report files but has its own CSVs."""
+    root.mkdir()
+    (root / "files").symlink_to(source / "files")
+    for table in source.glob("mimic-cxr-2.0.0-*.csv.gz"):
+        shutil.copy(table, root / table.name)
+    return root
+
+
+def _data(root, cache, policy="skip"):
+    from cxr_ldm.data import MimicCxrDataModule
+
+    return MimicCxrDataModule(
+        root=str(root), cache_dir=str(cache), bad_sample_policy=policy, num_workers=0, image_size=16,
+        no_finding_cap=None,
+    )  # fmt: skip
+
+
+def test_image_missing_from_the_split_csv_is_named_counted_and_stops_raise(phantom_root, tmp_path):
+    import gzip
+    import json
+
+    from cxr_ldm.data.bad_samples import BadSampleError
+
+    root = _copy_tables(phantom_root, tmp_path / "tree")
+    split = root / "mimic-cxr-2.0.0-split.csv.gz"
+    header, first, *rest = gzip.decompress(split.read_bytes()).decode().splitlines(keepends=True)
+    split.write_bytes(gzip.compress("".join([header, *rest]).encode()))
+    dropped = first.split(",")[0]
+    data = _data(root, tmp_path / "cache")
+    data.setup("fit")
+    assert any(dropped in s.path and "split CSV" in s.reason for s in data.index_skipped)
+    summary = json.loads((data.index_folder() / "summary.json").read_text())
+    assert summary["dropped"]["bad_files_by_reason"]["image not listed in the split CSV"] == 1
+    assert dropped in (data.index_folder() / "skipped.csv").read_text()
+    with pytest.raises(BadSampleError, match=rf"{dropped}.*split CSV"):
+        _data(root, tmp_path / "cache", "raise").setup("fit")
+
+
+@pytest.mark.parametrize("form", ["csv", "csv.gz-cut-stream", "csv.gz-cut-rows"])
+def test_truncated_tables_are_noticed_in_every_format(phantom_root, tmp_path, form):
+    import gzip
+
+    from cxr_ldm.data.mimic_tables import MimicTableError
+
+    root = _copy_tables(phantom_root, tmp_path / "tree")
+    packed = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    text = gzip.decompress(packed.read_bytes())
+    cut = text[: len(text) - 25]  # mid-row
+    if form == "csv":
+        packed.unlink()
+        (root / "mimic-cxr-2.0.0-metadata.csv").write_bytes(cut)
+    elif form == "csv.gz-cut-stream":
+        packed.write_bytes(packed.read_bytes()[:-40])
+    else:
+        packed.write_bytes(gzip.compress(cut))
+    with pytest.raises(MimicTableError, match=r"metadata\.csv.*truncated"):
+        _data(root, tmp_path / "cache").setup("fit")
+
+
+def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
+    from cxr_ldm.data.table_files import TruncatedTableError
+    from cxr_ldm.evaluation.prompt_source import read_prompt_file
+
+    good = tmp_path / "prompts.csv"
+    good.write_text("prompt,Pleural Effusion\n,1\nnormal,0")  # no final newline: fine for a hand-written file
+    records = read_prompt_file(good)
+    assert [r.prompt for r in records] == ["", "normal"]
+    assert records[0].labels == {"Pleural Effusion": 1.0}
+    cut = tmp_path / "cut.csv"
+    cut.write_text("prompt,Pleural Effusion\nnormal,0\nlarge eff")
+    with pytest.raises(TruncatedTableError, match=r"cut\.csv line 3"):
+        read_prompt_file(cut)

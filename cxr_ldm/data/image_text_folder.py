@@ -23,6 +23,9 @@ class ImageTextFolder(Dataset):
         metadata = self.root / "metadata.csv"
         if not metadata.is_file():
             raise FileNotFoundError(f"{metadata} is missing: write a CSV with columns file_name,prompt")
+        from cxr_ldm.data.table_files import check_complete
+
+        check_complete(metadata, require_final_newline=False)
         with metadata.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         if not rows or not {"file_name", "prompt"} <= set(rows[0]):

@@ -341,6 +341,10 @@ def _summary(
             else np.zeros(0, np.int64),
             2,
         ),
+        "dropped": {
+            "by_filter": {row["step"]: row["images_dropped"] for row in steps.rows},
+            "bad_files_by_reason": dict(Counter(s.reason.split(" (")[0] for s in skipped)),
+        },
         "skipped": {
             "count": len(skipped),
             "by_reason": dict(Counter(s.reason.split(" (")[0] for s in skipped)),
@@ -387,6 +391,13 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
     # 3. Split.
     if opts.split == "official":
         split = read_split(opts.root)[["dicom_id", "split"]].drop_duplicates("dicom_id")
+        # An image the split CSV does not list is an inconsistent download: named, and it stops `raise`.
+        split_path = find_table(opts.root, SPLIT_CSV)
+        for dicom_id in frame.loc[~frame["dicom_id"].isin(split["dicom_id"]), "dicom_id"]:
+            error = BadSampleError(
+                f"{split_path} (dicom_id {dicom_id})", "image not listed in the split CSV", "split"
+            )
+            handle_bad_sample(error, policy, log, "index")
         frame = steps.record("split", frame, frame.merge(split, on="dicom_id", how="inner"))
     else:
         mapping = _seeded_split(meta["subject_id"].to_numpy(), opts.split_ratios, opts.seed)

@@ -38,7 +38,13 @@ def find_table(root: str | os.PathLike, name: str) -> Path:
 
 
 def read_table(path: Path, columns: tuple[str, ...], id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read a CSV, check the columns are there and the id columns are integers."""
+    """Read a CSV (plain or gzip), check it is complete, the columns are there and the id columns are integers."""
+    from cxr_ldm.data.table_files import TruncatedTableError, check_complete
+
+    try:
+        check_complete(path)
+    except TruncatedTableError as error:
+        raise MimicTableError(str(error)) from error
     try:
         frame = pd.read_csv(
             path, dtype={"dicom_id": str, "ViewPosition": str, "split": str}, keep_default_na=True

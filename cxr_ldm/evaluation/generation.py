@@ -254,7 +254,11 @@ def read_generated(root: str | Path, limit: int | None = None) -> GeneratedSet:
         raise ConfigError(
             f"--generated {root} has no {METADATA}; run `python -m cxr_ldm generate --out {root}`"
         )
-    frame = pd.read_csv(root / METADATA, keep_default_na=True)
+    from cxr_ldm.data.table_files import check_complete
+
+    check_complete(root / METADATA, require_final_newline=False)
+    # An empty prompt stays empty (never the text "nan"); label cells become numbers below.
+    frame = pd.read_csv(root / METADATA, dtype={"prompt": str, "file_name": str}, keep_default_na=False)
     missing = {"file_name", "prompt"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{root / METADATA} lacks the column(s) {sorted(missing)}")

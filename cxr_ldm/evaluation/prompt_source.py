@@ -26,20 +26,32 @@ def _labels_of(row: pd.Series) -> dict[str, float]:
     out = {}
     for name in CHEXPERT_LABELS:
         if name in row and not pd.isna(row[name]) and str(row[name]).strip() != "":
-            out[name] = float(row[name])
+            try:
+                out[name] = float(row[name])
+            except ValueError:
+                raise ConfigError(
+                    f"--prompts: column {name!r} has {row[name]!r}; labels are 1, 0, -1 or empty"
+                ) from None
     return out
 
 
 def read_prompt_file(path: str | Path) -> list[PromptRecord]:
-    """A `.txt` (one prompt a line) or `.csv` with a `prompt` column and optional CheXpert label columns."""
+    """A `.txt` (one prompt a line; blank lines are skipped) or `.csv` (`.csv.gz`) with a `prompt` column and
+    optional CheXpert label columns; an empty `prompt` cell is an empty prompt (unconditional)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--prompts {path} does not exist")
+    from cxr_ldm.data.table_files import check_complete, read_table_bytes
+
     if path.suffix.lower() == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        text = read_table_bytes(path).decode("utf-8")
+        lines = [line.strip() for line in text.splitlines()]
         records = [PromptRecord(line) for line in lines if line]
     else:
-        frame = pd.read_csv(path, dtype={"study_id": str, "dicom_id": str}, keep_default_na=True)
+        # A hand-written CSV may lack the final newline; a row short of fields is still caught.
+        check_complete(path, require_final_newline=False)
+        # An empty prompt stays empty (unconditional generation), never the text "nan".
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         if "prompt" not in frame.columns:
             raise ConfigError(
                 f"--prompts {path} has no `prompt` column (columns: {list(frame.columns)}); "
@@ -49,8 +61,8 @@ def read_prompt_file(path: str | Path) -> list[PromptRecord]:
             PromptRecord(
                 str(row["prompt"]),
                 _labels_of(row),
-                "" if pd.isna(row.get("study_id", "")) else str(row.get("study_id", "")),
-                "" if pd.isna(row.get("dicom_id", "")) else str(row.get("dicom_id", "")),
+                str(row.get("study_id", "")),
+                str(row.get("dicom_id", "")),
             )
             for _, row in frame.iterrows()
         ]
