@@ -271,3 +271,36 @@ def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
     cut.write_text("prompt,Pleural Effusion\nnormal,0\nlarge eff")
     with pytest.raises(TruncatedTableError, match=r"cut\.csv line 3"):
         read_prompt_file(cut)
+
+
+# ---------------------------------------------------------------- 9. prompts, paths and caches that do not fit
+def test_overlong_prompts_are_counted_once(tmp_path, caplog):
+    prompts = tmp_path / "prompts.txt"
+    long = " ".join(["small right pleural effusion"] * 30)
+    prompts.write_text(f"normal\n{long}\n")
+    with caplog.at_level("WARNING", logger="cxr_ldm"):
+        assert main(_generate(tmp_path / "out", prompts)) == 0
+    warned = [r.getMessage() for r in caplog.records if "longer than the text encoder" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("1 of 2 distinct prompts") and "77 tokens" in warned[0]
+
+
+@pytest.mark.parametrize("form", ["relative", "dotted", "home"])
+def test_a_path_is_never_tried_as_a_hub_id(tmp_path, phantom_root, capsys, monkeypatch, form):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    name = {"relative": "runs/no-such-pipeline", "dotted": "./no-such", "home": "~/no-such-cxr-ldm-pipeline"}[
+        form
+    ]
+    args = fit_args(
+        tmp_path, phantom_root, "--model.init_args.pretrained_model_name_or_path", name,
+        "--model.init_args.unet_config", "null",
+    )  # fmt: skip
+    _refused(args, capsys, name, "does not exist")
+
+
+def test_latent_cache_of_another_vae_is_refused(tmp_path, phantom_root, capsys):
+    args = fit_args(
+        tmp_path, phantom_root, "--data.init_args.latent_cache_vae", str(PIPELINE), "--trainer.max_steps", "1"
+    )  # the tiny config's VAE is its own, not the pipeline's
+    _refused(args, capsys, "latent_cache_vae", "is not the model's VAE")
+    assert not (tmp_path / "checkpoints").exists()

@@ -5,6 +5,9 @@ compute at 512 px). Items then carry `latent_parameters` (2C, h, w) instead of `
 samples a latent from them, so the training distribution is the same as encoding on the fly. Rows follow
 the index order; `valid.npy` marks rows whose image could not be decoded. `latents.npy` is moved into
 place last, so a reader that finds it can trust the cache is complete.
+
+`vae.json` holds a hash of the encoding VAE's config and weights: latents are only right for the VAE that
+made them, so a model whose own VAE differs is refused (`check_latent_cache_vae`), before and after a build.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cxr_ldm.data.image_io import ResizePolicy, load_gray, to_model_tensor
 
 LATENTS_FILE = "latents.npy"
 VALID_FILE = "valid.npy"
+VAE_FILE = "vae.json"
 
 
 def vae_fingerprint(source: str) -> str:
@@ -48,9 +52,36 @@ def latent_cache_key(index_key: str, image_size: int, resize: str, vae_source: s
             "image_size": image_size,
             "resize": resize,
             "vae": vae_fingerprint(vae_source),
-            "version": 1,
+            "version": 2,
         }
     )
+
+
+def vae_weights_hash(vae: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a VAE's config and float32 weights: equal exactly when it encodes alike."""
+    digest = hashlib.sha256()
+    config = {k: v for k, v in dict(getattr(vae, "config", {})).items() if not str(k).startswith("_")}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_latent_cache_vae(folder: str | os.PathLike, source: str, model_vae_hash: str | None) -> None:
+    """Refuse a latent cache made by another VAE than the model's (when the model's VAE is known)."""
+    path = Path(folder) / VAE_FILE
+    if model_vae_hash is None or not path.is_file():
+        return
+    cached = json.loads(path.read_text()).get("vae_hash")
+    if cached != model_vae_hash:
+        from cxr_ldm.errors import ConfigError
+
+        raise ConfigError(
+            f"data.init_args.latent_cache_vae '{source}' is not the model's VAE (weights hash {cached}, the "
+            f"model's {model_vae_hash}): latents from it would not match what the model decodes; point "
+            "latent_cache_vae at the model's own VAE (its pretrained_model_name_or_path), or set it to null"
+        )
 
 
 def latent_cache_ready(folder: str | os.PathLike) -> bool:
@@ -62,7 +93,9 @@ def load_vae(source: str):
     from diffusers import AutoencoderKL
 
     from cxr_ldm.errors import ConfigError
+    from cxr_ldm.models.components import check_source
 
+    check_source(source, "data.init_args.latent_cache_vae")
     folder = Path(source).expanduser()
     subfolder = "vae" if not folder.is_dir() or (folder / "vae").is_dir() else None
     try:
@@ -100,12 +133,22 @@ def build_latent_cache(
     log: SkipLog | None = None,
     batch_size: int = 16,
     num_workers: int = 0,
+    model_vae_hash: str | None = None,
 ) -> None:
-    """Encode every image with the VAE (on the GPU when there is one) into `folder/latents.npy` (float16)."""
+    """Encode every image with the VAE (on the GPU when there is one) into `folder/latents.npy` (float16).
+
+    With `model_vae_hash` (the training model's VAE), a VAE that differs is refused before encoding anything.
+    """
     folder = Path(folder)
     log = log if log is not None else SkipLog()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    vae = load_vae(vae_source).to(device).eval()
+    vae = load_vae(vae_source).eval()
+    record = {"vae_hash": vae_weights_hash(vae), "source": str(vae_source)}
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / VAE_FILE) as tmp, open(tmp, "w") as handle:
+        json.dump(record, handle)
+    check_latent_cache_vae(folder, vae_source, model_vae_hash)
+    vae = vae.to(device)
     loader = DataLoader(_Images(paths, image_size, resize), batch_size=batch_size, num_workers=num_workers)
     valid = np.ones(len(paths), dtype=bool)
     latents = None

@@ -19,7 +19,14 @@ from cxr_ldm.data.atomic import options_key
 from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
 from cxr_ldm.data.finding_balance import finding_balanced_sampler
 from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
-from cxr_ldm.data.latent_cache import LatentCache, build_latent_cache, latent_cache_key, latent_cache_ready
+from cxr_ldm.data.latent_cache import (
+    LatentCache,
+    build_latent_cache,
+    check_latent_cache_vae,
+    latent_cache_key,
+    latent_cache_ready,
+    vae_weights_hash,
+)
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
 from cxr_ldm.errors import ConfigError
@@ -267,7 +274,29 @@ class MimicCxrDataModule(LightningDataModule):
                 SkipLog(self.latent_cache_folder() / "skips"),
                 batch_size=self.latent_cache_batch_size,
                 num_workers=self.num_workers,
+                model_vae_hash=self._model_vae_hash(),
             )
+
+    def _warn_overlong_prompts(self) -> None:
+        """Once per run: how many prompts the training model's text encoder would cut."""
+        from cxr_ldm.models.prompt_length import text_limits, warn_overlong
+
+        trainer = getattr(self, "trainer", None)
+        tokenizer, limit = (
+            text_limits(getattr(trainer, "lightning_module", None)) if trainer else (None, None)
+        )
+        if tokenizer is not None:
+            warn_overlong(
+                tokenizer, self.index["prompt"].tolist(), limit, f"index {self.index_folder().name}"
+            )
+
+    def _model_vae_hash(self) -> str | None:
+        """Hash of the training model's own VAE (None outside a Trainer, or for a model without a VAE)."""
+        if getattr(self, "_vae_hash", None) is None:
+            trainer = getattr(self, "trainer", None)
+            vae = getattr(getattr(trainer, "lightning_module", None), "vae", None) if trainer else None
+            self._vae_hash = vae_weights_hash(vae) if isinstance(vae, torch.nn.Module) else None
+        return self._vae_hash
 
     @staticmethod
     def _log_index_skips(skipped: list[SkippedSample], folder: Path) -> None:
@@ -305,6 +334,7 @@ class MimicCxrDataModule(LightningDataModule):
         if self.latent_cache_vae:
             if not latent_cache_ready(self.latent_cache_folder()):
                 self.prepare_data()
+            check_latent_cache_vae(self.latent_cache_folder(), self.latent_cache_vae, self._model_vae_hash())
             latents = LatentCache(self.latent_cache_folder())
         for split in ("train", "validate", "test"):
             rows = np.flatnonzero(self.index["split"].to_numpy() == split)
@@ -320,6 +350,7 @@ class MimicCxrDataModule(LightningDataModule):
                 latent_cache=latents,
                 cache_rows=rows,
             )
+        self._warn_overlong_prompts()
         LOGGER.info(
             "MIMIC-CXR index %s: %s images (train/validate/test), %d files skipped at index time",
             folder.name,

@@ -208,6 +208,11 @@ def generate_images(
     (out / "images").mkdir(parents=True, exist_ok=True)
     total = len(records) * settings.per_prompt
     todo = [i for i in range(rank, total, world) if not (out / image_name(i)).is_file()]
+    if todo and rank == 0:
+        from cxr_ldm.models.prompt_length import text_limits, warn_overlong
+
+        tokenizer, limit = text_limits(getattr(source, "model", None) or getattr(source, "pipeline", None))
+        warn_overlong(tokenizer, [r.prompt for r in records], limit, "the prompts to generate from")
     bar = tqdm(total=len(todo), desc=f"generate (rank {rank})", unit="img", disable=not progress)
     for start in range(0, len(todo), settings.batch_size):
         chunk = todo[start : start + settings.batch_size]

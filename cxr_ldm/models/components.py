@@ -52,22 +52,34 @@ def resolve_source(name: str | None) -> str | None:
     return str(Path(next(iter(spec.submodule_search_locations))) / sub)
 
 
-def _looks_like_path(name: str) -> bool:
-    """A hub id is `owner/name`; anything else with a separator, or starting like a path, is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+def looks_like_path(name: str) -> bool:
+    """True when `name` can only mean a local path, so it must never be tried as a hub id.
+
+    A hub id is `name` or `owner/name`. A path starts with `.`, `/` or `~`, has more than one separator or a
+    backslash, or its first part exists here (`runs/pipeline` when `runs/` is a local folder).
+    """
+    if (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or (os.sep != "/" and os.sep in name)
+    ):
+        return True
+    head = name.split("/", 1)[0]
+    return "/" in name and Path(head).exists()
 
 
-def check_source(name: str) -> None:
-    """Fail early, naming the path, when a local directory is meant but absent."""
+def check_source(name: str, key: str = "model.init_args.pretrained_model_name_or_path") -> None:
+    """Fail early, naming the path and the config key, when a local directory is meant but absent."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ComponentLoadError(f"'{name}' is a file; a diffusers pipeline directory is expected")
+            raise ComponentLoadError(f"'{name}' ({key}) is a file; a directory is expected")
         return
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ComponentLoadError(
-            f"pretrained directory '{name}' does not exist: check model.init_args."
-            "pretrained_model_name_or_path (a diffusers pipeline directory or a hub id)"
+            f"directory '{name}' does not exist (resolved to {path.resolve()}): check {key} "
+            "(a local directory, or a hub id of the form owner/name)"
         )
 
 
@@ -101,7 +113,7 @@ def load_components(
     if base is not None:
         check_source(base)
     if text_encoder_name_or_path is not None:
-        check_source(text_encoder_name_or_path)
+        check_source(text_encoder_name_or_path, "model.init_args.text_encoder_name_or_path")
 
     def need_base(what: str) -> str:
         if base is None:
@@ -160,7 +172,9 @@ def load_text_side(
     text_key = f"{prefix}text_encoder_name_or_path"
     common = {"revision": revision}
     if text_encoder_name_or_path is not None:
-        check_source(text_encoder_name_or_path)
+        check_source(text_encoder_name_or_path, text_key)
+    if tokenizer not in (None, CLIP_TOKENIZER):
+        check_source(tokenizer, f"{prefix}tokenizer_name_or_path")
 
     def need_base(what: str) -> str:
         if base is None:
