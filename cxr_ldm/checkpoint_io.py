@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cxr_ldm.data.atomic import make_temporary
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a temporary file in the same folder, fsync it, then rename over the target."""
+    """Save to a temporary file in the same folder, fsync it, then rename over the target.
+
+    The temporary file names its host and process, so the next run (`RunCheckpoint`) can remove one that a
+    killed run left behind.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        handle, tmp = make_temporary(target)
         try:
             with os.fdopen(handle, "wb") as stream:
                 torch.save(checkpoint, stream)

@@ -304,3 +304,47 @@ def test_latent_cache_of_another_vae_is_refused(tmp_path, phantom_root, capsys):
     )  # the tiny config's VAE is its own, not the pipeline's
     _refused(args, capsys, "latent_cache_vae", "is not the model's VAE")
     assert not (tmp_path / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------- 8. nothing left behind
+def _killed_mid_write(target) -> list:
+    """Start an atomic write of `target` in another process and kill -9 it there; returns what it left."""
+    code = (
+        "import os, signal, sys\n"
+        "from cxr_ldm.data.atomic import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'wb').write(b'half a file')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT, timeout=120)
+    assert result.returncode == -9
+    left = list(target.parent.glob(".*.tmp"))
+    assert left and not target.exists()
+    return left
+
+
+def test_orphans_of_killed_writes_are_removed_and_runs_keep_their_own_folders(tmp_path, phantom_root):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    data_orphan = _killed_mid_write(cache / "mimic-index-0123" / "images-4567" / "images.npy")
+    ckpt_orphan = _killed_mid_write(run / "checkpoints" / "last.ckpt")
+    old_style = cache / ".index.csv.abc123.tmp"  # a name without its writer: judged by its age
+    old_style.write_bytes(b"x")
+    os.utime(old_style, (1, 1))
+    args = fit_args(run, phantom_root, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0")
+    args[args.index("--data.init_args.cache_dir") + 1] = str(cache)
+    assert main(args) == 0
+    for orphan in [*data_orphan, *ckpt_orphan, old_style]:
+        assert not orphan.exists(), orphan
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not list(cache.rglob("load-skips-*"))  # per-run records live under the run
+    assert list(run.glob("load-skips-*"))
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_running_writer_keeps_its_temporary_file(tmp_path):
+    from cxr_ldm.data.atomic import atomic_path, clean_stale_temporaries
+
+    with atomic_path(tmp_path / "x.bin") as tmp:
+        open(tmp, "wb").write(b"in progress")
+        assert clean_stale_temporaries(tmp_path) == []
+    assert (tmp_path / "x.bin").read_bytes() == b"in progress"

@@ -11,6 +11,8 @@ import os
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from cxr_ldm.data.atomic import clean_stale_temporaries
+
 
 class RunCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` with a folder that does not change between restarts of the same run."""
@@ -21,6 +23,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._pin_dirpath(trainer)
+        if trainer.is_global_zero:  # temporary files of a killed run's checkpoint writes
+            clean_stale_temporaries(self.dirpath, recursive=False)
         super().setup(trainer, pl_module, stage)
 
     def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:

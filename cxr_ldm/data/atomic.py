@@ -1,24 +1,82 @@
 """Atomic file writes and option hashes, so caches shared by several processes are never half-written
-and are rebuilt whenever an option that shapes them changes."""
+and are rebuilt whenever an option that shapes them changes.
+
+A temporary file is named `.<target>.<host>-<pid>.<random>.tmp`. A process killed mid-write (kill -9, a
+lost node) leaves it behind; `clean_stale_temporaries` removes the ones whose writer is gone: on this host,
+a process id that no longer runs; otherwise a file last written before the cleaning process started.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+LOGGER = logging.getLogger("cxr_ldm")
+# When this process started (close enough: when cxr_ldm's data package was first imported).
+PROCESS_START = time.time()
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def make_temporary(target: str | os.PathLike) -> tuple[int, str]:
+    """Create (mkstemp) a temporary file next to `target`, named after it, this host and this process."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{target.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=target.parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """A `.*.tmp` file whose writer is gone (see the module docstring); never one of this process's."""
+    match = _TEMPORARY.match(path.name)
+    if match and match["host"] == _HOST:
+        pid = int(match["pid"])
+        return pid != os.getpid() and not _alive(pid)
+    try:
+        return path.stat().st_mtime < PROCESS_START
+    except FileNotFoundError:
+        return False
+
+
+def clean_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files left in `folder` by killed writers; returns what was deleted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        if path.is_file() and is_stale_temporary(path):
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            LOGGER.warning("removed %s (%d bytes) left by an interrupted write", path, size)
+    return removed
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to `path`; on success move it into place with os.replace."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = make_temporary(target)
     os.close(fd)
     try:
         yield tmp

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
-from cxr_ldm.data.atomic import options_key
+from cxr_ldm.data.atomic import clean_stale_temporaries, options_key
 from cxr_ldm.data.bad_samples import SkipLog, SkippedSample
 from cxr_ldm.data.finding_balance import finding_balanced_sampler
 from cxr_ldm.data.image_cache import ImageCache, build_image_cache, image_cache_key, image_cache_ready
@@ -246,6 +248,8 @@ class MimicCxrDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Build the index (and the image cache if asked) once; later runs with the same key reuse them."""
         folder = self.index_folder()
+        # A run killed mid-write (kill -9) leaves its temporary file; an image cache's is as big as the cache.
+        clean_stale_temporaries(self.cache_dir)
         if not (folder / INDEX_FILE).is_file():
             LOGGER.info("building the MIMIC-CXR index in %s", folder)
             built = self.build_index()
@@ -276,6 +280,19 @@ class MimicCxrDataModule(LightningDataModule):
                 num_workers=self.num_workers,
                 model_vae_hash=self._model_vae_hash(),
             )
+
+    def _load_skips_folder(self) -> Path:
+        """Where this run's DataLoader workers record the images they skip: under the run's own folder
+        (`trainer.default_root_dir`), never in the shared cache; a temporary folder, removed at exit, when no
+        Trainer runs this data module."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(trainer, "default_root_dir", None):
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="load-skips-", dir=run_dir))
+        folder = Path(tempfile.mkdtemp(prefix="cxr_ldm-load-skips-"))
+        atexit.register(shutil.rmtree, folder, True)
+        return folder
 
     def _warn_overlong_prompts(self) -> None:
         """Once per run: how many prompts the training model's text encoder would cut."""
@@ -323,8 +340,7 @@ class MimicCxrDataModule(LightningDataModule):
         self.index_skipped = built.skipped
         self.summary = built.summary
         self._log_index_skips(self.index_skipped, folder)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.load_skips = SkipLog(tempfile.mkdtemp(prefix="load-skips-", dir=folder))
+        self.load_skips = SkipLog(self._load_skips_folder())
         cache = None
         if self.use_image_cache:
             if not image_cache_ready(self.image_cache_folder()):

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
-from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.data.atomic import atomic_path, clean_stale_temporaries, write_text_atomic
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
@@ -84,9 +84,8 @@ def image_name(index: int) -> str:
 def save_png(image: torch.Tensor, path: Path) -> None:
     """(C, H, W) in [0, 1] -> 8-bit grayscale PNG, written to a temporary name first."""
     gray = image.float().mean(dim=0).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(gray, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(gray, mode="L").save(tmp, format="PNG")
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -206,6 +205,7 @@ def generate_images(
     if world > 1 and dist.is_available() and dist.is_initialized():
         dist.barrier()
     (out / "images").mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out / "images", recursive=False)
     total = len(records) * settings.per_prompt
     todo = [i for i in range(rank, total, world) if not (out / image_name(i)).is_file()]
     if todo and rank == 0:
