@@ -14,6 +14,7 @@ from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import merged_copy
 from cxr_ldm.models.samplers import make_sampler
@@ -70,7 +71,7 @@ def export_pipeline(
 ) -> Path:
     """Save the model (EMA weights when `ema`) so `StableDiffusionPipeline.from_pretrained(out_dir)` loads it."""
     if ema and model.ema is None:
-        raise ValueError(
+        raise ConfigError(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema_decay)"
         )
     out = Path(out_dir)

@@ -6,6 +6,8 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from cxr_ldm.errors import ConfigError
+
 
 class ValidationSamples(Callback):
     """Rank zero only; EMA weights when the model keeps them; the prompts are logged as text."""
@@ -20,7 +22,7 @@ class ValidationSamples(Callback):
         every_n_epochs: int = 1,
     ) -> None:
         if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError("ValidationSamples: give one seed per prompt (or no seeds)")
+            raise ConfigError("ValidationSamples: give one seed per prompt (or no seeds)")
         self.prompts = list(prompts)
         self.seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
         self.num_inference_steps = num_inference_steps

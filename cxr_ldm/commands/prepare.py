@@ -17,6 +17,7 @@ from cxr_ldm.data.bad_samples import BadSampleError
 from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
 from cxr_ldm.data.mimic_tables import MimicTableError
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 DESCRIPTION = (
@@ -55,12 +56,12 @@ def data_section(config: dict) -> dict:
     if isinstance(section, dict) and "class_path" in section:
         name = str(section["class_path"]).rsplit(".", 1)[-1]
         if name != MimicCxrDataModule.__name__:
-            raise ValueError(
+            raise ConfigError(
                 f"the config's data.class_path is {section['class_path']}, not MimicCxrDataModule"
             )
         section = section.get("init_args") or {}
     if not isinstance(section, dict):
-        raise ValueError("the config's data: section must be a mapping of MimicCxrDataModule arguments")
+        raise ConfigError("the config's data: section must be a mapping of MimicCxrDataModule arguments")
     return section
 
 

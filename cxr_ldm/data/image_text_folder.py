@@ -14,6 +14,8 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from cxr_ldm.errors import ConfigError
+
 
 class ImageTextFolder(Dataset):
     """Items follow the project's batch contract: `pixel_values` in [-1, 1] and `prompt`."""
@@ -22,14 +24,14 @@ class ImageTextFolder(Dataset):
         self.root = Path(root)
         metadata = self.root / "metadata.csv"
         if not metadata.is_file():
-            raise FileNotFoundError(f"{metadata} is missing: write a CSV with columns file_name,prompt")
+            raise ConfigError(f"{metadata} is missing: write a CSV with columns file_name,prompt")
         from cxr_ldm.data.table_files import check_complete
 
         check_complete(metadata, require_final_newline=False)
         with metadata.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         if not rows or not {"file_name", "prompt"} <= set(rows[0]):
-            raise ValueError(f"{metadata} needs the columns file_name and prompt (and at least one row)")
+            raise ConfigError(f"{metadata} needs the columns file_name and prompt (and at least one row)")
         self.rows = rows
         self.image_size = image_size
         self.channels = channels
@@ -44,7 +46,9 @@ class ImageTextFolder(Dataset):
             with Image.open(path) as image:
                 image = image.convert("L").resize((self.image_size, self.image_size), Image.BICUBIC)
         except OSError as error:
-            raise OSError(f"cannot read image {path}: {error}; fix or remove its metadata.csv row") from error
+            raise ConfigError(
+                f"cannot read image {path}: {error}; fix or remove its metadata.csv row"
+            ) from error
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)[None]
         return {"pixel_values": pixels.expand(self.channels, -1, -1).contiguous(), "prompt": row["prompt"]}
 

@@ -7,6 +7,8 @@ from itertools import combinations
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
+from cxr_ldm.errors import ConfigError
+
 DEFAULT_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 # torchmetrics sizes its Gaussian window from sigma (2 * int(3.5 * sigma + 0.5) + 1), not kernel_size.
 SIGMA_OF_KERNEL = {11: 1.5, 7: 0.8, 5: 0.5, 3: 0.3}
@@ -29,7 +31,7 @@ def ms_ssim_settings(side: int) -> tuple[tuple[float, ...], int]:
                 betas = DEFAULT_BETAS[:scales]
                 total = sum(betas)
                 return tuple(b / total for b in betas), kernel
-    raise ValueError(f"images of {side} px are too small for MS-SSIM")
+    raise ConfigError(f"images of {side} px are too small for MS-SSIM")
 
 
 def ms_ssim_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -53,7 +55,7 @@ def ms_ssim_diversity(images01: torch.Tensor, groups: list[int]) -> float:
         by_group.setdefault(g, []).append(i)
     pairs = [p for members in by_group.values() for p in combinations(members, 2)]
     if not pairs:
-        raise ValueError("MS-SSIM diversity needs at least two samples of one prompt (--per-prompt >= 2)")
+        raise ConfigError("MS-SSIM diversity needs at least two samples of one prompt (--per-prompt >= 2)")
     first = torch.tensor([p[0] for p in pairs])
     second = torch.tensor([p[1] for p in pairs])
     values = torch.cat(

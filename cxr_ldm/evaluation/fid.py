@@ -8,6 +8,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.features import ClassifierFeatures
 
 
@@ -51,7 +52,7 @@ def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str 
     Grayscale images are repeated to 3 channels and converted to uint8 as the reference code expects.
     """
     if not Path(weights_path).is_file():
-        raise FileNotFoundError(f"InceptionV3 weights {weights_path} do not exist")
+        raise ConfigError(f"--inception-weights {weights_path} does not exist (or is not a file)")
     metric = FrechetInceptionDistance(
         feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path)
     )

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
+from cxr_ldm.errors import ConfigError
+
 
 def add_training_noise(
     latents: torch.Tensor,
@@ -34,7 +36,7 @@ def prediction_target(
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"unsupported prediction_type '{kind}' (use epsilon or v_prediction)")
+    raise ConfigError(f"unsupported prediction_type '{kind}' (use epsilon or v_prediction)")
 
 
 def diffusion_loss(
