@@ -310,8 +310,11 @@ def test_latent_cache_of_another_vae_is_refused(tmp_path, phantom_root, capsys):
 def _killed_mid_write(target) -> list:
     """Start an atomic write of `target` in another process and kill -9 it there; returns what it left."""
     code = (
-        "import os, signal, sys\n"
-        "from cxr_ldm.data.atomic import atomic_path\n"
+        "import importlib.util, os, signal, sys\n"  # the module alone: no torch import, a fast start
+        "spec = importlib.util.spec_from_file_location('atomic', 'cxr_ldm/data/atomic.py')\n"
+        "atomic = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(atomic)\n"
+        "atomic_path = atomic.atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    open(tmp, 'wb').write(b'half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
