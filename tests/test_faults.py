@@ -351,3 +351,12 @@ def test_a_running_writer_keeps_its_temporary_file(tmp_path):
         open(tmp, "wb").write(b"in progress")
         assert clean_stale_temporaries(tmp_path) == []
     assert (tmp_path / "x.bin").read_bytes() == b"in progress"
+
+
+def test_validation_samples_refuse_negative_guidance_and_zero_steps():
+    from cxr_ldm.callbacks import ValidationSamples
+
+    with pytest.raises(ConfigError, match="guidance_scale must be a finite number >= 0"):
+        ValidationSamples(["normal"], guidance_scale=-1.0)
+    with pytest.raises(ConfigError, match="num_inference_steps"):
+        ValidationSamples(["normal"], num_inference_steps=0)

@@ -23,6 +23,15 @@ class ValidationSamples(Callback):
     ) -> None:
         if seeds is not None and len(seeds) != len(prompts):
             raise ConfigError("ValidationSamples: give one seed per prompt (or no seeds)")
+        if num_inference_steps < 1 or every_n_epochs < 1:
+            raise ConfigError(
+                f"ValidationSamples: num_inference_steps and every_n_epochs must be >= 1, "
+                f"got {num_inference_steps} and {every_n_epochs}"
+            )
+        if not 0 <= guidance_scale < float("inf"):
+            raise ConfigError(
+                f"ValidationSamples: guidance_scale must be a finite number >= 0, got {guidance_scale}"
+            )
         self.prompts = list(prompts)
         self.seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
         self.num_inference_steps = num_inference_steps

@@ -20,6 +20,7 @@ from cxr_ldm.data.bad_samples import (
 from cxr_ldm.data.image_cache import ImageCache
 from cxr_ldm.data.image_io import ResizePolicy, load_gray, to_model_tensor
 from cxr_ldm.data.latent_cache import LatentCache
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 
@@ -116,8 +117,9 @@ class MimicCxrDataset(Dataset):
                 "subject_id": self.subject_ids[row],
                 "view": self.views[row],
             }
-        raise RuntimeError(
-            f"no image of this dataset ({count} rows under {self.images_dir}) could be decoded"
+        raise ConfigError(
+            f"no image of this dataset ({count} rows under {self.images_dir}) could be decoded; "
+            f"the skipped files are listed in {getattr(self.skip_log, 'folder', None) or 'the log'}"
         )
 
     @property
