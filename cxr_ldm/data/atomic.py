@@ -3,7 +3,9 @@ and are rebuilt whenever an option that shapes them changes.
 
 A temporary file is named `.<target>.<host>-<pid>.<random>.tmp`. A process killed mid-write (kill -9, a
 lost node) leaves it behind; `clean_stale_temporaries` removes the ones whose writer is gone: on this host,
-a process id that no longer runs; otherwise a file last written before the cleaning process started.
+a process id that no longer runs; otherwise (another host on a shared file system, or an older name) a
+file last written before the cleaning process started and at least `FOREIGN_STALE_SECONDS` ago, since a
+writer on another node that is still at work keeps touching its file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 LOGGER = logging.getLogger("cxr_ldm")
 # When this process started (close enough: when cxr_ldm's data package was first imported).
 PROCESS_START = time.time()
+FOREIGN_STALE_SECONDS = 600
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 
@@ -52,9 +55,10 @@ def is_stale_temporary(path: Path) -> bool:
         pid = int(match["pid"])
         return pid != os.getpid() and not _alive(pid)
     try:
-        return path.stat().st_mtime < PROCESS_START
+        modified = path.stat().st_mtime
     except FileNotFoundError:
         return False
+    return modified < PROCESS_START and modified < time.time() - FOREIGN_STALE_SECONDS
 
 
 def clean_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
