@@ -360,3 +360,12 @@ def test_validation_samples_refuse_negative_guidance_and_zero_steps():
         ValidationSamples(["normal"], guidance_scale=-1.0)
     with pytest.raises(ConfigError, match="num_inference_steps"):
         ValidationSamples(["normal"], num_inference_steps=0)
+
+
+def test_an_empty_prompt_stays_empty_through_generation(tmp_path):
+    from cxr_ldm.evaluation.generation import read_generated
+
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt,Pleural Effusion\n,1\nnormal,0\n")
+    assert main(_generate(tmp_path / "out", prompts)) == 0
+    assert read_generated(tmp_path / "out").prompts == ["", "normal"]

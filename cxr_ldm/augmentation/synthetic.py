@@ -54,7 +54,11 @@ def ensure_synthetic(
 def read_synthetic(folder: str | Path, multiple: int, image_size: int) -> ImageSet:
     """The first `multiple` samples of every prompt in a generated folder, at `image_size`, uint8."""
     folder = Path(folder)
-    frame = pd.read_csv(folder / METADATA, keep_default_na=True)
+    from cxr_ldm.data.table_files import check_complete
+
+    check_complete(folder / METADATA, require_final_newline=False)
+    # An empty prompt stays empty (never the text "nan"); label cells become numbers below.
+    frame = pd.read_csv(folder / METADATA, dtype={"prompt": str, "file_name": str}, keep_default_na=False)
     if "sample_index" in frame.columns:
         frame = frame[frame["sample_index"] < multiple]
     images = []
