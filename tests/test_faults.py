@@ -284,6 +284,17 @@ def test_overlong_prompts_are_counted_once(tmp_path, caplog):
     assert len(warned) == 1 and warned[0].startswith("1 of 2 distinct prompts") and "77 tokens" in warned[0]
 
 
+def test_overlong_training_prompts_are_counted_once(tmp_path, phantom_root, caplog):
+    args = fit_args(
+        tmp_path, phantom_root, "--model.init_args.max_prompt_tokens", "8", "--trainer.max_steps", "1",
+        "--trainer.limit_val_batches", "0",
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="cxr_ldm"):
+        assert main(args) == 0
+    warned = [r.getMessage() for r in caplog.records if "longer than the text encoder" in r.getMessage()]
+    assert len(warned) == 1 and "8 tokens" in warned[0]
+
+
 @pytest.mark.parametrize("form", ["relative", "dotted", "home"])
 def test_a_path_is_never_tried_as_a_hub_id(tmp_path, phantom_root, capsys, monkeypatch, form):
     monkeypatch.chdir(tmp_path)

@@ -299,9 +299,9 @@ class MimicCxrDataModule(LightningDataModule):
         from cxr_ldm.models.prompt_length import text_limits, warn_overlong
 
         trainer = getattr(self, "trainer", None)
-        tokenizer, limit = (
-            text_limits(getattr(trainer, "lightning_module", None)) if trainer else (None, None)
-        )
+        if trainer is None or not trainer.is_global_zero:
+            return
+        tokenizer, limit = text_limits(getattr(trainer, "lightning_module", None))
         if tokenizer is not None:
             warn_overlong(
                 tokenizer, self.index["prompt"].tolist(), limit, f"index {self.index_folder().name}"
