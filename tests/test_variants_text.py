@@ -28,8 +28,16 @@ def _tiny(**changes) -> dict:
     return args
 
 
+def test_shipped_clip_tokenizer_gives_clips_ids():
+    from cxr_ldm.models.clip_tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer()
+    assert len(tok) == 49408 and tok.model_max_length == 77 and tok.pad_token == "<|endoftext|>"
+    assert tok("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
 def test_clip_tokenizer_matches_open_clip_and_truncates_at_77():
-    open_clip = pytest.importorskip("open_clip")
+    open_clip = pytest.importorskip("open_clip")  # not a dependency; compared where it is installed
     from cxr_ldm.models.clip_tokenizer import clip_tokenizer
 
     ours = clip_tokenizer()

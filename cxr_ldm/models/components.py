@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.clip_tokenizer import clip_tokenizer
 
-CLIP_TOKENIZER = "clip"  # the `tokenizer` value that builds CLIP's tokenizer offline
+CLIP_TOKENIZER = "clip"  # the `tokenizer` value that loads CLIP's tokenizer shipped in cxr_ldm/assets
 PACKAGE_PREFIX = "package:"  # `package:<module>/<folder>`: a model folder shipped inside a Python package
 
 
