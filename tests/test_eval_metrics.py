@@ -14,11 +14,10 @@ from cxr_ldm.evaluation import (
     ms_ssim_diversity,
     ms_ssim_settings,
     reconstruction_metrics,
-    rouge_l,
     t2i_recall_at_k,
 )
 from cxr_ldm.evaluation.operating_points import operating_points, youden_threshold
-from cxr_ldm.evaluation.report_agreement import label_f1
+from cxr_ldm.evaluation.report_agreement import label_f1, report_agreement
 
 
 @pytest.mark.parametrize("side", [16, 32, 64, 512])
@@ -80,8 +79,15 @@ def test_retrieval_metrics_perfect_and_chance():
 
 
 def test_report_text_and_label_metrics():
-    assert rouge_l("small left pleural effusion", "small left pleural effusion") == 1.0
-    assert rouge_l("no acute process", "large pneumothorax") == 0.0
+    prompts = ["small left pleural effusion", "no acute process", "My name is John", ""]
+    reports = ["Small LEFT pleural-effusion.", "large pneumothorax", "Is your name John?", "..."]
+    features, labels = torch.eye(4), torch.zeros(4, 2)
+    for i, expected in enumerate([1.0, 0.0, 0.5, 0.0]):  # each image retrieves its own report
+        out = report_agreement(features[i : i + 1], prompts[i : i + 1], labels[:1], features, reports, labels)
+        assert out["report_rougeL"] == pytest.approx(expected)
+    assert report_agreement(features, prompts, labels, features, reports, labels)["report_rougeL"] == (
+        pytest.approx(1.5 / 4)
+    )
     ref = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert label_f1(ref, ref)["report_f1"] == 1.0
     assert label_f1(1 - ref, ref)["report_f1"] == 0.0

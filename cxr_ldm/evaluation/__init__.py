@@ -12,7 +12,6 @@ from cxr_ldm.evaluation.real_data import load_real_split
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
 from cxr_ldm.evaluation.results import MetricReport
-from cxr_ldm.evaluation.rouge import rouge_l
 from cxr_ldm.evaluation.suite import EvaluationOptions, evaluate_generated
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 
@@ -39,6 +38,5 @@ __all__ = [
     "reconstruct",
     "reconstruction_metrics",
     "report_agreement",
-    "rouge_l",
     "t2i_recall_at_k",
 ]

@@ -7,11 +7,17 @@ findings as the prompt; BLEU and ROUGE-L compare the words.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.text import rouge_score
 from torchmetrics.text import BLEUScore
 
-from cxr_ldm.evaluation.rouge import rouge_l, tokens
+
+def _words(text: str) -> str:
+    """Lower-cased alphanumeric words joined by spaces: the normalisation torchmetrics' ROUGE applies."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def nearest_rows(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -40,15 +46,15 @@ def report_agreement(
     train_reports: list[str],
     train_labels: torch.Tensor,
 ) -> dict[str, float]:
-    """Retrieve a report per generated image; label F1, BLEU-4 (smoothed) and ROUGE-L against the prompt."""
+    """Retrieve a report per generated image; label F1, BLEU-4 (smoothed) and ROUGE-L against the prompt.
+
+    ROUGE-L is torchmetrics' (word LCS F1, mean over images); a pair in which either text has no words
+    scores 0.
+    """
     nearest = nearest_rows(query_features, train_features).tolist()
     reports = [train_reports[i] for i in nearest]
     out = label_f1(train_labels[nearest], prompt_labels)
     bleu = BLEUScore(n_gram=4, smooth=True)
-    out["report_bleu"] = float(
-        bleu([" ".join(tokens(r)) for r in reports], [[" ".join(tokens(p))] for p in prompts])
-    )
-    out["report_rougeL"] = sum(rouge_l(r, p) for r, p in zip(reports, prompts, strict=True)) / max(
-        1, len(prompts)
-    )
+    out["report_bleu"] = float(bleu([_words(r) for r in reports], [[_words(p)] for p in prompts]))
+    out["report_rougeL"] = float(rouge_score(reports, prompts, rouge_keys="rougeL")["rougeL_fmeasure"])
     return out
