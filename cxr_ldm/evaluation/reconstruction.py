@@ -21,6 +21,18 @@ def reconstruct(vae, images01: torch.Tensor, batch_size: int = 16) -> torch.Tens
     return torch.cat(out)
 
 
+def image_metrics(reconstructed01: torch.Tensor, original01: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RMSE (mean over images), PSNR (dB, from the batch's mean squared error) and SSIM of (N, C, H, W)
+    images in [0, 1], data range 1; the one definition the VAE's validation and the evaluation share."""
+    a, b = original01.float(), reconstructed01.float()
+    kernel = 11 if min(a.shape[-2:]) >= 11 else 3
+    return {
+        "rmse": ((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt().mean(),
+        "psnr": peak_signal_noise_ratio(b, a, data_range=1.0),
+        "ssim": structural_similarity_index_measure(b, a, data_range=1.0, kernel_size=kernel),
+    }
+
+
 def reconstruction_metrics(
     original01: torch.Tensor,
     reconstructed01: torch.Tensor,
@@ -28,15 +40,9 @@ def reconstruction_metrics(
     reconstructed_probs: torch.Tensor | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float]:
-    """RMSE, PSNR (dB) and SSIM on [0, 1] pixels; with evaluator probabilities, the fraction of
+    """`image_metrics` as `vae_rmse`, `vae_psnr`, `vae_ssim`; with evaluator probabilities, the fraction of
     (image, finding) decisions that the reconstruction leaves unchanged (`vae_evaluator_agreement`)."""
-    a, b = original01.float(), reconstructed01.float()
-    kernel = 11 if min(a.shape[-2:]) >= 11 else 3
-    out = {
-        "vae_rmse": float(((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt().mean()),
-        "vae_psnr": float(peak_signal_noise_ratio(b, a, data_range=1.0)),
-        "vae_ssim": float(structural_similarity_index_measure(b, a, data_range=1.0, kernel_size=kernel)),
-    }
+    out = {f"vae_{k}": float(v) for k, v in image_metrics(reconstructed01, original01).items()}
     if original_probs is not None and reconstructed_probs is not None:
         same = (original_probs >= threshold) == (reconstructed_probs >= threshold)
         out["vae_evaluator_agreement"] = float(same.float().mean())

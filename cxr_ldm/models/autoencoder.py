@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from lightning import LightningModule
 from torch import nn
-from torchmetrics.functional import structural_similarity_index_measure
 from torchvision.utils import make_grid
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.reconstruction import image_metrics
 from cxr_ldm.models.components import _load, check_source, resolve_source
 from cxr_ldm.models.trainable import freeze
 
@@ -136,15 +136,8 @@ class Autoencoder(LightningModule):
 
     @staticmethod
     def image_metrics(recon: torch.Tensor, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """RMSE, PSNR (dB) and SSIM on [0, 1] images."""
-        a = ((recon.float() + 1) / 2).clamp(0, 1)
-        b = ((pixels.float() + 1) / 2).clamp(0, 1)
-        mse = F.mse_loss(a, b)
-        return {
-            "rmse": mse.sqrt(),
-            "psnr": 10 * torch.log10(1 / mse.clamp(min=1e-10)),
-            "ssim": structural_similarity_index_measure(a, b, data_range=1.0),
-        }
+        """RMSE, PSNR (dB) and SSIM of [-1, 1] images mapped to [0, 1], as the evaluation computes them."""
+        return image_metrics(((recon.float() + 1) / 2).clamp(0, 1), ((pixels.float() + 1) / 2).clamp(0, 1))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         pixels = self._pixels(batch)
