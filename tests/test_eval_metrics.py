@@ -113,7 +113,8 @@ def test_vae_validation_and_evaluation_share_one_psnr():
     pixels = torch.zeros(2, 1, 8, 8)  # [-1, 1]; 0.5 in [0, 1]
     recon = pixels + 0.2  # 0.6 in [0, 1]: error 0.1 everywhere, MSE 0.01
     validation = Autoencoder.image_metrics(recon, pixels)
-    assert float(validation["psnr"]) == pytest.approx(20.0) and float(validation["rmse"]) == pytest.approx(0.1)
+    assert float(validation["psnr"]) == pytest.approx(20.0)
+    assert float(validation["rmse"]) == pytest.approx(0.1)
     noisy = (pixels + 0.3 * torch.randn(2, 1, 8, 8)).clamp(-1, 1)
     evaluation = reconstruction_metrics((pixels + 1) / 2, (noisy + 1) / 2)
     assert {f"vae_{k}": float(v) for k, v in Autoencoder.image_metrics(noisy, pixels).items()} == evaluation
