@@ -17,6 +17,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     The temporary file names its host and process, so the next run (`RunCheckpoint`) can remove one that a
     killed run left behind.
+
+    Why not Lightning's own `TorchCheckpointIO` (Lightning 2.6): it serialises into memory and writes
+    through an fsspec transaction, whose local file is a `tempfile.mkstemp()` in the system temporary
+    folder, committed with `shutil.move`. Where that folder is another file system than the checkpoint's
+    (a tmpfs `/tmp`, node-local disk with checkpoints on shared storage) the move is a copy that writes
+    the target in place, so a kill mid-copy leaves a half-written `last.ckpt`; nothing is fsynced; and a
+    killed run's temporary file stays in `/tmp` (checkpoint-sized) with no name to find it by.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
