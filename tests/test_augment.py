@@ -169,3 +169,29 @@ def test_callback_runs_the_experiment_at_the_end_of_fit(tmp_path: Path, phantom_
     # The synthetic set was drawn by the model just trained: 8 prompts of the subset, one image each.
     metadata = next((run / "augment").rglob("metadata.csv"))
     assert len(metadata.read_text().strip().splitlines()) == 1 + 8
+
+
+def test_results_chart_bars_are_the_means_with_std_error_bars(tmp_path: Path) -> None:
+    import math
+
+    from matplotlib.container import BarContainer
+    from PIL import Image
+
+    from cxr_ldm.augmentation.results import bar_chart, write_outputs
+
+    arms = [(16, "real", 0, 0.6), (16, "real", 1, 0.8), (16, "synthetic_1x", 0, 0.5), (32, "real", 0, 0.9)]
+    results = [
+        {"size": s, "condition": c, "seed": seed, "train_images": s, "metrics": {"auroc": v}}
+        for s, c, seed, v in arms
+    ]
+    paths = write_outputs(tmp_path, results, [], [16, 32], ["real", "synthetic_1x"])
+    with Image.open(paths["plot"]) as image:
+        assert image.format == "PNG" and image.width > 200 and image.height > 200
+    rows = json.loads(paths["json"].read_text())["summary"]
+    axes = bar_chart(rows, [16, 32], ["real", "synthetic_1x"]).axes[0]
+    real, synthetic = [c for c in axes.containers if isinstance(c, BarContainer)]
+    assert [round(p.get_height(), 6) for p in real] == [0.7, 0.9]
+    assert [round(p.get_height(), 6) for p in synthetic] == [0.5]  # no n=32 synthetic arm: no bar
+    whisker = real.errorbar.lines[2][0].get_segments()[0]  # ±std over the two seeds of n=16 real
+    assert whisker[:, 1] == pytest.approx([0.6, 0.8])
+    assert not any(math.isnan(p.get_height()) for p in real + synthetic)

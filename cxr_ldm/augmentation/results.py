@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from cxr_ldm.augmentation.plan import Arm
 from cxr_ldm.data.atomic import write_text_atomic
@@ -80,50 +81,33 @@ def markdown_table(rows: list[dict], findings: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-COLOURS = [(66, 133, 244), (219, 68, 55), (244, 180, 0), (15, 157, 88), (171, 71, 188), (0, 172, 193)]
-
-
-def bar_chart(
-    rows: list[dict], sizes: list[int], conditions: list[str], metric: str = "auroc"
-) -> Image.Image:
-    """Grouped bars (one group per size, one bar per condition) of the mean with a ±std whisker.
-
-    Drawn with Pillow, so the plot needs no plotting library.
-    """
-    width, height, left, bottom, top = 160 + 150 * len(sizes), 360, 60, 50, 30
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    plot_h = height - bottom - top
+def bar_chart(rows: list[dict], sizes: list[int], conditions: list[str], metric: str = "auroc") -> Figure:
+    """Grouped bars (one group per size, one bar per condition) of the mean with a ±std error bar."""
+    figure = Figure(figsize=(1.6 + 1.5 * len(sizes), 3.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
     lookup = {(r["size"], r["condition"]): r for r in rows}
-
-    def y_of(value: float) -> float:
-        return top + plot_h * (1 - max(0.0, min(1.0, value)))
-
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = y_of(tick)
-        draw.line([(left, y), (width - 150, y)], fill=(225, 225, 225))
-        draw.text((left - 35, y - 6), f"{tick:.2f}", fill="black")
-    group_w = (width - 150 - left) / max(1, len(sizes))
-    bar_w = group_w * 0.8 / max(1, len(conditions))
-    for g, size in enumerate(sizes):
-        x0 = left + g * group_w + group_w * 0.1
-        for c, condition in enumerate(conditions):
-            row = lookup.get((size, condition))
-            if row is None or math.isnan(row.get(f"{metric}/mean", math.nan)):
-                continue
-            mean, std = row[f"{metric}/mean"], row[f"{metric}/std"]
-            x = x0 + c * bar_w
-            draw.rectangle([x, y_of(mean), x + bar_w - 2, y_of(0)], fill=COLOURS[c % len(COLOURS)])
-            mid = x + bar_w / 2 - 1
-            draw.line([(mid, y_of(mean - std)), (mid, y_of(mean + std))], fill="black", width=1)
-        draw.text((x0 + group_w * 0.3, height - bottom + 8), f"n={size}", fill="black")
-    draw.line([(left, top), (left, y_of(0)), (width - 150, y_of(0))], fill="black")
-    draw.text((left, 8), f"macro {metric} on real test images (mean ± std over seeds)", fill="black")
+    width = 0.8 / max(1, len(conditions))
     for c, condition in enumerate(conditions):
-        y = top + 18 * c
-        draw.rectangle([width - 140, y, width - 128, y + 12], fill=COLOURS[c % len(COLOURS)])
-        draw.text((width - 122, y), condition, fill="black")
-    return image
+        found = [lookup.get((size, condition), {}) for size in sizes]
+        means = np.array([row.get(f"{metric}/mean", math.nan) for row in found])
+        stds = np.array([row.get(f"{metric}/std", math.nan) for row in found])
+        shown = ~np.isnan(means)
+        x = np.arange(len(sizes))[shown] - 0.4 + width * (c + 0.5)
+        axes.bar(x, means[shown], width * 0.95, yerr=stds[shown], capsize=2, label=condition)
+    axes.set_xticks(range(len(sizes)), [f"n={size}" for size in sizes])
+    axes.set_ylim(0, 1)
+    axes.grid(axis="y", color="0.9")
+    axes.set_axisbelow(True)
+    axes.set_title(f"macro {metric} on real test images (mean ± std over seeds)", fontsize=9)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return figure
+
+
+def _rgb(figure: Figure) -> np.ndarray:
+    """The figure rendered (Agg) as an (H, W, 3) uint8 array."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def write_outputs(
@@ -144,14 +128,14 @@ def write_outputs(
     write_text_atomic(paths["table"], markdown_table(rows, findings))
     plot = bar_chart(rows, sizes, conditions)
     tmp = paths["plot"].with_name(".results.png.tmp")
-    plot.save(tmp, format="PNG")
+    plot.savefig(tmp, format="png")
     tmp.replace(paths["plot"])
-    paths["tensorboard"] = write_tensorboard(out / "tensorboard", rows, plot)
+    paths["tensorboard"] = write_tensorboard(out / "tensorboard", rows, _rgb(plot))
     return paths
 
 
-def write_tensorboard(folder: Path, rows: list[dict], plot: Image.Image) -> Path:
-    """Scalars `augment/<metric>/<condition>` at step = real-set size, and the bar chart as an image."""
+def write_tensorboard(folder: Path, rows: list[dict], plot: np.ndarray) -> Path:
+    """Scalars `augment/<metric>/<condition>` at step = real-set size, and the bar chart (H, W, 3 RGB)."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(folder))
@@ -161,7 +145,7 @@ def write_tensorboard(folder: Path, rows: list[dict], plot: Image.Image) -> Path
                 value = row.get(f"{metric}/mean", math.nan)
                 if not math.isnan(value):
                     writer.add_scalar(f"augment/{metric}/{row['condition']}", value, row["size"])
-        writer.add_image("augment/results", np.asarray(plot), 0, dataformats="HWC")
+        writer.add_image("augment/results", plot, 0, dataformats="HWC")
     finally:
         writer.close()
     return folder
