@@ -24,7 +24,7 @@ from cxr_ldm.models.samplers import make_sampler
 from cxr_ldm.models.text_conditioner import TextConditioner
 from cxr_ldm.models.text_projection import TextProjection, load_projection
 from cxr_ldm.models.textual_inversion import TextualInversionConfig, add_placeholder_tokens
-from cxr_ldm.models.trainable import Trainable, freeze
+from cxr_ldm.models.trainable import Trainable, as_dataclass, freeze, plain_data
 
 log = logging.getLogger("cxr_ldm.models")
 
@@ -104,7 +104,11 @@ class LatentDiffusion(LightningModule):
         lora: dict[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
-        trainable = {"unet": Trainable()} if trainable is None else dict(trainable)
+        # Hyperparameters hold plain data only, so checkpoints load with torch's weights_only=True; the
+        # dataclasses are rebuilt below.
+        trainable = plain_data({"unet": Trainable()} if trainable is None else trainable)
+        textual_inversion = plain_data(textual_inversion)
+        lora = plain_data(lora)
         unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
         if unknown:
             hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
@@ -115,6 +119,7 @@ class LatentDiffusion(LightningModule):
         if not 0.0 <= condition_dropout < 1.0:
             raise ConfigError("model.init_args.condition_dropout must be in [0, 1)")
         self.save_hyperparameters()
+        trainable = {name: as_dataclass(Trainable, spec) for name, spec in trainable.items()}
         parts = load_components(
             pretrained_model_name_or_path,
             revision,
@@ -126,7 +131,11 @@ class LatentDiffusion(LightningModule):
             scheduler_config,
         )
         if prediction_type is not None:
-            parts.noise_scheduler.register_to_config(prediction_type=prediction_type)
+            # from_config (not register_to_config): diffusers drops values it thinks are defaults when a
+            # config is copied into another scheduler, which would lose the override at sampling and export.
+            parts.noise_scheduler = type(parts.noise_scheduler).from_config(
+                parts.noise_scheduler.config, prediction_type=prediction_type
+            )
         self.vae = parts.vae
         self.unet = parts.unet
         projection = self._build_projection(parts, "unet" in trainable)
@@ -135,8 +144,7 @@ class LatentDiffusion(LightningModule):
         # points at them, so they are not registered twice (no duplicate checkpoint state).
         self._nested: dict[str, nn.Module] = {}
         if textual_inversion is not None:
-            if isinstance(textual_inversion, dict):
-                textual_inversion = TextualInversionConfig(**textual_inversion)
+            textual_inversion = as_dataclass(TextualInversionConfig, textual_inversion)
             tokenizer, spliced = add_placeholder_tokens(parts.text_encoder, tokenizer, textual_inversion)
             self._nested["token_embeddings"] = spliced.added
         self.text = TextConditioner(parts.text_encoder, tokenizer, projection, max_prompt_tokens)
@@ -144,7 +152,7 @@ class LatentDiffusion(LightningModule):
             targets = {"unet": self.unet, "text_encoder": self.text.encoder}
             if component not in targets:
                 raise ConfigError(f"model.init_args.lora names {component!r}; choose from {sorted(targets)}")
-            spec = LoraSpec(**spec) if isinstance(spec, dict) else spec
+            spec = as_dataclass(LoraSpec, spec)
             self._nested[f"{component}_lora"] = add_lora(targets[component], spec, component)
         self.noise_scheduler = parts.noise_scheduler
         self.trainable = trainable
