@@ -101,3 +101,31 @@ def test_model_built_in_python_reloads_from_its_checkpoint(tmp_path):
     assert reloaded.trainable == {"unet_lora": Trainable(lr=1e-3, weight_decay=0.0)}
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it touches `marker` (stands for any code an attacker chooses)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.utime.__self__.open, (str(self.marker), os.O_CREAT | os.O_WRONLY))
+
+
+@pytest.mark.parametrize("command", ["export", "generate"])
+def test_checkpoint_that_runs_code_is_refused(tmp_path, capsys, command):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "model.ckpt"
+    state = {"unet.conv_in.weight": torch.zeros(1)}
+    torch.save({"state_dict": state, "hyper_parameters": _RunsCodeWhenUnpickled(marker)}, evil)
+    if command == "export":
+        argv = ["export", "--ckpt", str(evil), "--out", str(tmp_path / "out")]
+    else:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("normal\n")
+        argv = ["generate", "--model", str(evil), "--prompts", str(prompts), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert not marker.exists()
+    error = capsys.readouterr().err
+    assert str(evil) in error and "not opened" in error

@@ -16,9 +16,9 @@ DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors
 
 def checkpoint_kind(path: Path) -> str:
     """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
-    import torch
+    from cxr_ldm.checkpoint_io import read_checkpoint
 
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(path, "--ckpt", mmap=True)["state_dict"]
     prefixes = {key.split(".", 1)[0] for key in state}
     if "unet" in prefixes:
         return "latent_diffusion"
@@ -42,17 +42,23 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
-    kind = checkpoint_kind(args.ckpt)
+    from cxr_ldm.errors import ConfigError
+
+    try:
+        kind = checkpoint_kind(args.ckpt)
+    except ConfigError as error:
+        print(f"export: error: {error}", file=sys.stderr)
+        return 2
     if kind == "autoencoder":
-        export_vae(Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu"), args.out)
+        export_vae(Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out)
         print(f"wrote {args.out}; load it with diffusers.AutoencoderKL.from_pretrained('{args.out}')")
         return 0
     if kind == "text_projection":
-        model = TextProjectionPretrainer.load_from_checkpoint(args.ckpt, map_location="cpu")
+        model = TextProjectionPretrainer.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
         model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
         return 0
-    model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu")
+    model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
     try:
         out = export_pipeline(model, args.out, ema=args.ema, scheduler=args.scheduler)
     except ValueError as error:
