@@ -66,9 +66,15 @@ def needs_custom_text(model: LatentDiffusion) -> bool:
 
 
 def export_pipeline(
-    model: LatentDiffusion, out_dir: str | Path, ema: bool = False, scheduler: str = "pndm"
+    model: LatentDiffusion, out_dir: str | Path, ema: bool | None = None, scheduler: str = "pndm"
 ) -> Path:
-    """Save the model (EMA weights when `ema`) so `StableDiffusionPipeline.from_pretrained(out_dir)` loads it."""
+    """Save the model so `StableDiffusionPipeline.from_pretrained(out_dir)` loads it.
+
+    `ema`: True writes the EMA weights, False the raw ones; None (the default) writes the EMA weights when
+    the model keeps them, as sampling, validation and `generate` use them.
+    """
+    if ema is None:
+        ema = model.ema is not None
     if ema and model.ema is None:
         raise ValueError(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema_decay)"

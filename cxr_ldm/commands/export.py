@@ -33,7 +33,13 @@ def main(argv: list[str]) -> int:
         "--ckpt", required=True, type=Path, help="a LatentDiffusion or Autoencoder checkpoint"
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
+    parser.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--ema writes the EMA weights, --no-ema the raw ones (default: EMA when the model keeps it, "
+        "as sampling, validation and generate do)",
+    )
     parser.add_argument("--scheduler", default="pndm", help="inference scheduler saved with the pipeline")
     args = parser.parse_args(argv)
     if not args.ckpt.is_file():
@@ -50,23 +56,28 @@ def main(argv: list[str]) -> int:
         print(f"export: error: {error}", file=sys.stderr)
         return 2
     if kind == "autoencoder":
-        export_vae(Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out)
+        export_vae(
+            Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out
+        )
         print(f"wrote {args.out}; load it with diffusers.AutoencoderKL.from_pretrained('{args.out}')")
         return 0
     if kind == "text_projection":
-        model = TextProjectionPretrainer.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+        model = TextProjectionPretrainer.load_from_checkpoint(
+            args.ckpt, map_location="cpu", weights_only=True
+        )
         model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
         return 0
     model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    ema = model.ema is not None if args.ema is None else args.ema
     try:
-        out = export_pipeline(model, args.out, ema=args.ema, scheduler=args.scheduler)
+        out = export_pipeline(model, args.out, ema=ema, scheduler=args.scheduler)
     except ValueError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
     extra = f" (custom text side: see {out / 'README.md'})" if (out / "README.md").is_file() else ""
     print(
-        f"wrote {out} ({'EMA' if args.ema else 'raw'} weights); load it with "
+        f"wrote {out} ({'EMA' if ema else 'raw'} weights); load it with "
         f"diffusers.StableDiffusionPipeline.from_pretrained('{out}'){extra}"
     )
     return 0
