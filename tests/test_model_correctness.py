@@ -129,3 +129,34 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path, capsys, command):
     assert not marker.exists()
     error = capsys.readouterr().err
     assert str(evil) in error and "not opened" in error
+
+
+def test_ema_is_no_module_buffer_and_counts_on_the_host():
+    """DDP broadcasts module buffers every forward: the EMA shadows must not be among them."""
+    model = LatentDiffusion(**tiny_init_args())
+    assert model.ema is not None and len(model.ema.shadows()) == len(list(model.unet.parameters()))
+    assert not any("shadow" in name or "ema" in name for name, _ in model.named_buffers())
+    model.ema.update()
+    assert model.ema.num_updates == 1 and isinstance(model.ema.num_updates, int)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are a CUDA matter")
+def test_training_step_path_has_no_host_sync():
+    model = LatentDiffusion(**tiny_init_args(snr_gamma=5.0)).cuda()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = next(iter(tiny_batches()))
+    batch["pixel_values"] = batch["pixel_values"].cuda()
+    model._shared_step(batch, "train").backward()  # warm-up: first-use copies of the schedule
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            loss = model._shared_step(batch, "train")
+            model._note_finiteness(loss, batch, 1)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.ema.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    model.check_nonfinite()  # the one sync, at a logging step: all losses were finite

@@ -45,10 +45,9 @@ def main(argv: list[str]) -> int:
     if not args.ckpt.is_file():
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
+    from cxr_ldm.errors import ConfigError
     from cxr_ldm.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
-
-    from cxr_ldm.errors import ConfigError
 
     try:
         kind = checkpoint_kind(args.ckpt)

@@ -62,7 +62,11 @@ class LatentDiffusion(LightningModule):
         condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
         ema_decay: keep an EMA of the trained weights with this decay; None disables it.
         gradient_checkpointing: trade compute for memory in the trained components.
-        nonfinite_loss: `raise` stops the run at a non-finite loss; `skip` skips that step (single process).
+        nonfinite_loss: `raise` stops the run at a non-finite loss (checked on the host only at logging
+            steps and before a checkpoint is written, so the step never waits for the device); `skip`
+            skips that step (single process; checked every step).
+        nonfinite_max_skips: with `skip`, the run stops with an error once more steps than this were
+            skipped (a diverged run does not skip its way to the end).
         lr_scheduler: diffusers scheduler name (`constant`, `cosine`, `linear`, ...).
         lr_warmup_steps: warm-up steps of the learning rate.
         max_prompt_tokens: token limit of the text encoder (default: the tokenizer's own, 77 for CLIP).
@@ -94,6 +98,7 @@ class LatentDiffusion(LightningModule):
         ema_decay: float | None = None,
         gradient_checkpointing: bool = False,
         nonfinite_loss: Literal["raise", "skip"] = "raise",
+        nonfinite_max_skips: int = 10,
         lr_scheduler: str = "constant",
         lr_warmup_steps: int = 0,
         max_prompt_tokens: int | None = None,
@@ -116,6 +121,8 @@ class LatentDiffusion(LightningModule):
                 f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
                 f"choose from {list(TRAINABLE_COMPONENTS)}"
             )
+        if nonfinite_max_skips < 0:
+            raise ConfigError("model.init_args.nonfinite_max_skips must be >= 0")
         if not 0.0 <= condition_dropout < 1.0:
             raise ConfigError("model.init_args.condition_dropout must be in [0, 1)")
         self.save_hyperparameters()
@@ -160,7 +167,11 @@ class LatentDiffusion(LightningModule):
         self.noise_offset = noise_offset
         self.condition_dropout = condition_dropout
         self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_max_skips = nonfinite_max_skips
         self.nonfinite_steps_skipped = 0
+        self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
+        self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
+        self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
         self.vae_scale = latent_scaling_factor(self.vae)
 
         missing = [name for name in trainable if name not in self.components()]
@@ -299,26 +310,63 @@ class LatentDiffusion(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss = self._shared_step(batch, "train")
-        if not torch.isfinite(loss):
-            return self._handle_nonfinite(loss, batch, batch_idx)
+        if self.nonfinite_loss == "skip":
+            if not torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
+                return self._skip_nonfinite(loss, batch, batch_idx)
+        else:
+            self._note_finiteness(loss, batch, batch_idx)
+            every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
+            if self.global_step % every == 0:  # the logging steps sync anyway
+                self.check_nonfinite()
+        self._batches_since_step += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
 
-    def _handle_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+    @staticmethod
+    def _describe(batch: dict, batch_idx: int) -> str:
         ids = batch.get("dicom_id")
-        where = (
-            f"non-finite loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx} "
-            f"(batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+        return f"batch {batch_idx} (batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+
+    def _note_finiteness(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        """Record, on the device, whether this loss is finite; look at it on the host only now and then."""
+        index = len(self._unchecked)
+        self._unchecked.append((self.global_step, batch_idx, self._describe(batch, batch_idx)))
+        here = torch.where(torch.isfinite(loss.detach()), -1, index)
+        first = self._first_nonfinite
+        self._first_nonfinite = here if first is None else torch.where(first >= 0, first, here)
+
+    def check_nonfinite(self) -> None:
+        """Raise if a loss since the last check was non-finite (one host sync)."""
+        first, unchecked = self._first_nonfinite, self._unchecked
+        self._first_nonfinite, self._unchecked = None, []
+        if first is None or int(first) < 0:
+            return
+        step, _, where = unchecked[int(first)]
+        raise FloatingPointError(
+            f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
+            "over 16-mixed, check the images, or set model.init_args.nonfinite_loss: skip to skip such steps."
         )
-        if self.nonfinite_loss == "raise":
-            raise FloatingPointError(
-                f"{where}. Lower the learning rate, prefer bf16-mixed over 16-mixed, check the images, "
-                "or set model.init_args.nonfinite_loss: skip to skip such steps."
-            )
+
+    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        where = f"non-finite loss ({loss.item()}) at global step {self.global_step}, " + self._describe(
+            batch, batch_idx
+        )
         self.nonfinite_steps_skipped += 1
+        if self.nonfinite_steps_skipped > self.nonfinite_max_skips:
+            raise FloatingPointError(
+                f"{where}: {self.nonfinite_steps_skipped} steps skipped, more than "
+                f"model.init_args.nonfinite_max_skips ({self.nonfinite_max_skips}); the run has diverged. "
+                "Lower the learning rate, prefer bf16-mixed over 16-mixed, or check the images."
+            )
         log.warning("skipping step: %s (%d skipped so far)", where, self.nonfinite_steps_skipped)
         self.log("train/nonfinite_steps_skipped", float(self.nonfinite_steps_skipped))
         return None
+
+    def on_train_epoch_end(self) -> None:
+        self.check_nonfinite()
+
+    def on_train_end(self) -> None:
+        self.check_nonfinite()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
@@ -335,10 +383,32 @@ class LatentDiffusion(LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        # EMA follows each real optimizer step, before any callback (checkpointing) sees the step end.
+        # EMA follows each real optimizer step, before any callback (checkpointing) sees the step end; a
+        # step whose every micro-batch was skipped (non-finite) is no update.
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
+        real, self._batches_since_step = self._batches_since_step, 0
+        if self.ema is not None and real:
             self.ema.update()
+
+    # ----------------------------------------------------------------- checkpoint contents
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.nonfinite_loss == "raise" and self.trainer is not None and self.trainer.training:
+            self.check_nonfinite()  # never write weights a non-finite step has reached
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        legacy = {k: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}  # EMA as buffers
+        if self.ema is not None:
+            if "ema" in checkpoint:
+                self.ema.load_state_dict(checkpoint["ema"])
+            elif legacy:
+                names = list(self.ema.named_shadows())
+                shadows = {name: legacy[f"ema.shadow_{i}"] for i, name in enumerate(names)}
+                self.ema.load_state_dict({"shadows": shadows, "num_updates": legacy["ema.num_updates"]})
+        self.nonfinite_steps_skipped = int(checkpoint.get("nonfinite_steps_skipped", 0))
 
     def configure_optimizers(self):
         groups = []
