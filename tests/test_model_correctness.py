@@ -160,3 +160,38 @@ def test_training_step_path_has_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     model.check_nonfinite()  # the one sync, at a logging step: all losses were finite
+
+
+def domain_encoder_init_args(**overrides) -> dict:
+    """Tiny U-Net (384-wide cross-attention) with the pretrained 384-wide MiniLM (BERT family) encoder."""
+    args = tiny_init_args()
+    for name in ("tiny-components.yaml", "tiny-domain-encoder.yaml"):
+        args.update(yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"])
+    args.update(overrides)
+    return args
+
+
+def test_bert_padding_is_attended_nowhere(phantom_root):
+    """The encoder's padding mask reaches the U-Net's cross-attention in training and in sampling: the
+    amount of padding changes neither the loss nor the samples."""
+    model = LatentDiffusion(**domain_encoder_init_args(ema_decay=None)).eval()
+    batch = next(iter(tiny_batches()))
+    losses, images = [], []
+    for length in (12, 48):
+        model.text.max_length = length
+        with torch.no_grad():
+            losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
+        images.append(model.sample(["pleural effusion", "normal"], [0, 1], num_inference_steps=2))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=1e-4)
+
+
+def test_validation_loss_is_reproducible_whatever_the_global_rng():
+    model = LatentDiffusion(**tiny_init_args()).eval()
+    batch = next(iter(tiny_batches()))
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # e.g. a different amount of training before this validation
+        with torch.no_grad():
+            losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
+    assert torch.equal(losses[0], losses[1])

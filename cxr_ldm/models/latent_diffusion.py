@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Literal
 
 import torch
@@ -172,6 +174,7 @@ class LatentDiffusion(LightningModule):
         self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
         self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
         self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
+        self._device_generator: torch.Generator | None = None
         self.vae_scale = latent_scaling_factor(self.vae)
 
         missing = [name for name in trainable if name not in self.components()]
@@ -274,42 +277,68 @@ class LatentDiffusion(LightningModule):
         return any(name in self.trainable for name in text_parts)
 
     # ----------------------------------------------------------------- encoding
-    def encode_images(self, batch: dict) -> torch.Tensor:
-        """Scaled latents, from cached posterior parameters when the batch has them."""
+    def encode_images(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scaled latents (a posterior sample drawn with `generator`), from cached posterior parameters when
+        the batch has them."""
         if "latent_parameters" in batch:
-            latents = DiagonalGaussianDistribution(batch["latent_parameters"]).sample()
+            latents = DiagonalGaussianDistribution(batch["latent_parameters"]).sample(generator)
             return latents * self.vae_scale
         pixels = batch["pixel_values"]
         if pixels.shape[1] == 1 and self.vae.config.in_channels == 3:
             pixels = pixels.expand(-1, 3, -1, -1)
         with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample(generator)
         return latents * self.vae_scale
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, cross-attention mask or None); see `TextConditioner.encode`."""
         with nullcontext() if self.text_trains() else torch.no_grad():
-            return self.text(prompts)
+            return self.text.encode(prompts)
 
-    def _drop_conditions(self, prompts: list[str]) -> list[str]:
+    def _drop_conditions(self, prompts: list[str], generator: torch.Generator | None = None) -> list[str]:
         if not self.condition_dropout:
             return list(prompts)
-        drop = torch.rand(len(prompts)) < self.condition_dropout
+        drop = torch.rand(len(prompts), generator=generator) < self.condition_dropout
         return ["" if dropped else prompt for prompt, dropped in zip(prompts, drop.tolist(), strict=True)]
 
     # ----------------------------------------------------------------- training
-    def _shared_step(self, batch: dict, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
-        latents = self.encode_images(batch)
+    def training_generators(self, batch_idx: int) -> tuple[torch.Generator, torch.Generator]:
+        """(device generator, CPU generator) of one training micro-batch.
+
+        Seeded from (run seed, rank, global step, batch index): every DDP rank draws its own noise,
+        timesteps, posterior samples and condition dropout, and a resumed run draws exactly what an
+        uninterrupted one would have, with no generator state to save.
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        key = hash((seed, self.global_rank, self.global_step, batch_idx)) & (2**63 - 1)
+        cached = self._device_generator
+        if cached is None or cached.device != self.device:
+            cached = self._device_generator = torch.Generator(device=self.device)
+        return cached.manual_seed(key), torch.Generator().manual_seed(key)
+
+    def _shared_step(
+        self,
+        batch: dict,
+        stage: str,
+        generator: torch.Generator | None = None,
+        cpu_generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        latents = self.encode_images(batch, generator)
         prompts = batch["prompt"]
-        context = self.encode_prompts(self._drop_conditions(prompts) if stage == "train" else list(prompts))
+        context, mask = self.encode_prompts(
+            self._drop_conditions(prompts, cpu_generator) if stage == "train" else list(prompts)
+        )
         noisy, noise, timesteps = add_training_noise(
             latents, self.noise_scheduler, self.noise_offset, generator
         )
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        prediction = self.unet(
+            noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype), encoder_attention_mask=mask
+        ).sample
         target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
         return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.snr_gamma)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        loss = self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train", *self.training_generators(batch_idx))
         if self.nonfinite_loss == "skip":
             if not torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
                 return self._skip_nonfinite(loss, batch, batch_idx)
@@ -475,9 +504,8 @@ class LatentDiffusion(LightningModule):
         self.unet.eval()
         self.text.eval()
         try:
-            with self.ema_scope(use_ema):
-                context = self.text(list(prompts))
-                uncond = self.text([negative_prompt] * len(prompts))
+            with self.ema_scope(use_ema), self._cross_attention_masks(prompts, negative_prompt) as embeds:
+                context, uncond = embeds
                 generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
                 pipeline = self.build_pipeline(scheduler)
                 latents = pipeline(
@@ -494,6 +522,26 @@ class LatentDiffusion(LightningModule):
                 self.unet.train()
                 self.text.train()
 
+    @contextmanager
+    def _cross_attention_masks(self, prompts: list[str], negative_prompt: str) -> Iterator[tuple]:
+        """Prompt and negative embeddings; inside the block the U-Net also gets their padding masks.
+
+        diffusers' pipeline has no `encoder_attention_mask` argument, so a forward pre-hook adds it:
+        the pipeline's guided batch is (negative, prompt) concatenated, an unguided one the prompts alone.
+        """
+        context, mask = self.text.encode(list(prompts))
+        uncond, uncond_mask = self.text.encode([negative_prompt] * len(prompts))
+        if mask is None:
+            yield context, uncond
+            return
+        handle = self.unet.register_forward_pre_hook(
+            partial(_add_encoder_attention_mask, torch.cat([uncond_mask, mask]), mask), with_kwargs=True
+        )
+        try:
+            yield context, uncond
+        finally:
+            handle.remove()
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         device_type = latents.device.type
@@ -507,3 +555,11 @@ class LatentDiffusion(LightningModule):
                 if vae_dtype != torch.float32:
                     self.vae.to(vae_dtype)
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
+
+
+def _add_encoder_attention_mask(guided: torch.Tensor, plain: torch.Tensor, module, args, kwargs):
+    """U-Net forward pre-hook: the padding mask matching this call's batch (see `_cross_attention_masks`)."""
+    sample = args[0] if args else kwargs["sample"]
+    if kwargs.get("encoder_attention_mask") is None:
+        kwargs["encoder_attention_mask"] = guided if sample.shape[0] == guided.shape[0] else plain
+    return args, kwargs
