@@ -195,3 +195,26 @@ def test_validation_loss_is_reproducible_whatever_the_global_rng():
         with torch.no_grad():
             losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
     assert torch.equal(losses[0], losses[1])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"trainable": {"unet_lora": {"lr": 1e-3}}, "lora": {"unet": {"rank": 2}}},
+        {"trainable": {"token_embeddings": {"lr": 1e-3}}, "textual_inversion": {}},
+    ],
+    ids=["unet-lora", "textual-inversion"],
+)
+def test_gradient_checkpointing_runs_where_gradients_pass(variant):
+    """A frozen U-Net that gradients pass through is checkpointed: its blocks run again in backward."""
+    model = LatentDiffusion(**tiny_init_args(gradient_checkpointing=True, **variant))
+    assert model.unet.is_gradient_checkpointing
+    if "textual_inversion" in variant:
+        assert model.text.encoder.is_activation_checkpointing
+    calls = []
+    model.unet.up_blocks[-1].resnets[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    loss = model._shared_step(next(iter(tiny_batches())), "train")
+    assert len(calls) == 1
+    loss.backward()
+    assert len(calls) == 2  # recomputed in backward
+    assert all(p.grad is not None for p in model.trained_named_parameters().values())

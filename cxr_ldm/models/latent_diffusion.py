@@ -63,7 +63,9 @@ class LatentDiffusion(LightningModule):
         noise_offset: offset-noise strength (0.05-0.1 helps very dark / bright images).
         condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
         ema_decay: keep an EMA of the trained weights with this decay; None disables it.
-        gradient_checkpointing: trade compute for memory in the trained components.
+        gradient_checkpointing: trade compute for memory in the U-Net whenever anything trains (gradients
+            pass through it even when it is frozen) and in the text encoder when it, its LoRA or new token
+            rows train.
         nonfinite_loss: `raise` stops the run at a non-finite loss (checked on the host only at logging
             steps and before a checkpoint is written, so the step never waits for the device); `skip`
             skips that step (single process; checked every step).
@@ -188,7 +190,8 @@ class LatentDiffusion(LightningModule):
                 freeze(module)
                 continue
             module.requires_grad_(True)
-            if gradient_checkpointing:
+        if gradient_checkpointing:
+            for module in self._gradient_path():
                 self._enable_checkpointing(module)
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
 
@@ -235,12 +238,23 @@ class LatentDiffusion(LightningModule):
             f"set {key} to linear, mlp or rebuild_cross_attention"
         )
 
+    def _gradient_path(self) -> list[nn.Module]:
+        """The large components gradients pass through, trained or not (e.g. a frozen U-Net under LoRA,
+        textual projection or textual inversion): where gradient checkpointing saves memory."""
+        path = [self.unet] if self.trainable else []
+        if any(name in self.trainable for name in ("text_encoder", "text_encoder_lora", "token_embeddings")):
+            path.append(self.text.encoder)
+        return path
+
     @staticmethod
     def _enable_checkpointing(module: nn.Module) -> None:
         if hasattr(module, "enable_gradient_checkpointing"):
             module.enable_gradient_checkpointing()
+        elif hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5 (non-reentrant)
+            module.activation_checkpointing_enable()
         elif hasattr(module, "gradient_checkpointing_enable"):
-            module.gradient_checkpointing_enable()
+            # non-reentrant: also correct when the module's own inputs need no gradient (frozen embeddings)
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def components(self) -> dict[str, nn.Module]:
         """Every component that can be frozen or trained, by its config name."""
