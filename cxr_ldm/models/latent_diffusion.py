@@ -147,6 +147,10 @@ class LatentDiffusion(LightningModule):
             parts.noise_scheduler = type(parts.noise_scheduler).from_config(
                 parts.noise_scheduler.config, prediction_type=prediction_type
             )
+        if getattr(parts.text_encoder, "pooler", None) is not None:
+            # Only the hidden states condition the U-Net: a pooler (BERT family) would get no gradient,
+            # which DDP refuses on the next step, and would sit in the optimizer for nothing.
+            parts.text_encoder.pooler = None
         self.vae = parts.vae
         self.unet = parts.unet
         projection = self._build_projection(parts, "unet" in trainable)
@@ -444,6 +448,8 @@ class LatentDiffusion(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
         legacy = {k: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}  # EMA as buffers
+        for key in [k for k in state if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
+            del state[key]
         if self.ema is not None:
             if "ema" in checkpoint:
                 self.ema.load_state_dict(checkpoint["ema"])
