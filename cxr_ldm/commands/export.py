@@ -18,8 +18,9 @@ def checkpoint_kind(path: Path) -> str:
     """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
     from cxr_ldm.checkpoint_io import read_checkpoint
 
-    state = read_checkpoint(path, "--ckpt", mmap=True)["state_dict"]
-    prefixes = {key.split(".", 1)[0] for key in state}
+    checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
+    prefixes = {key.split(".", 1)[0] for key in checkpoint["state_dict"]}
+    prefixes |= set(checkpoint.get("frozen_pretrained", {}))  # left out of the state dict, rebuilt on load
     if "unet" in prefixes:
         return "latent_diffusion"
     if "projection" in prefixes and "vae" not in prefixes:
@@ -67,7 +68,11 @@ def main(argv: list[str]) -> int:
         model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
         return 0
-    model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    try:
+        model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    except ConfigError as error:
+        print(f"export: error: {args.ckpt}: {error}", file=sys.stderr)
+        return 2
     ema = model.ema is not None if args.ema is None else args.ema
     try:
         out = export_pipeline(model, args.out, ema=ema, scheduler=args.scheduler)

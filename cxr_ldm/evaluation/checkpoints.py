@@ -22,9 +22,11 @@ KIND_PREFIXES = {
 
 def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
     """Which of this project's models a checkpoint holds, from its parameter names; None if unknown."""
-    state = read_checkpoint(path, option, mmap=True).get("state_dict", {})
+    checkpoint = read_checkpoint(path, option, mmap=True)
+    # frozen pretrained components are left out of the state dict (models/frozen_sources.py)
+    keys = [*checkpoint.get("state_dict", {}), *(f"{c}." for c in checkpoint.get("frozen_pretrained", {}))]
     for kind, prefix in KIND_PREFIXES.items():
-        if any(key.startswith(prefix) for key in state):
+        if any(key.startswith(prefix) for key in keys):
             return kind
     return None
 

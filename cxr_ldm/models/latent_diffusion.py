@@ -21,6 +21,7 @@ from cxr_ldm.models.components import latent_scaling_factor, load_components
 from cxr_ldm.models.cross_attention import rebuild_cross_attention
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.ema import EmaWeights
+from cxr_ldm.models.frozen_sources import drop_frozen, find_frozen_pretrained, restore_frozen
 from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.samplers import make_sampler
 from cxr_ldm.models.text_conditioner import TextConditioner
@@ -147,6 +148,7 @@ class LatentDiffusion(LightningModule):
             parts.noise_scheduler = type(parts.noise_scheduler).from_config(
                 parts.noise_scheduler.config, prediction_type=prediction_type
             )
+        loaded = self._pretrained_tensors(parts)
         if getattr(parts.text_encoder, "pooler", None) is not None:
             # Only the hidden states condition the U-Net: a pooler (BERT family) would get no gradient,
             # which DDP refuses on the next step, and would sit in the optimizer for nothing.
@@ -198,6 +200,24 @@ class LatentDiffusion(LightningModule):
             for module in self._gradient_path():
                 self._enable_checkpointing(module)
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
+        frozen = set(self.components()) - set(trainable)
+        self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
+
+    def _pretrained_tensors(self, parts) -> dict[str, tuple[str, set[int]]]:
+        """{component: (source, ids of its tensors)} for the components loaded from a pretrained source."""
+        hp = self.hparams
+        base = f"{hp.pretrained_model_name_or_path}{f'@{hp.revision}' if hp.revision else ''}"
+        candidates = (
+            ("vae", parts.vae, hp.vae_config, f"{base} (vae)"),
+            ("unet", parts.unet, hp.unet_config, f"{base} (unet)"),
+            ("text_encoder", parts.text_encoder, hp.text_encoder_config,
+             hp.text_encoder_name_or_path or f"{base} (text_encoder)"),
+        )  # fmt: skip
+        return {
+            name: (source, {id(t) for t in (*module.parameters(), *module.buffers())})
+            for name, module, config, source in candidates
+            if config is None
+        }
 
     # ----------------------------------------------------------------- components and freezing
     def _build_projection(self, parts, unet_trains: bool) -> nn.Module | None:
@@ -444,8 +464,10 @@ class LatentDiffusion(LightningModule):
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
         checkpoint["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
+        drop_frozen(checkpoint, self._frozen_pretrained)  # rebuilt from their source on load
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_frozen(checkpoint, self._frozen_pretrained, self.state_dict(keep_vars=True))
         state = checkpoint["state_dict"]
         legacy = {k: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}  # EMA as buffers
         for key in [k for k in state if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
