@@ -110,3 +110,20 @@ def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
         LatentDiffusion.load_from_checkpoint(runs[0], pretrained_model_name_or_path=str(changed))
     with pytest.raises(FrozenSourceChanged, match="frozen unet"):  # resume checks it too
         fit(lora_model(changed), tmp_path / "resume", 4, ckpt_path=runs[1])
+
+
+def test_only_the_pretrained_tensors_are_left_out():
+    """A BERT encoder (its pooler dropped) with a fresh projection: only encoder tensors count as
+    pretrained, never the projection that is built after the pooler is freed."""
+    from test_model_correctness import domain_encoder_init_args
+
+    args = domain_encoder_init_args(
+        unet_config={**domain_encoder_init_args()["unet_config"], "cross_attention_dim": 32},
+        text_projection="mlp",
+        trainable={"unet": {"lr": 1e-4}, "text_projection": {"lr": 1e-3}},
+    )
+    for _ in range(3):
+        model = LatentDiffusion(**args)
+        (part,) = model._frozen_pretrained.values()
+        assert part.keys and all(key.startswith("text.encoder.") for key in part.keys)
+        assert len(part.keys) == len(model.text.encoder.state_dict())

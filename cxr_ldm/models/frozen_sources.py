@@ -45,14 +45,15 @@ class FrozenPretrained:
 
 
 def find_frozen_pretrained(
-    state: dict[str, torch.Tensor], loaded: dict[str, tuple[str, set[int]]], frozen: set[str]
+    state: dict[str, torch.Tensor], loaded: dict[str, tuple[str, list[torch.Tensor]]], frozen: set[str]
 ) -> dict[str, FrozenPretrained]:
-    """Per frozen component in `loaded` ({name: (source, ids of the tensors read from it)}), the state-dict
-    keys (`state` from `state_dict(keep_vars=True)`) that hold those very tensors, and their hash."""
+    """Per frozen component in `loaded` ({name: (source, the tensors read from it)}), the state-dict keys
+    (`state` from `state_dict(keep_vars=True)`) that hold those very tensors, and their hash."""
     found = {}
-    for name, (source, ids) in loaded.items():
+    for name, (source, tensors) in loaded.items():
         if name not in frozen:
             continue
+        ids = {id(t) for t in tensors}  # `tensors` keeps them alive: no id is reused meanwhile
         keys = [key for key, tensor in state.items() if id(tensor) in ids]
         if keys:
             found[name] = FrozenPretrained(source, keys, content_hash({k: state[k] for k in keys}))

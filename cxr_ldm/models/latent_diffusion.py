@@ -203,8 +203,11 @@ class LatentDiffusion(LightningModule):
         frozen = set(self.components()) - set(trainable)
         self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
 
-    def _pretrained_tensors(self, parts) -> dict[str, tuple[str, set[int]]]:
-        """{component: (source, ids of its tensors)} for the components loaded from a pretrained source."""
+    def _pretrained_tensors(self, parts) -> dict[str, tuple[str, list[torch.Tensor]]]:
+        """{component: (source, its tensors)} for the components loaded from a pretrained source.
+
+        The tensors themselves, not their ids: a tensor dropped meanwhile (a BERT pooler) could otherwise
+        hand its id to a new one (a fresh projection), which would then pass for pretrained."""
         hp = self.hparams
         base = f"{hp.pretrained_model_name_or_path}{f'@{hp.revision}' if hp.revision else ''}"
         candidates = (
@@ -214,7 +217,7 @@ class LatentDiffusion(LightningModule):
              hp.text_encoder_name_or_path or f"{base} (text_encoder)"),
         )  # fmt: skip
         return {
-            name: (source, {id(t) for t in (*module.parameters(), *module.buffers())})
+            name: (source, [*module.parameters(), *module.buffers()])
             for name, module, config, source in candidates
             if config is None
         }
