@@ -56,8 +56,9 @@ class TextConditioner(nn.Module):
         tokens = self.tokenize(prompts)
         device = next(self.encoder.parameters()).device
         mask = tokens.get("attention_mask")
-        mask = None if mask is None else mask.to(device)
-        hidden = self.encode_tokens(tokens["input_ids"].to(device), mask)
+        # non_blocking: a blocking host-to-device copy would wait for all queued GPU work every step
+        mask = None if mask is None else mask.to(device, non_blocking=True)
+        hidden = self.encode_tokens(tokens["input_ids"].to(device, non_blocking=True), mask)
         return hidden, mask if self.use_attention_mask else None
 
     def forward(self, prompts: list[str]) -> torch.Tensor:
