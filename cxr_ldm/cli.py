@@ -17,6 +17,13 @@ class CxrLdmCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.plugins": [{"class_path": "cxr_ldm.checkpoint_io.AtomicCheckpointIO"}]})
 
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # `--ckpt_path` (resume, validate, test) reads tensors and plain data only, whatever torch's default
+        if "weights_only" in parser.get_defaults():
+            parser.set_defaults(weights_only=True)
+        return parser
+
 
 def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
     # Frozen components stay in eval mode on purpose; Lightning's notice about it is noise here.
