@@ -209,14 +209,18 @@ def test_gradient_checkpointing_runs_where_gradients_pass(variant):
     """A frozen U-Net that gradients pass through is checkpointed: its blocks run again in backward."""
     model = LatentDiffusion(**tiny_init_args(gradient_checkpointing=True, **variant))
     assert model.unet.is_gradient_checkpointing
-    if "textual_inversion" in variant:
+    text_calls = []
+    if "textual_inversion" in variant:  # the frozen encoder under new token rows is checkpointed too
         assert model.text.encoder.is_activation_checkpointing
+        model.text.encoder.encoder.layers[-1].mlp.register_forward_pre_hook(lambda *_: text_calls.append(1))
     calls = []
     model.unet.up_blocks[-1].resnets[0].register_forward_pre_hook(lambda *_: calls.append(1))
     loss = model._shared_step(next(iter(tiny_batches())), "train")
     assert len(calls) == 1
     loss.backward()
     assert len(calls) == 2  # recomputed in backward
+    assert len(text_calls) == (2 if "textual_inversion" in variant else 0)
+    assert not any(m.training for m in model.text.encoder.modules() if isinstance(m, torch.nn.Dropout))
     assert all(p.grad is not None for p in model.trained_named_parameters().values())
 
 

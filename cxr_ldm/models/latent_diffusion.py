@@ -199,6 +199,12 @@ class LatentDiffusion(LightningModule):
         if gradient_checkpointing:
             for module in self._gradient_path():
                 self._enable_checkpointing(module)
+            if "text_encoder" not in trainable and self.text.encoder in self._gradient_path():
+                # transformers checkpoints a layer only in train mode; a frozen encoder stays in eval mode, so
+                # only its checkpointed layers' own flag is set (their dropout-bearing children stay in eval).
+                for layer in self.text.encoder.modules():
+                    if getattr(layer, "gradient_checkpointing", False) is True:
+                        layer.training = True
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
         frozen = set(self.components()) - set(trainable)
         self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
