@@ -1,4 +1,8 @@
-"""Checkpoints written atomically: a crash mid-write leaves the previous file intact."""
+"""Checkpoints written atomically (a crash mid-write leaves the previous file intact), and read safely.
+
+Every checkpoint is read with torch's `weights_only=True`: tensors and plain data only, so a checkpoint
+from elsewhere cannot run code when it is opened.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,26 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cxr_ldm.data.atomic import make_temporary
+from cxr_ldm.errors import ConfigError
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A checkpoint holds more than tensors and plain data; it was not opened."""
+
+
+def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any) -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`; a file that needs arbitrary unpickling is refused, by name."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except Exception as error:
+        if "weights_only" not in str(error) and "Weights only" not in str(error):
+            raise
+        first = str(error).strip().splitlines()
+        raise UnsafeCheckpointError(
+            f"{option}: {path} holds objects other than tensors and plain data, so it was not opened "
+            "(loading it could run code). Use a checkpoint written by this project's training, or, if you "
+            f"trust the file, re-save its tensors. ({first[0] if first else error.__class__.__name__})"
+        ) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -107,6 +107,13 @@ class CxrLdmCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _check_run
 
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # `--ckpt_path` (resume, validate, test) reads tensors and plain data only, whatever torch's default
+        if "weights_only" in parser.get_defaults():
+            parser.set_defaults(weights_only=True)
+        return parser
+
 
 def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
     # Frozen components stay in eval mode on purpose; Lightning's notice about it is noise here.

@@ -26,7 +26,8 @@ PROJECTION_DIR = "text_projection"
 README = """# Exported cxr-ldm pipeline with a custom text side
 
 `StableDiffusionPipeline.from_pretrained` loads this folder, but its prompt encoding is not what the
-model was trained with: compute `prompt_embeds` yourself (plain diffusers + transformers + torch):
+model was trained with: compute `prompt_embeds` and the padding mask yourself (plain diffusers +
+transformers + torch):
 
 ```python
 import json, torch
@@ -47,15 +48,30 @@ if text["projection"]:
     projection.load_state_dict(load_file(folder / text["projection"] / "model.safetensors"))
 
 @torch.no_grad()
-def embed(prompts):
+def embed(prompts):  # (prompt_embeds, mask); the mask keeps the U-Net's cross-attention off padding
     tokens = pipe.tokenizer(prompts, padding="max_length", max_length=text["max_length"],
                             truncation=True, return_tensors="pt")
     mask = tokens["attention_mask"] if text["use_attention_mask"] else None
     hidden = pipe.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask)[0]
-    return projection(hidden) if projection is not None else hidden
+    return (projection(hidden) if projection is not None else hidden), mask
 
-image = pipe(prompt_embeds=embed(["pleural effusion"]), negative_prompt_embeds=embed([""]),
-             num_inference_steps=75, guidance_scale=4.0).images[0]
+def generate(prompts, negative="", **kwargs):
+    cond, cond_mask = embed(prompts)
+    uncond, uncond_mask = embed([negative] * len(prompts))
+    hook = None
+    if cond_mask is not None:  # the pipeline has no mask argument: hand it to the U-Net directly
+        guided = torch.cat([uncond_mask, cond_mask])  # the pipeline's guided batch: negative, prompt
+        def add_mask(unet, args, kw):
+            kw["encoder_attention_mask"] = guided if args[0].shape[0] == guided.shape[0] else cond_mask
+            return args, kw
+        hook = pipe.unet.register_forward_pre_hook(add_mask, with_kwargs=True)
+    try:
+        return pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, **kwargs)
+    finally:
+        if hook is not None:
+            hook.remove()
+
+image = generate(["pleural effusion"], num_inference_steps=75, guidance_scale=4.0).images[0]
 ```
 """
 
@@ -67,9 +83,15 @@ def needs_custom_text(model: LatentDiffusion) -> bool:
 
 
 def export_pipeline(
-    model: LatentDiffusion, out_dir: str | Path, ema: bool = False, scheduler: str = "pndm"
+    model: LatentDiffusion, out_dir: str | Path, ema: bool | None = None, scheduler: str = "pndm"
 ) -> Path:
-    """Save the model (EMA weights when `ema`) so `StableDiffusionPipeline.from_pretrained(out_dir)` loads it."""
+    """Save the model so `StableDiffusionPipeline.from_pretrained(out_dir)` loads it.
+
+    `ema`: True writes the EMA weights, False the raw ones; None (the default) writes the EMA weights when
+    the model keeps them, as sampling, validation and `generate` use them.
+    """
+    if ema is None:
+        ema = model.ema is not None
     if ema and model.ema is None:
         raise ConfigError(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema_decay)"

@@ -32,10 +32,12 @@ def checkpoint(tmp_path_factory, phantom_root):
     return run_fit(run, phantom_root, "--trainer.max_steps", "2") / "last.ckpt"
 
 
-@pytest.mark.parametrize("ema", [False, True])
-def test_export_loads_in_plain_diffusers(tmp_path, checkpoint, ema):
+@pytest.mark.parametrize("flag", ["--no-ema", "--ema", None])
+def test_export_loads_in_plain_diffusers(tmp_path, checkpoint, flag):
+    """EMA weights unless --no-ema: the default matches sampling, validation and `generate`."""
+    ema = flag != "--no-ema"
     out = tmp_path / "pipeline"
-    assert main(["export", "--ckpt", str(checkpoint), "--out", str(out), *(["--ema"] if ema else [])]) == 0
+    assert main(["export", "--ckpt", str(checkpoint), "--out", str(out), *([flag] if flag else [])]) == 0
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     result = subprocess.run(
         [sys.executable, "-c", PLAIN_DIFFUSERS, str(out)],
@@ -69,3 +71,6 @@ def test_export_without_ema_weights_is_refused(tmp_path, checkpoint, capsys):
 
     with pytest.raises(ValueError, match="without EMA"):
         export_pipeline(model, tmp_path / "x", ema=True)
+    assert (
+        export_pipeline(model, tmp_path / "raw") / "unet"
+    ).is_dir()  # no EMA: the default is the raw weights

@@ -51,8 +51,9 @@ def test_optimizer_holds_only_trained_parameters(trained):
     assert [g["name"] for g in optimizer["param_groups"]] == ["unet"]
     assert len(optimizer["param_groups"][0]["params"]) == unet_params
     assert len(optimizer["state"]) == unet_params
-    ema_shadows = [k for k in checkpoint["state_dict"] if k.startswith("ema.shadow_")]
-    assert len(ema_shadows) == unet_params
+    assert len(checkpoint["ema"]["shadows"]) == unet_params
+    assert all(name.startswith("unet.") for name in checkpoint["ema"]["shadows"])
+    assert not any(k.startswith("ema.") for k in checkpoint["state_dict"])  # no module buffers (DDP)
 
 
 class _Probe(Callback):
@@ -86,13 +87,13 @@ def test_resume_continues_step_ema_and_optimizer(tmp_path, pairs, monkeypatch):
     monkeypatch.setattr(cli.CxrLdmCLI, "before_fit", add_probe, raising=False)
     assert main(fit_args(run, pairs, "--trainer.max_steps", "4", "--ckpt_path", "last")) == 0
     assert probe.global_step == 2
-    assert probe.ema_updates == int(saved["state_dict"]["ema.num_updates"]) == 2
-    assert torch.equal(probe.ema_first, saved["state_dict"]["ema.shadow_0"])
+    assert probe.ema_updates == saved["ema"]["num_updates"] == 2
+    assert torch.equal(probe.ema_first, next(iter(saved["ema"]["shadows"].values())))
     assert probe.adam_step == 2
     assert probe.unet_training and not probe.vae_training and not probe.text_training
     final = _state(checkpoints / "last.ckpt")
     assert final["global_step"] == 4
-    assert int(final["state_dict"]["ema.num_updates"]) == 4
+    assert final["ema"]["num_updates"] == 4
 
 
 def test_tensorboard_has_loss_lr_and_sample_grid(trained):
@@ -132,6 +133,19 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, pairs):
     skipped = [event.value for event in accumulator.Scalars("train/nonfinite_steps_skipped")]
     assert skipped == [1.0, 2.0]
     assert "train/loss" not in accumulator.Tags()["scalars"]
+    # skipped steps are no EMA updates
+    assert _state(tmp_path / "checkpoints" / "last.ckpt")["ema"]["num_updates"] == 0
+
+
+def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, pairs):
+    args = fit_args(
+        tmp_path, pairs, "--model.init_args.noise_offset", "1e39", "--model.init_args.nonfinite_loss", "skip",
+        "--model.init_args.nonfinite_max_skips", "2", "--trainer.max_steps", "30",
+    )  # fmt: skip
+    with pytest.raises(
+        FloatingPointError, match=r"3 steps skipped, more than model.init_args.nonfinite_max_skips"
+    ):
+        main(args)
 
 
 def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, pairs):

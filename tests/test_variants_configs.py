@@ -147,8 +147,8 @@ for folder in map(Path, sys.argv[1:]):
         exec(snippet, scope)
         pipe, embed = scope["pipe"], scope["embed"]
         pipe.set_progress_bar_config(disable=True)
-        torch.save(embed(["pleural effusion"]), folder / "snippet_embeds.pt")
-        out = pipe(prompt_embeds=embed(["pleural effusion"]), negative_prompt_embeds=embed([""]), **kwargs)
+        torch.save(embed(["pleural effusion"])[0], folder / "snippet_embeds.pt")
+        out = scope["generate"](["pleural effusion"], **kwargs)
     results[folder.name] = list(out.images.shape)
 results["cxr_ldm_imported"] = "cxr_ldm" in sys.modules
 print(json.dumps(results))

@@ -16,10 +16,11 @@ DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors
 
 def checkpoint_kind(path: Path) -> str:
     """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
-    import torch
+    from cxr_ldm.checkpoint_io import read_checkpoint
 
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    prefixes = {key.split(".", 1)[0] for key in state}
+    checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
+    prefixes = {key.split(".", 1)[0] for key in checkpoint["state_dict"]}
+    prefixes |= set(checkpoint.get("frozen_pretrained", {}))  # left out of the state dict, rebuilt on load
     if "unet" in prefixes:
         return "latent_diffusion"
     if "projection" in prefixes and "vae" not in prefixes:
@@ -33,34 +34,54 @@ def main(argv: list[str]) -> int:
         "--ckpt", required=True, type=Path, help="a LatentDiffusion or Autoencoder checkpoint"
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
+    parser.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--ema writes the EMA weights, --no-ema the raw ones (default: EMA when the model keeps it, "
+        "as sampling, validation and generate do)",
+    )
     parser.add_argument("--scheduler", default="pndm", help="inference scheduler saved with the pipeline")
     args = parser.parse_args(argv)
     if not args.ckpt.is_file():
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
+    from cxr_ldm.errors import ConfigError
     from cxr_ldm.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
-    kind = checkpoint_kind(args.ckpt)
+    try:
+        kind = checkpoint_kind(args.ckpt)
+    except ConfigError as error:
+        print(f"export: error: {error}", file=sys.stderr)
+        return 2
     if kind == "autoencoder":
-        export_vae(Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu"), args.out)
+        export_vae(
+            Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out
+        )
         print(f"wrote {args.out}; load it with diffusers.AutoencoderKL.from_pretrained('{args.out}')")
         return 0
     if kind == "text_projection":
-        model = TextProjectionPretrainer.load_from_checkpoint(args.ckpt, map_location="cpu")
+        model = TextProjectionPretrainer.load_from_checkpoint(
+            args.ckpt, map_location="cpu", weights_only=True
+        )
         model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
         return 0
-    model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu")
     try:
-        out = export_pipeline(model, args.out, ema=args.ema, scheduler=args.scheduler)
+        model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    except ConfigError as error:
+        print(f"export: error: {args.ckpt}: {error}", file=sys.stderr)
+        return 2
+    ema = model.ema is not None if args.ema is None else args.ema
+    try:
+        out = export_pipeline(model, args.out, ema=ema, scheduler=args.scheduler)
     except ValueError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
     extra = f" (custom text side: see {out / 'README.md'})" if (out / "README.md").is_file() else ""
     print(
-        f"wrote {out} ({'EMA' if args.ema else 'raw'} weights); load it with "
+        f"wrote {out} ({'EMA' if ema else 'raw'} weights); load it with "
         f"diffusers.StableDiffusionPipeline.from_pretrained('{out}'){extra}"
     )
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-import torch
 from lightning import LightningModule
 
+from cxr_ldm.checkpoint_io import read_checkpoint
 from cxr_ldm.errors import ConfigError
 
 M = TypeVar("M", bound=LightningModule)
@@ -20,11 +20,13 @@ KIND_PREFIXES = {
 }
 
 
-def checkpoint_kind(path: str | Path) -> str | None:
+def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
     """Which of this project's models a checkpoint holds, from its parameter names; None if unknown."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("state_dict", {})
+    checkpoint = read_checkpoint(path, option, mmap=True)
+    # frozen pretrained components are left out of the state dict (models/frozen_sources.py)
+    keys = [*checkpoint.get("state_dict", {}), *(f"{c}." for c in checkpoint.get("frozen_pretrained", {}))]
     for kind, prefix in KIND_PREFIXES.items():
-        if any(key.startswith(prefix) for key in state):
+        if any(key.startswith(prefix) for key in keys):
             return kind
     return None
 
@@ -36,10 +38,10 @@ def load_checkpoint(path: str | Path, cls: type[M], option: str) -> M:
         raise ConfigError(
             f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
         )
-    kind = checkpoint_kind(path)
+    kind = checkpoint_kind(path, option)
     if kind != cls.__name__:
         found = f"a {kind}" if kind else "no model this project knows"
         raise ConfigError(f"{option}: {path} holds {found}, not a {cls.__name__} checkpoint")
-    model = cls.load_from_checkpoint(path, map_location="cpu")
+    model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval()
     return model

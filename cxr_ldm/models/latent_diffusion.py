@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Literal
 
 import torch
@@ -19,12 +21,13 @@ from cxr_ldm.models.components import latent_scaling_factor, load_components
 from cxr_ldm.models.cross_attention import rebuild_cross_attention
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.ema import EmaWeights
+from cxr_ldm.models.frozen_sources import drop_frozen, find_frozen_pretrained, restore_frozen
 from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.samplers import make_sampler
 from cxr_ldm.models.text_conditioner import TextConditioner
 from cxr_ldm.models.text_projection import TextProjection, load_projection
 from cxr_ldm.models.textual_inversion import TextualInversionConfig, add_placeholder_tokens
-from cxr_ldm.models.trainable import Trainable, freeze
+from cxr_ldm.models.trainable import Trainable, as_dataclass, freeze, plain_data
 
 log = logging.getLogger("cxr_ldm.models")
 
@@ -61,8 +64,14 @@ class LatentDiffusion(LightningModule):
         noise_offset: offset-noise strength (0.05-0.1 helps very dark / bright images).
         condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
         ema_decay: keep an EMA of the trained weights with this decay; None disables it.
-        gradient_checkpointing: trade compute for memory in the trained components.
-        nonfinite_loss: `raise` stops the run at a non-finite loss; `skip` skips that step (single process).
+        gradient_checkpointing: trade compute for memory in the U-Net whenever anything trains (gradients
+            pass through it even when it is frozen) and in the text encoder when it, its LoRA or new token
+            rows train.
+        nonfinite_loss: `raise` stops the run at a non-finite loss (checked on the host only at logging
+            steps and before a checkpoint is written, so the step never waits for the device); `skip`
+            skips that step (single process; checked every step).
+        nonfinite_max_skips: with `skip`, the run stops with an error once more steps than this were
+            skipped (a diverged run does not skip its way to the end).
         lr_scheduler: diffusers scheduler name (`constant`, `cosine`, `linear`, ...).
         lr_warmup_steps: warm-up steps of the learning rate.
         max_prompt_tokens: token limit of the text encoder (default: the tokenizer's own, 77 for CLIP).
@@ -94,6 +103,7 @@ class LatentDiffusion(LightningModule):
         ema_decay: float | None = None,
         gradient_checkpointing: bool = False,
         nonfinite_loss: Literal["raise", "skip"] = "raise",
+        nonfinite_max_skips: int = 10,
         lr_scheduler: str = "constant",
         lr_warmup_steps: int = 0,
         max_prompt_tokens: int | None = None,
@@ -104,7 +114,11 @@ class LatentDiffusion(LightningModule):
         lora: dict[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
-        trainable = {"unet": Trainable()} if trainable is None else dict(trainable)
+        # Hyperparameters hold plain data only, so checkpoints load with torch's weights_only=True; the
+        # dataclasses are rebuilt below.
+        trainable = plain_data({"unet": Trainable()} if trainable is None else trainable)
+        textual_inversion = plain_data(textual_inversion)
+        lora = plain_data(lora)
         unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
         if unknown:
             hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
@@ -112,9 +126,12 @@ class LatentDiffusion(LightningModule):
                 f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
                 f"choose from {list(TRAINABLE_COMPONENTS)}"
             )
+        if nonfinite_max_skips < 0:
+            raise ConfigError("model.init_args.nonfinite_max_skips must be >= 0")
         if not 0.0 <= condition_dropout < 1.0:
             raise ConfigError("model.init_args.condition_dropout must be in [0, 1)")
         self.save_hyperparameters()
+        trainable = {name: as_dataclass(Trainable, spec) for name, spec in trainable.items()}
         parts = load_components(
             pretrained_model_name_or_path,
             revision,
@@ -126,7 +143,16 @@ class LatentDiffusion(LightningModule):
             scheduler_config,
         )
         if prediction_type is not None:
-            parts.noise_scheduler.register_to_config(prediction_type=prediction_type)
+            # from_config (not register_to_config): diffusers drops values it thinks are defaults when a
+            # config is copied into another scheduler, which would lose the override at sampling and export.
+            parts.noise_scheduler = type(parts.noise_scheduler).from_config(
+                parts.noise_scheduler.config, prediction_type=prediction_type
+            )
+        loaded = self._pretrained_tensors(parts)
+        if getattr(parts.text_encoder, "pooler", None) is not None:
+            # Only the hidden states condition the U-Net: a pooler (BERT family) would get no gradient,
+            # which DDP refuses on the next step, and would sit in the optimizer for nothing.
+            parts.text_encoder.pooler = None
         self.vae = parts.vae
         self.unet = parts.unet
         projection = self._build_projection(parts, "unet" in trainable)
@@ -135,8 +161,7 @@ class LatentDiffusion(LightningModule):
         # points at them, so they are not registered twice (no duplicate checkpoint state).
         self._nested: dict[str, nn.Module] = {}
         if textual_inversion is not None:
-            if isinstance(textual_inversion, dict):
-                textual_inversion = TextualInversionConfig(**textual_inversion)
+            textual_inversion = as_dataclass(TextualInversionConfig, textual_inversion)
             tokenizer, spliced = add_placeholder_tokens(parts.text_encoder, tokenizer, textual_inversion)
             self._nested["token_embeddings"] = spliced.added
         self.text = TextConditioner(parts.text_encoder, tokenizer, projection, max_prompt_tokens)
@@ -144,7 +169,7 @@ class LatentDiffusion(LightningModule):
             targets = {"unet": self.unet, "text_encoder": self.text.encoder}
             if component not in targets:
                 raise ConfigError(f"model.init_args.lora names {component!r}; choose from {sorted(targets)}")
-            spec = LoraSpec(**spec) if isinstance(spec, dict) else spec
+            spec = as_dataclass(LoraSpec, spec)
             self._nested[f"{component}_lora"] = add_lora(targets[component], spec, component)
         self.noise_scheduler = parts.noise_scheduler
         self.trainable = trainable
@@ -152,7 +177,12 @@ class LatentDiffusion(LightningModule):
         self.noise_offset = noise_offset
         self.condition_dropout = condition_dropout
         self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_max_skips = nonfinite_max_skips
         self.nonfinite_steps_skipped = 0
+        self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
+        self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
+        self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
+        self._device_generator: torch.Generator | None = None
         self.vae_scale = latent_scaling_factor(self.vae)
 
         missing = [name for name in trainable if name not in self.components()]
@@ -166,9 +196,37 @@ class LatentDiffusion(LightningModule):
                 freeze(module)
                 continue
             module.requires_grad_(True)
-            if gradient_checkpointing:
+        if gradient_checkpointing:
+            for module in self._gradient_path():
                 self._enable_checkpointing(module)
+            if "text_encoder" not in trainable and self.text.encoder in self._gradient_path():
+                # transformers checkpoints a layer only in train mode; a frozen encoder stays in eval mode, so
+                # only its checkpointed layers' own flag is set (their dropout-bearing children stay in eval).
+                for layer in self.text.encoder.modules():
+                    if getattr(layer, "gradient_checkpointing", False) is True:
+                        layer.training = True
         self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
+        frozen = set(self.components()) - set(trainable)
+        self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
+
+    def _pretrained_tensors(self, parts) -> dict[str, tuple[str, list[torch.Tensor]]]:
+        """{component: (source, its tensors)} for the components loaded from a pretrained source.
+
+        The tensors themselves, not their ids: a tensor dropped meanwhile (a BERT pooler) could otherwise
+        hand its id to a new one (a fresh projection), which would then pass for pretrained."""
+        hp = self.hparams
+        base = f"{hp.pretrained_model_name_or_path}{f'@{hp.revision}' if hp.revision else ''}"
+        candidates = (
+            ("vae", parts.vae, hp.vae_config, f"{base} (vae)"),
+            ("unet", parts.unet, hp.unet_config, f"{base} (unet)"),
+            ("text_encoder", parts.text_encoder, hp.text_encoder_config,
+             hp.text_encoder_name_or_path or f"{base} (text_encoder)"),
+        )  # fmt: skip
+        return {
+            name: (source, [*module.parameters(), *module.buffers()])
+            for name, module, config, source in candidates
+            if config is None
+        }
 
     # ----------------------------------------------------------------- components and freezing
     def _build_projection(self, parts, unet_trains: bool) -> nn.Module | None:
@@ -213,12 +271,23 @@ class LatentDiffusion(LightningModule):
             f"set {key} to linear, mlp or rebuild_cross_attention"
         )
 
+    def _gradient_path(self) -> list[nn.Module]:
+        """The large components gradients pass through, trained or not (e.g. a frozen U-Net under LoRA,
+        textual projection or textual inversion): where gradient checkpointing saves memory."""
+        path = [self.unet] if self.trainable else []
+        if any(name in self.trainable for name in ("text_encoder", "text_encoder_lora", "token_embeddings")):
+            path.append(self.text.encoder)
+        return path
+
     @staticmethod
     def _enable_checkpointing(module: nn.Module) -> None:
         if hasattr(module, "enable_gradient_checkpointing"):
             module.enable_gradient_checkpointing()
+        elif hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5 (non-reentrant)
+            module.activation_checkpointing_enable()
         elif hasattr(module, "gradient_checkpointing_enable"):
-            module.gradient_checkpointing_enable()
+            # non-reentrant: also correct when the module's own inputs need no gradient (frozen embeddings)
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def components(self) -> dict[str, nn.Module]:
         """Every component that can be frozen or trained, by its config name."""
@@ -255,62 +324,125 @@ class LatentDiffusion(LightningModule):
         return any(name in self.trainable for name in text_parts)
 
     # ----------------------------------------------------------------- encoding
-    def encode_images(self, batch: dict) -> torch.Tensor:
-        """Scaled latents, from cached posterior parameters when the batch has them."""
+    def encode_images(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scaled latents (a posterior sample drawn with `generator`), from cached posterior parameters when
+        the batch has them."""
         if "latent_parameters" in batch:
-            latents = DiagonalGaussianDistribution(batch["latent_parameters"]).sample()
+            latents = DiagonalGaussianDistribution(batch["latent_parameters"]).sample(generator)
             return latents * self.vae_scale
         pixels = batch["pixel_values"]
         if pixels.shape[1] == 1 and self.vae.config.in_channels == 3:
             pixels = pixels.expand(-1, 3, -1, -1)
         with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample(generator)
         return latents * self.vae_scale
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, cross-attention mask or None); see `TextConditioner.encode`."""
         with nullcontext() if self.text_trains() else torch.no_grad():
-            return self.text(prompts)
+            return self.text.encode(prompts)
 
-    def _drop_conditions(self, prompts: list[str]) -> list[str]:
+    def _drop_conditions(self, prompts: list[str], generator: torch.Generator | None = None) -> list[str]:
         if not self.condition_dropout:
             return list(prompts)
-        drop = torch.rand(len(prompts)) < self.condition_dropout
+        drop = torch.rand(len(prompts), generator=generator) < self.condition_dropout
         return ["" if dropped else prompt for prompt, dropped in zip(prompts, drop.tolist(), strict=True)]
 
     # ----------------------------------------------------------------- training
-    def _shared_step(self, batch: dict, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
-        latents = self.encode_images(batch)
+    def training_generators(self, batch_idx: int) -> tuple[torch.Generator, torch.Generator]:
+        """(device generator, CPU generator) of one training micro-batch.
+
+        Seeded from (run seed, rank, global step, batch index): every DDP rank draws its own noise,
+        timesteps, posterior samples and condition dropout, and a resumed run draws exactly what an
+        uninterrupted one would have, with no generator state to save.
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        key = hash((seed, self.global_rank, self.global_step, batch_idx)) & (2**63 - 1)
+        cached = self._device_generator
+        if cached is None or cached.device != self.device:
+            cached = self._device_generator = torch.Generator(device=self.device)
+        return cached.manual_seed(key), torch.Generator().manual_seed(key)
+
+    def _shared_step(
+        self,
+        batch: dict,
+        stage: str,
+        generator: torch.Generator | None = None,
+        cpu_generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        latents = self.encode_images(batch, generator)
         prompts = batch["prompt"]
-        context = self.encode_prompts(self._drop_conditions(prompts) if stage == "train" else list(prompts))
+        context, mask = self.encode_prompts(
+            self._drop_conditions(prompts, cpu_generator) if stage == "train" else list(prompts)
+        )
         noisy, noise, timesteps = add_training_noise(
             latents, self.noise_scheduler, self.noise_offset, generator
         )
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        prediction = self.unet(
+            noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype), encoder_attention_mask=mask
+        ).sample
         target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
         return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.snr_gamma)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        loss = self._shared_step(batch, "train")
-        if not torch.isfinite(loss):
-            return self._handle_nonfinite(loss, batch, batch_idx)
+        loss = self._shared_step(batch, "train", *self.training_generators(batch_idx))
+        if self.nonfinite_loss == "skip":
+            if not torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
+                return self._skip_nonfinite(loss, batch, batch_idx)
+        else:
+            self._note_finiteness(loss, batch, batch_idx)
+            every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
+            if self.global_step % every == 0:  # the logging steps sync anyway
+                self.check_nonfinite()
+        self._batches_since_step += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
 
-    def _handle_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+    @staticmethod
+    def _describe(batch: dict, batch_idx: int) -> str:
         ids = batch.get("dicom_id")
-        where = (
-            f"non-finite loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx} "
-            f"(batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+        return f"batch {batch_idx} (batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+
+    def _note_finiteness(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        """Record, on the device, whether this loss is finite; look at it on the host only now and then."""
+        index = len(self._unchecked)
+        self._unchecked.append((self.global_step, batch_idx, self._describe(batch, batch_idx)))
+        here = torch.where(torch.isfinite(loss.detach()), -1, index)
+        first = self._first_nonfinite
+        self._first_nonfinite = here if first is None else torch.where(first >= 0, first, here)
+
+    def check_nonfinite(self) -> None:
+        """Raise if a loss since the last check was non-finite (one host sync)."""
+        first, unchecked = self._first_nonfinite, self._unchecked
+        self._first_nonfinite, self._unchecked = None, []
+        if first is None or int(first) < 0:
+            return
+        step, _, where = unchecked[int(first)]
+        raise FloatingPointError(
+            f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
+            "over 16-mixed, check the images, or set model.init_args.nonfinite_loss: skip to skip such steps."
         )
-        if self.nonfinite_loss == "raise":
-            raise FloatingPointError(
-                f"{where}. Lower the learning rate, prefer bf16-mixed over 16-mixed, check the images, "
-                "or set model.init_args.nonfinite_loss: skip to skip such steps."
-            )
+
+    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        where = f"non-finite loss ({loss.item()}) at global step {self.global_step}, " + self._describe(
+            batch, batch_idx
+        )
         self.nonfinite_steps_skipped += 1
+        if self.nonfinite_steps_skipped > self.nonfinite_max_skips:
+            raise FloatingPointError(
+                f"{where}: {self.nonfinite_steps_skipped} steps skipped, more than "
+                f"model.init_args.nonfinite_max_skips ({self.nonfinite_max_skips}); the run has diverged. "
+                "Lower the learning rate, prefer bf16-mixed over 16-mixed, or check the images."
+            )
         log.warning("skipping step: %s (%d skipped so far)", where, self.nonfinite_steps_skipped)
         self.log("train/nonfinite_steps_skipped", float(self.nonfinite_steps_skipped))
         return None
+
+    def on_train_epoch_end(self) -> None:
+        self.check_nonfinite()
+
+    def on_train_end(self) -> None:
+        self.check_nonfinite()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
@@ -327,10 +459,36 @@ class LatentDiffusion(LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        # EMA follows each real optimizer step, before any callback (checkpointing) sees the step end.
+        # EMA follows each real optimizer step, before any callback (checkpointing) sees the step end; a
+        # step whose every micro-batch was skipped (non-finite) is no update.
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
+        real, self._batches_since_step = self._batches_since_step, 0
+        if self.ema is not None and real:
             self.ema.update()
+
+    # ----------------------------------------------------------------- checkpoint contents
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.nonfinite_loss == "raise" and self.trainer is not None and self.trainer.training:
+            self.check_nonfinite()  # never write weights a non-finite step has reached
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
+        drop_frozen(checkpoint, self._frozen_pretrained)  # rebuilt from their source on load
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_frozen(checkpoint, self._frozen_pretrained, self.state_dict(keep_vars=True))
+        state = checkpoint["state_dict"]
+        legacy = {k: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}  # EMA as buffers
+        for key in [k for k in state if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
+            del state[key]
+        if self.ema is not None:
+            if "ema" in checkpoint:
+                self.ema.load_state_dict(checkpoint["ema"])
+            elif legacy:
+                names = list(self.ema.named_shadows())
+                shadows = {name: legacy[f"ema.shadow_{i}"] for i, name in enumerate(names)}
+                self.ema.load_state_dict({"shadows": shadows, "num_updates": legacy["ema.num_updates"]})
+        self.nonfinite_steps_skipped = int(checkpoint.get("nonfinite_steps_skipped", 0))
 
     def configure_optimizers(self):
         groups = []
@@ -397,9 +555,8 @@ class LatentDiffusion(LightningModule):
         self.unet.eval()
         self.text.eval()
         try:
-            with self.ema_scope(use_ema):
-                context = self.text(list(prompts))
-                uncond = self.text([negative_prompt] * len(prompts))
+            with self.ema_scope(use_ema), self._cross_attention_masks(prompts, negative_prompt) as embeds:
+                context, uncond = embeds
                 generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
                 pipeline = self.build_pipeline(scheduler)
                 latents = pipeline(
@@ -416,6 +573,26 @@ class LatentDiffusion(LightningModule):
                 self.unet.train()
                 self.text.train()
 
+    @contextmanager
+    def _cross_attention_masks(self, prompts: list[str], negative_prompt: str) -> Iterator[tuple]:
+        """Prompt and negative embeddings; inside the block the U-Net also gets their padding masks.
+
+        diffusers' pipeline has no `encoder_attention_mask` argument, so a forward pre-hook adds it:
+        the pipeline's guided batch is (negative, prompt) concatenated, an unguided one the prompts alone.
+        """
+        context, mask = self.text.encode(list(prompts))
+        uncond, uncond_mask = self.text.encode([negative_prompt] * len(prompts))
+        if mask is None:
+            yield context, uncond
+            return
+        handle = self.unet.register_forward_pre_hook(
+            partial(_add_encoder_attention_mask, torch.cat([uncond_mask, mask]), mask), with_kwargs=True
+        )
+        try:
+            yield context, uncond
+        finally:
+            handle.remove()
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         device_type = latents.device.type
@@ -429,3 +606,11 @@ class LatentDiffusion(LightningModule):
                 if vae_dtype != torch.float32:
                     self.vae.to(vae_dtype)
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
+
+
+def _add_encoder_attention_mask(guided: torch.Tensor, plain: torch.Tensor, module, args, kwargs):
+    """U-Net forward pre-hook: the padding mask matching this call's batch (see `_cross_attention_masks`)."""
+    sample = args[0] if args else kwargs["sample"]
+    if kwargs.get("encoder_attention_mask") is None:
+        kwargs["encoder_attention_mask"] = guided if sample.shape[0] == guided.shape[0] else plain
+    return args, kwargs

@@ -29,4 +29,7 @@ def make_sampler(name: str, noise_scheduler_config) -> SchedulerMixin:
     if name not in SAMPLERS:
         raise ConfigError(f"unknown scheduler '{name}'; choose one of {', '.join(SAMPLERS)}")
     cls, overrides = SAMPLERS[name]
-    return cls.from_config(noise_scheduler_config, **overrides)
+    # Every value of the training config is passed as given: diffusers would otherwise replace the ones it
+    # marks as defaults (`_use_default_values`) with this class's own defaults.
+    config = {k: v for k, v in dict(noise_scheduler_config).items() if k != "_use_default_values"}
+    return cls.from_config(config, **overrides)

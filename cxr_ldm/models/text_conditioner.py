@@ -10,8 +10,9 @@ class TextConditioner(nn.Module):
     """Encode prompts into a (batch, tokens, width) context for the U-Net.
 
     CLIP encoders are used as Stable Diffusion uses them (last hidden state, fixed 77-token padding, no
-    attention mask). Other encoders (BERT family) get their attention mask, and a `projection` maps their
-    width to the U-Net's `cross_attention_dim` when the two differ.
+    attention mask). Other encoders (BERT family) get their attention mask, which `encode` also returns
+    for the U-Net's cross-attention (`encoder_attention_mask`), so padding is attended to nowhere; a
+    `projection` maps their width to the U-Net's `cross_attention_dim` when the two differ.
     """
 
     def __init__(
@@ -50,8 +51,15 @@ class TextConditioner(nn.Module):
             hidden = self.projection(hidden)
         return hidden
 
-    def forward(self, prompts: list[str]) -> torch.Tensor:
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, mask): the mask (1 for tokens, 0 for padding) is None for CLIP, which attends to all."""
         tokens = self.tokenize(prompts)
         device = next(self.encoder.parameters()).device
         mask = tokens.get("attention_mask")
-        return self.encode_tokens(tokens["input_ids"].to(device), None if mask is None else mask.to(device))
+        # non_blocking: a blocking host-to-device copy would wait for all queued GPU work every step
+        mask = None if mask is None else mask.to(device, non_blocking=True)
+        hidden = self.encode_tokens(tokens["input_ids"].to(device, non_blocking=True), mask)
+        return hidden, mask if self.use_attention_mask else None
+
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        return self.encode(prompts)[0]

@@ -61,10 +61,8 @@ class SplicedEmbedding(nn.Module):
         size = self.base.num_embeddings
         is_new = input_ids >= size
         out = self.base(input_ids.clamp(max=size - 1))
-        if bool(is_new.any()):
-            rows = self.new_rows.to(out.dtype)[(input_ids - size).clamp(min=0)]
-            out = torch.where(is_new.unsqueeze(-1), rows, out)
-        return out
+        rows = self.new_rows.to(out.dtype)[(input_ids - size).clamp(min=0, max=self.new_rows.shape[0] - 1)]
+        return torch.where(is_new.unsqueeze(-1), rows, out)  # no host sync: no `if is_new.any()`
 
     def merged(self) -> nn.Embedding:
         """One `nn.Embedding` holding the base rows then the new rows (for export)."""

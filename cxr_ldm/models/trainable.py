@@ -6,8 +6,10 @@ optimizer settings; every other component is frozen once, at construction.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -28,6 +30,25 @@ class Trainable:
                 raise ConfigError(
                     f"model.init_args.trainable: {name} must be a finite number >= 0, got {value!r}"
                 )
+
+
+D = TypeVar("D")
+
+
+def plain_data(value: Any) -> Any:
+    """Dataclasses (at any depth of dicts and lists) as dicts: what a checkpoint's hyperparameters may hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_data(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {key: plain_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(item) for item in value]
+    return value
+
+
+def as_dataclass(cls: type[D], value: D | dict) -> D:
+    """`value` as a `cls`: dicts (from a config or a checkpoint) are rebuilt, instances pass through."""
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:

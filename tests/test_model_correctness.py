@@ -1,0 +1,251 @@
+"""Real-scale correctness of `LatentDiffusion`, shown on tiny components: the prediction type reaches
+sampling and export, Python-built models reload, checkpoints load with torch's weights_only=True."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from _tiny_run import ROOT, TINY, run_fit
+from lightning import Trainer
+from torch.utils.data import DataLoader
+
+from cxr_ldm.__main__ import main
+from cxr_ldm.models import LatentDiffusion
+from cxr_ldm.models.lora import LoraSpec
+from cxr_ldm.models.trainable import Trainable
+
+
+def tiny_init_args(**overrides) -> dict:
+    """The tiny config's model arguments, for models built in Python."""
+    args = yaml.safe_load(TINY.read_text())["model"]["init_args"]
+    args.update(overrides)
+    return args
+
+
+def tiny_batches(count: int = 4, size: int = 32) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    rows = [
+        {"pixel_values": torch.rand(1, size, size, generator=generator) * 2 - 1, "prompt": p}
+        for p in ["normal", "pleural effusion"] * (count // 2)
+    ]
+    return DataLoader(rows, batch_size=2)
+
+
+def tiny_trainer(root, **overrides) -> Trainer:
+    settings = dict(
+        accelerator="cpu",
+        max_steps=2,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    settings.update(overrides)
+    return Trainer(**settings)
+
+
+PLAIN_V = """
+import sys, json, torch
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1])
+pipe.set_progress_bar_config(disable=True)
+out = pipe("normal", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+print(json.dumps({"prediction_type": pipe.scheduler.config.prediction_type, "shape": list(out.images.shape)}))
+"""
+
+
+def test_v_prediction_reaches_sampling_and_export(tmp_path, phantom_root):
+    checkpoints = run_fit(
+        tmp_path / "run", phantom_root, "--trainer.max_steps", "2", "--model.init_args.prediction_type",
+        "v_prediction",
+    )  # fmt: skip
+    model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
+    assert model.noise_scheduler.config.prediction_type == "v_prediction"
+    for name in ("pndm", "ddim", "dpm++", "euler", "unipc"):
+        assert model.build_pipeline(name).scheduler.config.prediction_type == "v_prediction", name
+    assert model.sample(["normal"], [0], num_inference_steps=2).shape == (1, 3, 32, 32)
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(checkpoints / "last.ckpt"), "--out", str(out)]) == 0
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_V, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "prediction_type": "v_prediction",
+        "shape": [1, 32, 32, 3],
+    }
+
+
+def test_model_built_in_python_reloads_from_its_checkpoint(tmp_path):
+    model = LatentDiffusion(
+        **tiny_init_args(
+            trainable={"unet_lora": Trainable(lr=1e-3, weight_decay=0.0)},
+            lora={"unet": LoraSpec(rank=2, alpha=2.0)},
+        )
+    )
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(model, train_dataloaders=tiny_batches())
+    path = tmp_path / "python.ckpt"
+    trainer.save_checkpoint(path)
+    torch.load(path, map_location="cpu", weights_only=True)  # plain data only
+    reloaded = LatentDiffusion.load_from_checkpoint(path, map_location="cpu")
+    assert reloaded.trainable == {"unet_lora": Trainable(lr=1e-3, weight_decay=0.0)}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it touches `marker` (stands for any code an attacker chooses)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.utime.__self__.open, (str(self.marker), os.O_CREAT | os.O_WRONLY))
+
+
+@pytest.mark.parametrize("command", ["export", "generate"])
+def test_checkpoint_that_runs_code_is_refused(tmp_path, capsys, command):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "model.ckpt"
+    state = {"unet.conv_in.weight": torch.zeros(1)}
+    torch.save({"state_dict": state, "hyper_parameters": _RunsCodeWhenUnpickled(marker)}, evil)
+    if command == "export":
+        argv = ["export", "--ckpt", str(evil), "--out", str(tmp_path / "out")]
+    else:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("normal\n")
+        argv = ["generate", "--model", str(evil), "--prompts", str(prompts), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert not marker.exists()
+    error = capsys.readouterr().err
+    assert str(evil) in error and "not opened" in error
+
+
+def test_ema_is_no_module_buffer_and_counts_on_the_host():
+    """DDP broadcasts module buffers every forward: the EMA shadows must not be among them."""
+    model = LatentDiffusion(**tiny_init_args())
+    assert model.ema is not None and len(model.ema.shadows()) == len(list(model.unet.parameters()))
+    assert not any("shadow" in name or "ema" in name for name, _ in model.named_buffers())
+    model.ema.update()
+    assert model.ema.num_updates == 1 and isinstance(model.ema.num_updates, int)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are a CUDA matter")
+def test_training_step_path_has_no_host_sync():
+    model = LatentDiffusion(**tiny_init_args(snr_gamma=5.0)).cuda()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = next(iter(tiny_batches()))
+    batch["pixel_values"] = batch["pixel_values"].cuda()
+    model._shared_step(batch, "train").backward()  # warm-up: first-use copies of the schedule
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            loss = model._shared_step(batch, "train")
+            model._note_finiteness(loss, batch, 1)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.ema.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    model.check_nonfinite()  # the one sync, at a logging step: all losses were finite
+
+
+def domain_encoder_init_args(**overrides) -> dict:
+    """Tiny U-Net (384-wide cross-attention) with the pretrained 384-wide MiniLM (BERT family) encoder."""
+    args = tiny_init_args()
+    for name in ("tiny-components.yaml", "tiny-domain-encoder.yaml"):
+        args.update(yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"])
+    args.update(overrides)
+    return args
+
+
+def test_bert_padding_is_attended_nowhere(phantom_root):
+    """The encoder's padding mask reaches the U-Net's cross-attention in training and in sampling: the
+    amount of padding changes neither the loss nor the samples."""
+    model = LatentDiffusion(**domain_encoder_init_args(ema_decay=None)).eval()
+    batch = next(iter(tiny_batches()))
+    losses, images = [], []
+    for length in (12, 48):
+        model.text.max_length = length
+        with torch.no_grad():
+            losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
+        images.append(model.sample(["pleural effusion", "normal"], [0, 1], num_inference_steps=2))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=1e-4)
+
+
+def test_validation_loss_is_reproducible_whatever_the_global_rng():
+    model = LatentDiffusion(**tiny_init_args()).eval()
+    batch = next(iter(tiny_batches()))
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # e.g. a different amount of training before this validation
+        with torch.no_grad():
+            losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
+    assert torch.equal(losses[0], losses[1])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"trainable": {"unet_lora": {"lr": 1e-3}}, "lora": {"unet": {"rank": 2}}},
+        {"trainable": {"token_embeddings": {"lr": 1e-3}}, "textual_inversion": {}},
+    ],
+    ids=["unet-lora", "textual-inversion"],
+)
+def test_gradient_checkpointing_runs_where_gradients_pass(variant):
+    """A frozen U-Net that gradients pass through is checkpointed: its blocks run again in backward."""
+    model = LatentDiffusion(**tiny_init_args(gradient_checkpointing=True, **variant))
+    assert model.unet.is_gradient_checkpointing
+    text_calls = []
+    if "textual_inversion" in variant:  # the frozen encoder under new token rows is checkpointed too
+        assert model.text.encoder.is_activation_checkpointing
+        model.text.encoder.encoder.layers[-1].mlp.register_forward_pre_hook(lambda *_: text_calls.append(1))
+    calls = []
+    model.unet.up_blocks[-1].resnets[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    loss = model._shared_step(next(iter(tiny_batches())), "train")
+    assert len(calls) == 1
+    loss.backward()
+    assert len(calls) == 2  # recomputed in backward
+    assert len(text_calls) == (2 if "textual_inversion" in variant else 0)
+    assert not any(m.training for m in model.text.encoder.modules() if isinstance(m, torch.nn.Dropout))
+    assert all(p.grad is not None for p in model.trained_named_parameters().values())
+
+
+RESUME_EVIL = """
+import os, sys, torch
+sys.path.insert(0, "tests")
+from test_model_correctness import _RunsCodeWhenUnpickled
+torch.save({"state_dict": {}, "payload": _RunsCodeWhenUnpickled(sys.argv[1])}, sys.argv[2])
+"""
+
+
+def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path, phantom_root):
+    """`fit --ckpt_path` reads with weights_only=True even where torch's default is turned off."""
+    from _tiny_run import fit_args
+
+    marker = tmp_path / "code-ran"
+    (tmp_path / "checkpoints").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", RESUME_EVIL, str(marker), str(tmp_path / "checkpoints" / "last.ckpt")],
+                   cwd=ROOT, env=env, check=True)  # fmt: skip
+    args = fit_args(tmp_path, phantom_root, "--ckpt_path", "last")
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_ldm", *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert not marker.exists()
+    assert "Weights only load failed" in result.stderr
