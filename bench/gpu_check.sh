@@ -14,16 +14,15 @@ PY="${PYTHON:-python}"
 WHEELS="${WHEELS:-$HERE/wheels}"
 LIMIT_S="${LIMIT_S:-470}"
 
-missing="$("$PY" "$HERE/requirements_check.py")"
-if [ -n "$missing" ]; then
+mapfile -t missing < <("$PY" "$HERE/requirements_check.py")
+if [ "${#missing[@]}" -gt 0 ]; then
   if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    echo "missing packages ($missing) and no wheels in $WHEELS: run bench/make_wheels.sh on a machine with" \
+    echo "missing packages (${missing[*]}) and no wheels in $WHEELS: run bench/make_wheels.py on a machine with" \
          "network access and carry bench/wheels along (bench/README.md)" >&2
     exit 2
   fi
-  echo "installing from $WHEELS: $missing"
-  # shellcheck disable=SC2086
-  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" $missing
+  echo "installing from $WHEELS: ${missing[*]}"
+  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" "${missing[@]}"
 fi
 
 cd "$ROOT"

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from requirements_check import requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 LEFT_OUT = {"torch", "torchvision", "torchaudio", "lightning", "pytorch-lightning"}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", default=str(ROOT / "bench" / "wheels"))
     parser.add_argument("--python-version", help="target CPython version, e.g. 3.10 (default: this one)")
     args = parser.parse_args(argv)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = requirements()
     direct = {canonicalize_name(Requirement(r).name) for r in project}
     wanted = closure(project, (torch_side() - direct) | LEFT_OUT)
     pins = sorted(f"{name}=={version}" for name, version in wanted.items())

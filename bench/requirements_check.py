@@ -1,12 +1,12 @@
-"""Print the project requirements this Python lacks (space-separated pip requirement strings), else nothing.
+"""Print the project requirements this Python lacks (pip requirement strings, one a line), else nothing.
 
 `bench/gpu_check.sh` installs those from the carried wheels.
 """
 
 from __future__ import annotations
 
+import ast
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -14,7 +14,9 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def requirements() -> list[str]:
-    return tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    """`[project] dependencies` of pyproject.toml (read without tomllib, which Python 3.10 lacks)."""
+    block = re.search(r"^dependencies = (\[.*?^\])", PYPROJECT.read_text(), re.S | re.M)
+    return ast.literal_eval(block.group(1))
 
 
 def missing() -> list[str]:
@@ -29,4 +31,6 @@ def missing() -> list[str]:
 
 
 if __name__ == "__main__":
-    print(" ".join(f"'{r}'" if any(c in r for c in "<>[") else r for r in missing()))
+    lacking = missing()
+    if lacking:
+        print("\n".join(lacking))
