@@ -12,9 +12,11 @@
   Condition dropout, which diffusers' script lacks, is done as the config asks (rows of the empty prompt's
   tokens), so both loops do the same work.
 
-The two alternate, round by round (ours first in even rounds, plain first in odd ones), so drift of the
-machine hits both; warm-up steps are excluded from the timing. Prints images/s of both and the ratio
-ours / plain per round, then the median and the spread over rounds:
+The two interleave inside each round: after our warm-up, every `--chunk` of our steps is followed (from a
+callback, outside our timing) by the same number of plain steps, so drift of the machine hits both within
+seconds; warm-up steps of both are excluded. Each round is a fresh fit; the plain loop's components are
+built once. Prints images/s of both and the ratio ours / plain per round, then the median and the spread
+(min, max) over rounds:
 
     python bench/train_throughput.py --config configs/tiny.yaml                 # CPU, phantom data
     python bench/train_throughput.py --config configs/tiny.yaml --sd-shapes     # GPU: SD v1.x at 512 px, bf16
@@ -285,6 +287,8 @@ class PlainLoop:
 
         self.writer = SummaryWriter(str(log_dir))
         self.global_step = 0
+        self._batches = None
+        self._progress = None
 
     @staticmethod
     def _group(module: torch.nn.Module, settings: dict) -> dict:
@@ -377,27 +381,30 @@ class PlainLoop:
                     batch.update(self.tokenize(batch["prompt"]))
                 yield self.to_device(batch)
 
-    def run(self, warmup: int, steps: int) -> dict:
+    def run_steps(self, count: int) -> tuple[float, int]:
+        """Run `count` steps; (seconds, images), timed to the end of the last step."""
         from tqdm.auto import tqdm
 
-        batch_size = None
-        progress = tqdm(range(warmup + steps), desc="Steps (plain)", leave=False)
-        start = None
-        for index, batch in enumerate(self.batches(), start=1):
-            batch_size = len(batch["prompt"])
-            loss = self.step(batch)
-            progress.update(1)
-            progress.set_postfix(step_loss=loss, lr=self.lr_scheduler.get_last_lr()[0])
-            if index == warmup:
-                synchronize(self.device)
-                start = time.perf_counter()
-            if index == warmup + steps:
-                synchronize(self.device)
-                seconds = time.perf_counter() - start
-                break
-        progress.close()
-        self.writer.flush()
-        return {"images_per_s": steps * batch_size / seconds, "seconds": seconds}
+        if self._batches is None:
+            self._batches = self.batches()
+        if self._progress is None:
+            self._progress = tqdm(desc="Steps (plain)", leave=False)
+        images = 0
+        synchronize(self.device)
+        start = time.perf_counter()
+        with torch.enable_grad():
+            for _ in range(count):
+                batch = next(self._batches)
+                images += len(batch["prompt"])
+                loss = self.step(batch)
+                self._progress.update(1)
+                self._progress.set_postfix(step_loss=loss, lr=self.lr_scheduler.get_last_lr()[0])
+        synchronize(self.device)
+        return time.perf_counter() - start, images
+
+    def restart_data(self, datamodule) -> None:
+        self.datamodule = datamodule
+        self._batches = None
 
 
 def step_flops(plain: PlainLoop) -> float | None:
@@ -433,6 +440,43 @@ def summary(values: list[float]) -> dict:
     }
 
 
+class Interleave(Callback):
+    """Inside our fit: after our warm-up, each `chunk` of our steps is followed by as many plain steps.
+
+    Our time is the sum of our segments (each from the end of a plain chunk to the end of our chunk), so
+    the time spent in the plain loop is not counted as ours.
+    """
+
+    def __init__(self, plain: PlainLoop, warmup: int, steps: int, chunk: int) -> None:
+        self.plain, self.warmup, self.steps, self.chunk = plain, warmup, steps, chunk
+        self.ours_seconds = self.plain_seconds = 0.0
+        self.ours_images = self.plain_images = 0
+        self.mark = None
+        self.pending = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step < self.warmup or step > self.warmup + self.steps:
+            return
+        if step == self.warmup:
+            self.plain.run_steps(self.warmup)  # the plain loop's warm-up
+            synchronize(pl_module.device)
+            self.mark = time.perf_counter()
+            return
+        self.pending += 1
+        self.ours_images += len(batch["prompt"])
+        if self.pending < self.chunk and step < self.warmup + self.steps:
+            return
+        synchronize(pl_module.device)
+        self.ours_seconds += time.perf_counter() - self.mark
+        seconds, images = self.plain.run_steps(self.pending)
+        self.plain_seconds += seconds
+        self.plain_images += images
+        self.pending = 0
+        synchronize(pl_module.device)
+        self.mark = time.perf_counter()
+
+
 def compare(
     config: dict,
     data_root: Path,
@@ -440,45 +484,36 @@ def compare(
     warmup: int,
     steps: int,
     repeats: int,
+    chunk: int = 5,
     count_flops: bool = False,
 ) -> dict:
-    """Alternate ours and plain for `repeats` rounds; return images/s of each and the ratio, per round."""
-    ours, plain, ratios, peaks = [], [], [], []
+    """`repeats` fits of ours, each interleaved with the plain loop; images/s of each and the ratio per round."""
+    ours, plain, ratios = [], [], []
     plain_loop = None
     device = None
     flops = None
     for round_index in range(repeats):
-        order = ("ours", "plain") if round_index % 2 == 0 else ("plain", "ours")
-        cli = None
-        result = {}
-        for which in order:
-            if which == "ours":
-                result["ours"], cli = time_ours(
-                    config, work / f"ours-{round_index}", data_root, warmup, steps
-                )
-                device = cli.trainer.strategy.root_device
-                peaks.append(result["ours"]["peak_mem_gib"])
-            else:
-                if cli is None:  # plain first: the data module (not the model) of this round's CLI
-                    cli = build_cli(
-                        timed_config(config, work / f"ours-{round_index}", data_root, warmup + steps),
-                        work / f"ours-{round_index}",
-                    )
-                    device = cli.trainer.strategy.root_device
-                if plain_loop is None:
-                    plain_loop = PlainLoop(config, cli.datamodule, device, work / "plain-tensorboard")
-                    if count_flops:
-                        flops = step_flops(plain_loop)
-                plain_loop.datamodule = cli.datamodule
-                if hasattr(cli.datamodule, "set_prompt_tokenizer"):
-                    cli.datamodule.set_prompt_tokenizer(plain_loop.tokenize)
-                result["plain"] = plain_loop.run(warmup, steps)
-        ours.append(result["ours"]["images_per_s"])
-        plain.append(result["plain"]["images_per_s"])
+        run_dir = work / f"round-{round_index}"
+        cli = build_cli(timed_config(config, run_dir, data_root, warmup + steps), run_dir)
+        device = cli.trainer.strategy.root_device
+        if plain_loop is None:
+            plain_loop = PlainLoop(config, cli.datamodule, device, work / "plain-tensorboard")
+            if count_flops:
+                flops = step_flops(plain_loop)
+        plain_loop.restart_data(cli.datamodule)
+        interleave = Interleave(plain_loop, warmup, steps, chunk)
+        cli.trainer.callbacks.append(interleave)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        if interleave.ours_images == 0 or interleave.pending:
+            raise RuntimeError(
+                f"our fit stopped before step {warmup + steps}; give the data module more images"
+            )
+        ours.append(interleave.ours_images / interleave.ours_seconds)
+        plain.append(interleave.plain_images / interleave.plain_seconds)
         ratios.append(ours[-1] / plain[-1])
         print(
-            f"round {round_index + 1}/{repeats} ({' then '.join(order)}): ours {ours[-1]:.2f} images/s, "
-            f"plain {plain[-1]:.2f} images/s, ours/plain {ratios[-1]:.3f}",
+            f"\nround {round_index + 1}/{repeats}: ours {ours[-1]:.2f} images/s, plain {plain[-1]:.2f} images/s, "
+            f"ours/plain {ratios[-1]:.3f}",
             flush=True,
         )
         del cli
@@ -487,11 +522,11 @@ def compare(
         "batch_size": batch,
         "warmup_steps": warmup,
         "timed_steps": steps,
+        "chunk": chunk,
         "rounds": repeats,
         "ours_images_per_s": summary(ours),
         "plain_images_per_s": summary(plain),
         "ratio_ours_over_plain": summary(ratios),
-        "ours_peak_mem_gib": max(peaks) if peaks and peaks[0] is not None else None,
     }
     if flops is not None and batch:
         name, peak = bf16_peak_tflops(device)
@@ -553,6 +588,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--chunk", type=int, default=5, help="steps of one loop before switching to the other"
+    )
     parser.add_argument("--batch-size", type=int, help="override data.init_args.batch_size")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     parser.add_argument("--sd-shapes", action="store_true", help="SD v1.x shapes at 512 px, bf16, on CUDA")
@@ -580,7 +618,14 @@ def main(argv: list[str] | None = None) -> dict:
         elif args.batch_size:
             config["data"]["init_args"]["batch_size"] = args.batch_size
         result = compare(
-            config, data_root, work, args.warmup, args.steps, args.repeats, count_flops=args.sd_shapes
+            config,
+            data_root,
+            work,
+            args.warmup,
+            args.steps,
+            args.repeats,
+            args.chunk,
+            count_flops=args.sd_shapes,
         )
     name = (
         "sd-shapes " + ("unet+text_encoder" if args.train_text_encoder else "unet")
