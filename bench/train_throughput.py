@@ -535,7 +535,7 @@ def compare(
         out.update(
             device=name,
             step_tflop=flops / 1e12,
-            achieved_tflops={k: round(v, 1) for k, v in achieved.items()},
+            achieved_tflops={k: round(v, 3) for k, v in achieved.items()},
             bf16_peak_tflops=peak,
             fraction_of_peak={k: round(v / peak, 3) for k, v in achieved.items()} if peak else None,
         )
