@@ -76,11 +76,15 @@ class BatchKeys(Callback):
 def test_tokens_from_the_batch_give_the_same_loss_as_prompt_strings():
     model = tiny_model(condition_dropout=0.5)
     batch = batch_of(PROMPTS * 2)
-    tokenized = {**batch, **PromptTokenizer(model.text.tokenizer, model.text.max_length)(batch["prompt"])}
+    tokens = PromptTokenizer(model.text.tokenizer, model.text.max_length)(batch["prompt"])
+    # The strings beside the tokens are wrong on purpose: an equal loss shows the tokens were used.
+    other = batch_of(["pneumothorax"] * 8)
+    tokenized = {**other, **tokens}
     torch.manual_seed(3)
     assert any(model._dropped_rows(8)), "seed 3 must drop some rows, or the dropout path is not exercised"
     for stage in ("train", "val"):
         assert torch.equal(loss_of(model, batch, stage), loss_of(model, tokenized, stage))
+        assert not torch.equal(loss_of(model, batch, stage), loss_of(model, other, stage))
 
 
 def test_model_hands_its_tokenizer_to_the_data_module(pairs, tmp_path):
@@ -128,6 +132,16 @@ def test_text_cache_gives_the_same_loss_and_is_rebuilt_when_the_encoder_changes(
     model.text_cache = None
     for stage, loss in cached.items():
         assert torch.equal(loss, loss_of(model, batch, stage))
+
+    # The loss is read from the cache: a changed encoder does not move it while the cache is in place.
+    model.text_cache = model._open_text_cache()
+    saved = {k: v.clone() for k, v in model.text.encoder.state_dict().items()}
+    with torch.no_grad():
+        list(model.text.encoder.parameters())[-1].add_(0.1)
+    assert torch.equal(loss_of(model, batch, "val"), cached["val"])
+    model.text_cache = None
+    assert not torch.equal(loss_of(model, batch, "val"), cached["val"])
+    model.text.encoder.load_state_dict(saved)
 
     fit(model, pairs, tmp_path, max_steps=1)  # same encoder: the same cache, not rebuilt
     assert sorted((tmp_path / "cache").glob("text-embeddings-*")) == folders
