@@ -170,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=5)
-    parser.add_argument("--phantom-studies", type=int, default=48)
+    parser.add_argument("--phantom-studies", type=int, default=200)
     parser.add_argument("--sample-images", type=int, default=4)
     args = parser.parse_args(argv)
     if args.quick:
