@@ -47,8 +47,8 @@ def pairs(tmp_path_factory):
 
 def fit(model, pairs, root, *callbacks, max_steps: int = 2, **trainer_args) -> ImageTextFolderDataModule:
     datamodule = ImageTextFolderDataModule(str(pairs), image_size=32, batch_size=4, val_fraction=0.25)
+    trainer_args.setdefault("accelerator", "cpu")
     trainer = Trainer(
-        accelerator="cpu",
         max_steps=max_steps,
         limit_val_batches=1,
         val_check_interval=max_steps,
@@ -179,13 +179,20 @@ def test_fused_adamw_only_where_every_parameter_is_on_cuda():
     assert not optimizer.defaults["fused"]  # CPU parameters: the default implementation
 
 
+def test_fused_adamw_is_off_on_cpu_even_when_asked(pairs, tmp_path):
+    model = tiny_model(fused_adamw=True)
+    fit(model, pairs, tmp_path, max_steps=1)
+    assert not model.trainer.optimizers[0].defaults["fused"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_fused_adamw_option_reaches_the_optimizer_on_cuda():
+def test_fused_adamw_option_reaches_the_optimizer_on_cuda(pairs, tmp_path):
     for option in (True, False):
-        model = tiny_model(fused_adamw=option).cuda()
-        optimizer = model.configure_optimizers()["optimizer"]
-        assert bool(optimizer.defaults["fused"]) is option
+        model = tiny_model(fused_adamw=option)
+        fit(model, pairs, tmp_path / str(option), max_steps=1, accelerator="gpu", devices=1)
+        assert bool(model.trainer.optimizers[0].defaults["fused"]) is option
+        assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # default on CUDA
 
 
 # ----------------------------------------------------------------------------- channels_last
