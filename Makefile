@@ -49,4 +49,4 @@ demo: $(STAMP) tiny-pretrained
 	$(PY) -m cxr_ldm.demo --out runs/demo
 
 bench: $(STAMP)
-	$(PY) bench/train_speed.py --config configs/tiny.yaml --steps 20 --gradient-checkpointing
+	$(PY) bench/train_throughput.py --config configs/tiny.yaml --threads 1

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_sd_train import SD_V1_VAE  # noqa: E402
+from train_throughput import SD_V1_VAE  # noqa: E402
 
 from cxr_ldm.data import MimicCxrDataModule  # noqa: E402
 from cxr_ldm.models import LatentDiffusion  # noqa: E402

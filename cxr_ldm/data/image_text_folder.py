@@ -14,6 +14,7 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from cxr_ldm.data.prompt_tokens import PromptTokenizing
 from cxr_ldm.errors import ConfigError
 
 
@@ -53,8 +54,12 @@ class ImageTextFolder(Dataset):
         return {"pixel_values": pixels.expand(self.channels, -1, -1).contiguous(), "prompt": row["prompt"]}
 
 
-class ImageTextFolderDataModule(LightningDataModule):
-    """Split one image/prompt folder into train and validation sets, seeded."""
+class ImageTextFolderDataModule(PromptTokenizing, LightningDataModule):
+    """Split one image/prompt folder into train and validation sets, seeded.
+
+    Once a model hands over its tokenizer (`set_prompt_tokenizer`), batches also carry the prompts'
+    `input_ids` (+ `attention_mask`), tokenized in the DataLoader workers.
+    """
 
     def __init__(
         self,
@@ -83,7 +88,14 @@ class ImageTextFolderDataModule(LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=shuffle and len(dataset) >= self.hparams.batch_size,
+            collate_fn=self.collate_fn(),
         )
+
+    def all_prompts(self) -> list[str]:
+        """Every distinct prompt of the folder (for a text-embedding cache)."""
+        if not hasattr(self, "train_set"):
+            raise RuntimeError("call setup() before asking for the prompts")
+        return sorted({row["prompt"] for row in self.train_set.dataset.rows})
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -31,6 +31,7 @@ from cxr_ldm.data.latent_cache import (
 )
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
+from cxr_ldm.data.prompt_tokens import PromptTokenizing
 from cxr_ldm.errors import ConfigError
 
 LOGGER = logging.getLogger("cxr_ldm.data")
@@ -44,13 +45,15 @@ def default_cache_dir() -> Path:
     return base / "cxr_ldm"
 
 
-class MimicCxrDataModule(LightningDataModule):
+class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
     """MIMIC-CXR images paired with report text and CheXpert labels, in the project's batch contract.
 
     The index (filters, split, labels, prompts) is built once by `prepare_data` (local rank 0) into
     `cache_dir/mimic-index-<key>/`, where the key hashes every option that changes it and the CSVs' size and
     mtime; every rank reads it in `setup`. Items are dicts with pixel_values (C, H, W) in [-1, 1], prompt,
-    labels (14,), dicom_id, study_id, subject_id and view.
+    labels (14,), dicom_id, study_id, subject_id and view. Once a model hands over its tokenizer
+    (`set_prompt_tokenizer`), batches also carry the prompts' `input_ids` (+ `attention_mask`), tokenized in
+    the DataLoader workers.
 
     Args:
         root: Folder with `files/p1X/...` images and the `mimic-cxr-2.0.0-*.csv.gz` tables.
@@ -388,7 +391,15 @@ class MimicCxrDataModule(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn(),
         )
+
+    def all_prompts(self) -> list[str]:
+        """Every distinct prompt of the train and validation splits (for a text-embedding cache)."""
+        if not self.datasets:
+            raise RuntimeError("call setup() before asking for the prompts")
+        prompts = [*self.datasets["train"].prompts, *self.datasets["validate"].prompts]
+        return sorted(set(prompts))
 
     def train_dataloader(self) -> DataLoader:
         # Under DDP Lightning swaps in a DistributedSampler (or wraps the balanced sampler), so each rank gets

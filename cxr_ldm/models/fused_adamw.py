@@ -1,0 +1,23 @@
+"""AdamW with PyTorch's fused CUDA kernel when every trained parameter lives on a CUDA device.
+
+The fused kernel updates all parameters in a few launches instead of several per tensor; the update is
+the same AdamW. On CPU (or with parameters on several device types) the default implementation is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+def fused_applies(devices: Iterable[torch.device], enabled: bool = True) -> bool:
+    """True when `enabled` and every device is a CUDA device (and there is at least one)."""
+    types = {torch.device(device).type for device in devices}
+    return enabled and types == {"cuda"}
+
+
+def make_adamw(groups: list[dict], fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over parameter groups; `fused` asks for the fused kernel, used only where it applies."""
+    devices = [param.device for group in groups for param in group["params"]]
+    return torch.optim.AdamW(groups, fused=fused_applies(devices, fused))

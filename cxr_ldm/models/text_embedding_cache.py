@@ -1,0 +1,156 @@
+"""A text-embedding cache for a frozen text side: the conditioner's output for every prompt, computed once.
+
+When no text part trains (encoder, projection, token embeddings and text LoRA all frozen), the context a
+prompt gives the U-Net never changes, so it is computed once per distinct prompt of the training and
+validation sets, plus the empty prompt that condition dropout substitutes. The cache folder's name hashes
+what made it: the encoder's and projection's weights, the tokenizer, the token length, the dtype the
+encoder ran in and the prompts; a change of any of them builds a new cache. `embeddings.npy` is moved into
+place last, so a reader that finds it can trust the cache is complete (a half-written cache is never used).
+
+Files: `prompts.json` (row order), `meta.json` (shape, dtype), `attention_mask.npy` (rows, tokens) and
+`embeddings.npy` (rows, tokens, width; bfloat16 is stored as its uint16 bit pattern).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxr_ldm.data.atomic import atomic_path, options_key, write_text_atomic
+
+EMBEDDINGS_FILE = "embeddings.npy"
+MASK_FILE = "attention_mask.npy"
+PROMPTS_FILE = "prompts.json"
+META_FILE = "meta.json"
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.view(torch.int16)
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    blob = json.dumps([type(tokenizer).__name__, sorted(vocab.items())], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def text_cache_key(conditioner: nn.Module, prompts: Sequence[str], dtype: torch.dtype | None) -> str:
+    """Hash of everything that shapes the cached context."""
+    return options_key(
+        {
+            "weights": weights_fingerprint(conditioner),
+            "tokenizer": tokenizer_fingerprint(conditioner.tokenizer),
+            "max_length": conditioner.max_length,
+            "attention_mask": conditioner.use_attention_mask,
+            "autocast": str(dtype),
+            "prompts": hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest(),
+            "version": 1,
+        }
+    )
+
+
+def text_cache_ready(folder: str | os.PathLike) -> bool:
+    return all(
+        (Path(folder) / name).is_file() for name in (PROMPTS_FILE, META_FILE, MASK_FILE, EMBEDDINGS_FILE)
+    )
+
+
+def cache_prompts(prompts: Sequence[str]) -> list[str]:
+    """The distinct prompts, sorted, with the empty prompt (condition dropout) always present."""
+    return sorted({"", *prompts})
+
+
+@torch.no_grad()
+def build_text_cache(
+    conditioner: nn.Module,
+    prompts: Sequence[str],
+    folder: str | os.PathLike,
+    autocast: AbstractContextManager | None = None,
+    batch_size: int = 64,
+) -> None:
+    """Encode every prompt (as given: call `cache_prompts` first) with `conditioner` into `folder`."""
+    folder = Path(folder)
+    prompts = list(prompts)
+    embeddings = None
+    masks = np.zeros((len(prompts), conditioner.max_length), dtype=np.uint8)
+    write_text_atomic(folder / PROMPTS_FILE, json.dumps(prompts))
+    with atomic_path(folder / EMBEDDINGS_FILE) as tmp:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            tokens = conditioner.tokenize(chunk)
+            with autocast or nullcontext():
+                device = next(conditioner.encoder.parameters()).device
+                mask = tokens.get("attention_mask")
+                hidden = conditioner.encode_tokens(
+                    tokens["input_ids"].to(device), None if mask is None else mask.to(device)
+                )
+            if embeddings is None:
+                dtype = hidden.dtype
+                shape = (len(prompts), *hidden.shape[1:])
+                embeddings = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=_NUMPY_DTYPES[dtype], shape=shape
+                )
+            values = hidden.detach().cpu()
+            if values.dtype == torch.bfloat16:
+                values = values.view(torch.int16)
+            embeddings[start : start + len(chunk)] = values.numpy().view(embeddings.dtype)
+            if mask is not None:
+                masks[start : start + len(chunk)] = mask.numpy().astype(np.uint8)
+            else:
+                masks[start : start + len(chunk)] = 1
+        if embeddings is None:
+            raise ValueError(f"no prompts to encode for the text-embedding cache in {folder}")
+        embeddings.flush()
+        del embeddings
+        meta = {"dtype": str(dtype).removeprefix("torch."), "shape": list(shape)}
+        write_text_atomic(folder / META_FILE, json.dumps(meta))
+        with atomic_path(folder / MASK_FILE) as mask_tmp, open(mask_tmp, "wb") as handle:
+            np.save(handle, masks)
+
+
+class TextEmbeddingCache:
+    """Read side: the context of a batch of prompts by row lookup (memory-mapped)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        prompts = json.loads((self.folder / PROMPTS_FILE).read_text())
+        self.rows = {prompt: row for row, prompt in enumerate(prompts)}
+        meta = json.loads((self.folder / META_FILE).read_text())
+        self.dtype = getattr(torch, meta["dtype"])
+        self._embeddings = np.load(self.folder / EMBEDDINGS_FILE, mmap_mode="r")
+        self._masks = np.load(self.folder / MASK_FILE)
+
+    def __contains__(self, prompt: str) -> bool:
+        return prompt in self.rows
+
+    def covers(self, prompts: Sequence[str]) -> bool:
+        return all(prompt in self.rows for prompt in prompts)
+
+    def lookup(
+        self, prompts: Sequence[str], dropped: Sequence[bool] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context (B, T, D), attention mask (B, T)) on the CPU; dropped rows get the empty prompt's."""
+        dropped = dropped if dropped is not None else [False] * len(prompts)
+        rows = [self.rows["" if drop else prompt] for prompt, drop in zip(prompts, dropped, strict=True)]
+        values = torch.from_numpy(np.ascontiguousarray(self._embeddings[np.asarray(rows)]))
+        if self.dtype == torch.bfloat16:
+            values = values.view(torch.bfloat16)
+        masks = torch.from_numpy(self._masks[np.asarray(rows)].astype(np.int64))
+        return values, masks
