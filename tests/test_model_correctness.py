@@ -249,3 +249,34 @@ def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path, phantom_root):
     assert result.returncode != 0
     assert not marker.exists()
     assert "Weights only load failed" in result.stderr
+
+
+def test_bert_mask_reaches_the_unet_from_worker_tokens_and_from_the_text_cache(tmp_path):
+    """The three ways a batch's context is made (prompt strings, tokens collated in the DataLoader
+    workers, the text-embedding cache) give the BERT padding mask to the U-Net alike: equal losses."""
+    from cxr_ldm.data.prompt_tokens import PromptTokenizer
+    from cxr_ldm.models.text_embedding_cache import TextEmbeddingCache, build_text_cache, cache_prompts
+
+    model = LatentDiffusion(**domain_encoder_init_args(ema_decay=None)).eval()
+    prompts = ["pleural effusion", "normal", "small left apical pneumothorax", ""]
+    pixels = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    batch = {"pixel_values": pixels, "prompt": prompts}
+
+    def loss(b: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return model._shared_step(b, "val", torch.Generator().manual_seed(0))
+
+    from_strings = loss(batch)
+    tokens = PromptTokenizer(model.text.tokenizer, model.text.max_length)(prompts)
+    assert int(tokens["attention_mask"].sum()) < tokens["attention_mask"].numel()  # there is padding
+    torch.testing.assert_close(loss({**batch, **tokens}), from_strings)
+    build_text_cache(model.text, cache_prompts(prompts), tmp_path / "cache", torch.no_grad())
+    model.text_cache = TextEmbeddingCache(tmp_path / "cache")
+    try:
+        torch.testing.assert_close(loss(batch), from_strings)
+        # The cache's mask matters: without it the U-Net attends to padding and the loss moves.
+        model.text.use_attention_mask = False
+        assert not torch.allclose(loss(batch), from_strings)
+    finally:
+        model.text_cache = None
+        model.text.use_attention_mask = True
