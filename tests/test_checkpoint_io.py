@@ -33,3 +33,21 @@ def test_kill_mid_save_keeps_the_previous_checkpoint(tmp_path):
     assert float(torch.load(target)["w"].sum()) == 0.0  # the first checkpoint, whole
     (orphan,) = target.parent.glob(".last.ckpt.*.tmp")  # named for RunCheckpoint's cleaning
     assert orphan.stat().st_size == 200_000
+
+
+def test_checkpoint_gets_the_mode_a_plain_write_gives(tmp_path):
+    """Written through a temporary file, a checkpoint is still readable as the user's umask allows
+    (mkstemp alone leaves it owner-only, 0600)."""
+    import os
+
+    from cxr_ldm.checkpoint_io import AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    old = os.umask(0o022)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(3)}, target)
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644

@@ -31,11 +31,25 @@ _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
+def _file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def make_temporary(target: str | os.PathLike) -> tuple[int, str]:
-    """Create (mkstemp) a temporary file next to `target`, named after it, this host and this process."""
+    """Create (mkstemp) a temporary file next to `target`, named after it, this host and this process.
+
+    mkstemp makes the file private (0600); it gets the mode a plain write would have given, so a
+    checkpoint or cache renamed from it is readable by whoever the user's umask lets read it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{target.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
+    os.fchmod(handle, _file_mode())
+    return handle, name
 
 
 def _alive(pid: int) -> bool:
