@@ -194,7 +194,11 @@ def summarise(results: dict[str, list[dict]], samplers: list[str]) -> dict:
     reference = samplers[0]
     if reference in rows:
         ref = rows[reference]
-        for row in rows.values():
+        by_seed = {r["seed"]: r for r in results[reference]}
+        for tag, row in rows.items():
+            # Same seeds, so the per-seed difference from the reference shows a shift that seed noise hides.
+            paired = [(r, by_seed[r["seed"]]) for r in results[tag] if r["seed"] in by_seed]
+            row["paired_difference"] = {key: mean_sd([a[key] - b[key] for a, b in paired]) for key in METRICS}
             row["within"] = {
                 key: abs(row[key][0] - ref[key][0]) <= 2 * ref[key][1] + 1e-12 for key in METRICS
             }
@@ -219,6 +223,17 @@ def summary_markdown(summary: dict, args) -> str:
         cells.append("-" if row["seconds_per_image"] is None else f"{row['seconds_per_image']:.3f}")
         cells.append("yes" if row.get("equivalent") else "no")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Per-seed difference from the reference (same seeds and prompts), mean ± sd:",
+        "",
+        "| sampler | " + " | ".join(METRICS[k][0] for k in METRICS) + " |",
+        "|" + "---|" * (len(METRICS) + 1),
+    ]
+    for tag, row in summary["rows"].items():
+        if "paired_difference" in row and tag != summary["reference"]:
+            cells = [f"{m:+.3f} ± {sd:.3f}" for m, sd in (row["paired_difference"][k] for k in METRICS)]
+            lines.append(f"| {tag} | " + " | ".join(cells) + " |")
     note = (
         f"\nReference: {summary['reference']}; within = every metric's mean within the reference's mean ± 2 sd "
         f"over seeds. Recommended (fewest U-Net passes among those within): **{summary['recommended']}**.\n"

@@ -15,8 +15,15 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4)"
     )
-    parser.add_argument("--steps", type=int, default=75, help="inference steps (default 75)")
-    parser.add_argument("--scheduler", default="pndm", help="pndm, ddim, dpm++, euler, euler_a, unipc")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=15,
+        help="inference steps (default 15; the papers: --scheduler pndm --steps 75)",
+    )
+    parser.add_argument(
+        "--scheduler", default="dpm++", help="dpm++ (default), pndm, ddim, euler, euler_a, unipc"
+    )
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
