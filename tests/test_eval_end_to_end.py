@@ -291,3 +291,45 @@ def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, cla
     assert not logged  # every 2nd validation only
     callback.on_validation_epoch_end(trainer, model)
     assert {"eval/fid_xrv", "eval/ms_ssim", "eval/cond_accuracy"} <= set(logged)
+
+
+def test_evaluate_on_two_ranks_equals_one_process(work, ldm_ckpt, data_yaml, classifier_ckpt, retriever_ckpt):
+    """Two CPU processes (gloo) share generation and evaluator features; rank 0's metrics equal one process's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    common = ["--model", str(ldm_ckpt), "--data", str(data_yaml), "--classifier", str(classifier_ckpt),
+              "--retriever", str(retriever_ckpt), "--limit", "5", "--per-prompt", "2", "--steps", "2",
+              "--no-progress", "--vae-images", "4"]  # fmt: skip
+    assert main(["evaluate", *common, "--out", str(work / "eval-1")]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cxr_ldm", "evaluate", *common, "--out", str(work / "eval-2")],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    for process in ranks:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    one = json.loads((work / "eval-1" / "metrics.json").read_text())
+    two = json.loads((work / "eval-2" / "metrics.json").read_text())
+    assert two["info"]["ranks"] == 2 and one["info"]["ranks"] == 1
+    for name in sorted((work / "eval-1" / "generated" / "images").glob("*.png")):
+        assert np.array_equal(_png(name), _png(work / "eval-2" / "generated" / "images" / name.name)), name
+    values = {k: v for k, v in one.items() if k not in ("skipped", "info")}
+    assert {"fid_xrv", "kid_xrv", "t2i_recall@1", "memorization_feature_mean_distance"} <= set(values)
+    assert set(values) == {k for k in two if k not in ("skipped", "info")}
+    for key, value in values.items():
+        assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert (work / "eval-2" / "memorization-feature.png").is_file()

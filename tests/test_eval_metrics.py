@@ -118,3 +118,50 @@ def test_vae_validation_and_evaluation_share_one_psnr():
     noisy = (pixels + 0.3 * torch.randn(2, 1, 8, 8)).clamp(-1, 1)
     evaluation = reconstruction_metrics((pixels + 1) / 2, (noisy + 1) / 2)
     assert {f"vae_{k}": float(v) for k, v in Autoencoder.image_metrics(noisy, pixels).items()} == evaluation
+
+
+def test_memorization_finds_copies_in_pixel_and_feature_space(tmp_path):
+    """Two training images copied into a generated set: both spaces find them first, at distance 0, and the
+    grid shows them beside their training originals."""
+    import numpy as np
+    from PIL import Image
+
+    from cxr_ldm.evaluation.memorization import (
+        distance_summary,
+        memorization_grid,
+        nearest_feature_neighbours,
+        nearest_pixel_neighbours,
+    )
+    from cxr_ldm.models import CxrClassifier
+
+    torch.manual_seed(0)
+
+    def smooth(n):  # distinct low-frequency patterns, so a CNN's features tell them apart
+        return torch.nn.functional.interpolate(torch.rand(n, 1, 4, 4), size=(32, 32), mode="bilinear")
+
+    train, held_out, fresh = smooth(20), smooth(10), smooth(6)
+    generated = torch.cat([train[[3, 7]], fresh])
+    pixel, pixel_index = nearest_pixel_neighbours(generated, train, side=32)
+    assert pixel_index[:2].tolist() == [3, 7] and pixel[:2].max() < 1e-6 and pixel[2:].min() > 0.01
+    classifier = CxrClassifier(image_size=32, growth_rate=4, block_config=(2, 2), num_init_features=8).eval()
+    with torch.no_grad():
+        features = {name: classifier.features(x * 2 - 1) for name, x in
+                    (("generated", generated), ("train", train), ("held_out", held_out))}  # fmt: skip
+    feature, feature_index = nearest_feature_neighbours(features["generated"], features["train"])
+    reference, _ = nearest_feature_neighbours(features["held_out"], features["train"])
+    assert feature_index[:2].tolist() == [3, 7] and feature[:2].max() < 1e-5
+    assert torch.argsort(feature)[:2].tolist() == [0, 1]  # the copies are the closest
+    summary = distance_summary("memorization_feature", feature, reference)
+    assert summary["memorization_feature_min_distance"] < 1e-5
+    assert summary["memorization_feature_fraction_below_reference_p01"] >= 2 / 8
+    assert (
+        summary["memorization_feature_reference_mean_distance"] > summary["memorization_feature_distance_p01"]
+    )
+    path = memorization_grid(
+        generated, train, feature, feature_index, tmp_path / "grid.png", pairs=3, tile=32
+    )
+    with Image.open(path) as image:
+        grid = np.asarray(image)
+    assert grid.shape == (3 * (32 + 14), 2 * 32 + 4)
+    assert np.array_equal(grid[:32, :32], grid[:32, 36:68])  # first row: a copy beside its original
+    assert not np.array_equal(grid[2 * 46 : 2 * 46 + 32, :32], grid[2 * 46 : 2 * 46 + 32, 36:68])

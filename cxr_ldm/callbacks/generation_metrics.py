@@ -40,7 +40,7 @@ class GenerationMetrics(Callback):
         every_n_validations: int = 1,
         num_images: int = 16,
         per_prompt: int = 2,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 15,
         guidance_scale: float = 4.0,
         scheduler: str = "dpm++",
         seed: int = 0,

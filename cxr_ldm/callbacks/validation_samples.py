@@ -16,7 +16,7 @@ class ValidationSamples(Callback):
         self,
         prompts: list[str],
         seeds: list[int] | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 15,
         guidance_scale: float = 4.0,
         scheduler: str = "dpm++",
         every_n_epochs: int = 1,

@@ -1,4 +1,9 @@
-"""`python -m cxr_ldm evaluate`: generate (or read) images and write metrics.json and metrics.md."""
+"""`python -m cxr_ldm evaluate`: generate (or read) images and write metrics.json and metrics.md.
+
+Under torchrun (or RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT) every rank draws its share of the images
+and computes its share of the evaluator features and nearest-neighbour searches; rank 0 merges them and
+writes the metrics, the same as one process would.
+"""
 
 from __future__ import annotations
 
@@ -63,11 +68,13 @@ def main(argv: list[str]) -> int:
     )
     from cxr_ldm.evaluation.checkpoints import load_checkpoint
     from cxr_ldm.evaluation.data_config import load_datamodule
+    from cxr_ldm.evaluation.sharding import barrier, init_distributed
     from cxr_ldm.models import CxrClassifier, ImageTextRetriever
 
     started = time.perf_counter()
     device = pick_device(args.device)
     try:
+        rank, world = init_distributed()
         datamodule = load_datamodule(args.data, root=args.data_root, cache_dir=args.cache_dir, num_workers=0)
         classifier = load_checkpoint(args.classifier, CxrClassifier, "--classifier").to(device)
         retriever = (
@@ -89,6 +96,7 @@ def main(argv: list[str]) -> int:
                 source, records, generated_dir, settings, progress=not args.no_progress,
                 model=model_fingerprint(args.model), overwrite=args.overwrite,
             )  # fmt: skip
+            barrier()  # rank 0 has written metadata.csv
         generated = read_generated(generated_dir)
     except ConfigError as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
@@ -96,12 +104,15 @@ def main(argv: list[str]) -> int:
     real_test = load_real_split(datamodule, args.split, args.max_real)
     real_train = load_real_split(datamodule, "train", args.max_real)
     options = EvaluationOptions(args.inception_weights, args.memorization_threshold, args.vae_images)
+    vae = source.vae() if source else None
     report = evaluate_generated(
-        generated, real_test, real_train, classifier, retriever, source.vae() if source else None, options
+        generated, real_test, real_train, classifier, retriever, vae, options, rank, world, args.out
     )
+    if report is None:  # another rank: its share went to rank 0
+        return 0
     report.info.update(
         model=str(args.model), generated_dir=str(generated_dir), classifier=str(args.classifier),
-        retriever=str(args.retriever), wall_seconds=round(time.perf_counter() - started, 1),
+        retriever=str(args.retriever), wall_seconds=round(time.perf_counter() - started, 1), ranks=world,
     )  # fmt: skip
     path = report.write(args.out)
     print(report.markdown())

@@ -40,8 +40,15 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         default=4.0,
         help="classifier-free guidance scale >= 0 (default 4; 1 is plain conditional sampling)",
     )
-    parser.add_argument("--steps", type=positive_int, default=75, help="inference steps (default 75)")
-    parser.add_argument("--scheduler", default="pndm", help="pndm, ddim, dpm++, euler, euler_a, unipc")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=15,
+        help="inference steps (default 15; the papers: --scheduler pndm --steps 75)",
+    )
+    parser.add_argument(
+        "--scheduler", default="dpm++", help="dpm++ (default), pndm, ddim, euler, euler_a, unipc"
+    )
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N prompts")

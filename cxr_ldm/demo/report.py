@@ -73,7 +73,7 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         "# cxr-ldm demo report (phantom data, CPU)", "",
         f"Pretrained pipeline: `{pretrained}`; fine-tuned checkpoint: `{checkpoint}` ({args.finetune_steps} steps).",
         f"Real images: {results['train_images']} train, {results['validate_images']} validation, "
-        f"{results['test_images']} test ({_prompts_used(results)}). Sampling: DDIM, "
+        f"{results['test_images']} test ({_prompts_used(results)}). Sampling: {args.scheduler}, "
         f"{args.sample_steps} steps, guidance {args.guidance}.", "",
         "The evaluator is a small classifier trained on the real training split. A finding counts as present at the",
         "evaluator's operating point on the real validation images (maximal sensitivity + specificity there), fixed",

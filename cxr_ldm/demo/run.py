@@ -46,6 +46,7 @@ from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.reconstruction import reconstruct
 from cxr_ldm.labels import HEADLINE_FINDINGS
+from cxr_ldm.models.samplers import SAMPLERS
 
 _CHECKOUT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 CONFIG = str(_CHECKOUT_CONFIG if _CHECKOUT_CONFIG.is_file() else Path("configs") / "demo.yaml")
@@ -223,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     probes = finding_prompts(evaluator.findings, module.options.prompt_mode, module.options.prompt_template)
     settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
-                                  scheduler="ddim", seed=1000, batch_size=64)  # fmt: skip
+                                  scheduler=args.scheduler, seed=1000, batch_size=64)  # fmt: skip
     shown = test.take(sample_rows(len(test), args.test_prompts))
     common = (out, shown, test, probes, evaluator, cuts, settings, args.probe_images, args.fid_guidance)
     before = evaluate_source(pretrained_source, "before", *common)
@@ -235,7 +236,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         conditions=["real", "synthetic_1x", f"synthetic_{args.aug_multiple}x", "real+synthetic_1x"],
         seeds=list(range(args.aug_seeds)), classifier=replace(classifier, steps=args.aug_classifier_steps),
         synthesis=SynthesisSettings(num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
-                                    scheduler="ddim", batch_size=64),
+                                    scheduler=args.scheduler, batch_size=64),
         diffusion=DiffusionSettings(model=str(checkpoint)),
     )  # fmt: skip
     augmentation = run_experiment(config)
@@ -263,6 +264,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier-steps", type=int, default=400)
     parser.add_argument("--finetune-steps", type=int, default=2000)
     parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument(
+        "--scheduler",
+        default="ddim",
+        choices=list(SAMPLERS),
+        help="sampler of every generated image (docs/evaluation.md: the sampler study)",
+    )
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     parser.add_argument(
         "--fid-guidance",

@@ -59,3 +59,41 @@ def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str 
     _update(metric, real01.expand(-1, 3, -1, -1), True)
     _update(metric, fake01.expand(-1, 3, -1, -1), False)
     return float(metric.compute())
+
+
+class PrecomputedFeatures(torch.nn.Module):
+    """Identity "feature extractor" for torchmetrics: feature vectors computed before (e.g. on other ranks)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.double()
+
+
+def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance between two sets of feature vectors (N, D), computed where it is called (no DDP sync)."""
+    metric = FrechetInceptionDistance(
+        feature=PrecomputedFeatures(real.shape[1]), normalize=True, sync_on_compute=False
+    )
+    _update(metric, real, True)
+    _update(metric, fake, False)
+    return float(metric.compute())
+
+
+def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 20, seed: int = 0) -> float:
+    """Kernel distance between two sets of feature vectors, subsets drawn from `seed` (as `kid_classifier`)."""
+    size = min(len(real), len(fake), 100)
+    metric = KernelInceptionDistance(
+        feature=PrecomputedFeatures(real.shape[1]),
+        normalize=True,
+        subsets=subsets,
+        subset_size=size,
+        sync_on_compute=False,
+    )
+    _update(metric, real, True)
+    _update(metric, fake, False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(metric.compute()[0])

