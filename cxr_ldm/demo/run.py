@@ -263,10 +263,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--studies", type=int, default=1600)
     parser.add_argument("--classifier-steps", type=int, default=400)
     parser.add_argument("--finetune-steps", type=int, default=2000)
-    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--sample-steps", type=int, default=15)
     parser.add_argument(
         "--scheduler",
-        default="ddim",
+        default="dpm++",
         choices=list(SAMPLERS),
         help="sampler of every generated image (docs/evaluation.md: the sampler study)",
     )
