@@ -114,6 +114,8 @@ def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
     """Run the CLI on `args`, the subcommand first (`["fit", "--config", "a.yaml"]`); `sys.argv` stays as it is."""
     # Frozen components stay in eval mode on purpose; Lightning's notice about it is noise here.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # `python -m cxr_ldm fit ...` hands its own command line over as `args`; Lightning would warn about both.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
     return CxrLdmCLI(
         LightningModule,
         LightningDataModule,
