@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _tiny_run import ROOT, cli_args
+from _tiny_run import ROOT, cli_args, load_state
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
@@ -40,10 +40,6 @@ def variant_args(config: Path, run_dir: Path, data_root: Path, *extra: str) -> l
 def run_variant(config: Path, run_dir: Path, data_root: Path, *extra: str) -> Path:
     assert main(variant_args(config, run_dir, data_root, *extra)) == 0
     return run_dir
-
-
-def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 TOKEN_ROW = "token_embedding.added.weight"
