@@ -4,8 +4,7 @@ A config may start with `config: BASE.yaml` (a path relative to the file; jsonar
 reads that key as a nested `--config`): the base is read first and the file's later keys apply on top. A
 top-level key (`model:`) replaces the base's whole section; a dotted key (`model.init_args.lr: 1.0e-4`,
 `data.init_args.views: [PA]`) replaces one value, a mapping or a list whole, and keeps the rest.
-The data-reading code
-(`load_datamodule`, `prepare --config`) reads configs through `read_config`.
+The data-reading code (`load_datamodule`, `prepare --config`) reads configs through `read_config`.
 """
 
 from __future__ import annotations
