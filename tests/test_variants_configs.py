@@ -103,7 +103,13 @@ def contained(expected, actual, where: str = "") -> list[str]:
     return [] if expected == actual else [f"{where}: {actual!r} != {expected!r}"]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
+EVALUATORS = [
+    ROOT / "configs" / "classifier" / "tiny-phantom.yaml",
+    ROOT / "configs" / "retriever" / "tiny-phantom.yaml",
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS + EVALUATORS, ids=lambda c: f"{c.parent.name}/{c.stem}")
 def test_config_composes_its_base_as_read_config_reads_it(capsys, config):
     """A variant's `config:` base and dotted keys give the CLI what `read_config` (the data readers) sees:
     the base's values, the variant's own values in place of them, and exactly the `trainable` components it
