@@ -93,7 +93,10 @@ LOW_DTYPE = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 # ----------------------------------------------------------------------------- configs
 def load_config(path: str | Path) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    """The config as a nested mapping, its `config:` base applied (composed variants work too)."""
+    from cxr_ldm.config_files import read_config
+
+    return read_config(path)
 
 
 def sd_shapes(config: dict, train_text_encoder: bool, batch_size: int, vae_dir: Path) -> dict:

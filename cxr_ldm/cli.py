@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -116,16 +118,66 @@ class CxrLdmCLI(LightningCLI):
 
 
 def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
+    """Run the CLI on `args`, the subcommand first (`["fit", "--config", "a.yaml"]`); `sys.argv` stays as it is."""
     # Frozen components stay in eval mode on purpose; Lightning's notice about it is noise here.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    sys.argv = [sys.argv[0], *args]
+    # `python -m cxr_ldm fit ...` hands its own command line over as `args`; Lightning would warn about both.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
     return CxrLdmCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        args=list(args),
     )
 
 
-__all__ = ["AtomicCheckpointIO", "CxrLdmCLI", "run_lightning_cli"]
+def _option_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+def fit_args(
+    configs: Sequence[str | Path],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    args: Sequence[str] = (),
+    ckpt_path: str | Path | None = None,
+) -> list[str]:
+    """The `fit` command line of `run_fit` (what `python -m cxr_ldm` would be given for the same run)."""
+    line = ["fit"]
+    for config in configs:
+        line += ["--config", str(config)]
+    for key, value in (overrides or {}).items():
+        line += [f"--{key}", _option_value(value)]
+    line += list(args)
+    if ckpt_path is not None:
+        line += ["--ckpt_path", str(ckpt_path)]
+    return line
+
+
+def run_fit(
+    configs: Sequence[str | Path],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    args: Sequence[str] = (),
+    ckpt_path: str | Path | None = None,
+) -> CxrLdmCLI:
+    """Train from config files, as `python -m cxr_ldm fit --config A --config B ...` does, from Python.
+
+    `configs` apply in order; `overrides` maps dotted keys to values (`{"trainer.max_steps": 2,
+    "data.init_args.max_images": {"train": 50}}`); `args` are further command-line options as strings (a
+    user's extra `fit` options); `ckpt_path` is `auto` (resume when a last checkpoint exists), `last` (resume,
+    an error without one) or a file. Returns the finished CLI (its `trainer`, `model`, `datamodule`). A user
+    error raises `ConfigError`; nothing reads or changes `sys.argv`.
+    """
+    return run_lightning_cli(fit_args(configs, overrides, args=args, ckpt_path=ckpt_path))
+
+
+__all__ = ["AtomicCheckpointIO", "CxrLdmCLI", "fit_args", "run_fit", "run_lightning_cli"]

@@ -5,25 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from cxr_ldm.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-
-
-def write_pairs(root: Path, count: int = 12, size: int = 40) -> Path:
-    """A small image/prompt folder (ImageTextFolderDataModule layout)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = ["file_name,prompt"]
-    for index in range(count):
-        pixels = (rng.random((size, size)) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / f"{index}.png")
-        rows.append(f"{index}.png,{'normal' if index % 2 else 'pleural effusion'}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def cli_args(configs: list[Path], run_dir: Path, data_root: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -56,3 +44,21 @@ def run_fit(run_dir: Path, data_root: Path, *extra: str) -> Path:
     """Run fit in-process; return the checkpoint folder."""
     assert main(fit_args(run_dir, data_root, *extra)) == 0
     return run_dir / "checkpoints"
+
+
+def load_state(path: Path) -> dict:
+    """A Lightning checkpoint file's contents (state_dict, global_step, optimizer states), on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_pairs(root: Path, count: int = 12, size: int = 40) -> Path:
+    """A small image/prompt folder (ImageTextFolderDataModule layout)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = ["file_name,prompt"]
+    for index in range(count):
+        pixels = (rng.random((size, size)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{index}.png")
+        rows.append(f"{index}.png,{'normal' if index % 2 else 'pleural effusion'}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root

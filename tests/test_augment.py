@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _tiny_run import TINY, cli_args, run_fit
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.augmentation import (
@@ -19,7 +20,6 @@ from cxr_ldm.augmentation import (
     run_experiment,
 )
 from cxr_ldm.errors import ConfigError
-from tests._tiny_run import TINY, cli_args, run_fit
 
 
 def toy_config(out: Path, phantom_root: Path, model: Path) -> AugmentationConfig:

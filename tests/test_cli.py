@@ -43,11 +43,6 @@ def test_print_config_resolves_tiny_config(capsys):
     assert "class_path: cxr_ldm.models.LatentDiffusion" in printed and "cross_attention_dim: 32" in printed
 
 
-@pytest.fixture(scope="module")
-def pairs(phantom_root):
-    return phantom_root
-
-
 def _fails_naming(args: list[str], capsys, *needles: str) -> None:
     try:
         code = main(args)
@@ -59,16 +54,16 @@ def _fails_naming(args: list[str], capsys, *needles: str) -> None:
         assert needle in err, err
 
 
-def test_misspelled_key_names_the_key(tmp_path, pairs, capsys):
-    _fails_naming(fit_args(tmp_path, pairs, "--model.init_args.ema_decai", "0.9"), capsys, "ema_decai")
+def test_misspelled_key_names_the_key(tmp_path, phantom_root, capsys):
+    _fails_naming(fit_args(tmp_path, phantom_root, "--model.init_args.ema_decai", "0.9"), capsys, "ema_decai")
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_missing_pretrained_directory_names_the_path(tmp_path, pairs, capsys):
+def test_missing_pretrained_directory_names_the_path(tmp_path, phantom_root, capsys):
     missing = str(tmp_path / "no-such-pipeline")
     args = fit_args(
         tmp_path,
-        pairs,
+        phantom_root,
         "--model.init_args.pretrained_model_name_or_path",
         missing,
         "--model.init_args.unet_config",
@@ -78,11 +73,11 @@ def test_missing_pretrained_directory_names_the_path(tmp_path, pairs, capsys):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, pairs, capsys, monkeypatch):
+def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, phantom_root, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = fit_args(
         tmp_path,
-        pairs,
+        phantom_root,
         "--model.init_args.pretrained_model_name_or_path",
         "CompVis/stable-diffusion-v1-4",
         "--model.init_args.unet_config",
@@ -91,8 +86,8 @@ def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, pairs, capsys, monkey
     _fails_naming(args, capsys, "CompVis/stable-diffusion-v1-4", "huggingface-cli download")
 
 
-def test_vae_cannot_be_trained_through_the_diffusion_loss(tmp_path, pairs, capsys):
-    args = fit_args(tmp_path, pairs, "--model.init_args.trainable", '{"vae": {"lr": 1e-4}}')
+def test_vae_cannot_be_trained_through_the_diffusion_loss(tmp_path, phantom_root, capsys):
+    args = fit_args(tmp_path, phantom_root, "--model.init_args.trainable", '{"vae": {"lr": 1e-4}}')
     _fails_naming(args, capsys, "trainable", "vae")
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_run import ROOT
 
 from cxr_ldm.demo.run import ensure_phantom, main
 from cxr_ldm.errors import ConfigError
-from tests._tiny_run import ROOT
 
 PRETRAINED = ROOT / "artifacts" / "tiny-pretrained"
 

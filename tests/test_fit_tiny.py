@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny_run import fit_args, run_fit
+from _tiny_run import fit_args, load_state, run_fit
 from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -13,25 +13,16 @@ from cxr_ldm.models import LatentDiffusion
 
 
 @pytest.fixture(scope="module")
-def pairs(phantom_root):
-    return phantom_root
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, pairs):
+def trained(tmp_path_factory, phantom_root):
     run = tmp_path_factory.mktemp("run")
-    return run, run_fit(run, pairs)
-
-
-def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return run, run_fit(run, phantom_root)
 
 
 def test_frozen_components_unchanged_trained_changed(trained):
     run, checkpoints = trained
-    start = _state(checkpoints / "epoch=0-step=2.ckpt")["state_dict"]
-    end = _state(checkpoints / "last.ckpt")["state_dict"]
-    assert _state(checkpoints / "last.ckpt")["global_step"] == 4
+    start = load_state(checkpoints / "epoch=0-step=2.ckpt")["state_dict"]
+    end = load_state(checkpoints / "last.ckpt")["state_dict"]
+    assert load_state(checkpoints / "last.ckpt")["global_step"] == 4
     frozen = [k for k in end if k.startswith(("vae.", "text.encoder."))]
     trained_keys = [k for k in end if k.startswith("unet.")]
     assert frozen and trained_keys
@@ -44,7 +35,7 @@ def test_frozen_components_unchanged_trained_changed(trained):
 
 def test_optimizer_holds_only_trained_parameters(trained):
     _, checkpoints = trained
-    checkpoint = _state(checkpoints / "last.ckpt")
+    checkpoint = load_state(checkpoints / "last.ckpt")
     model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
     unet_params = sum(1 for p in model.unet.parameters())
     (optimizer,) = checkpoint["optimizer_states"]
@@ -70,10 +61,10 @@ class _Probe(Callback):
         self.text_training = pl_module.text.encoder.training
 
 
-def test_resume_continues_step_ema_and_optimizer(tmp_path, pairs, monkeypatch):
+def test_resume_continues_step_ema_and_optimizer(tmp_path, phantom_root, monkeypatch):
     run = tmp_path / "run"
-    checkpoints = run_fit(run, pairs, "--trainer.max_steps", "2")
-    saved = _state(checkpoints / "last.ckpt")
+    checkpoints = run_fit(run, phantom_root, "--trainer.max_steps", "2")
+    saved = load_state(checkpoints / "last.ckpt")
     probe = _Probe()
     import cxr_ldm.cli as cli
 
@@ -85,13 +76,13 @@ def test_resume_continues_step_ema_and_optimizer(tmp_path, pairs, monkeypatch):
             original(self)
 
     monkeypatch.setattr(cli.CxrLdmCLI, "before_fit", add_probe, raising=False)
-    assert main(fit_args(run, pairs, "--trainer.max_steps", "4", "--ckpt_path", "last")) == 0
+    assert main(fit_args(run, phantom_root, "--trainer.max_steps", "4", "--ckpt_path", "last")) == 0
     assert probe.global_step == 2
     assert probe.ema_updates == saved["ema"]["num_updates"] == 2
     assert torch.equal(probe.ema_first, next(iter(saved["ema"]["shadows"].values())))
     assert probe.adam_step == 2
     assert probe.unet_training and not probe.vae_training and not probe.text_training
-    final = _state(checkpoints / "last.ckpt")
+    final = load_state(checkpoints / "last.ckpt")
     assert final["global_step"] == 4
     assert final["ema"]["num_updates"] == 4
 
@@ -108,15 +99,19 @@ def test_tensorboard_has_loss_lr_and_sample_grid(trained):
     assert any("samples/prompts" in tag for tag in tags["tensors"])
 
 
-def test_nonfinite_loss_stops_with_location(tmp_path, pairs):
+def test_nonfinite_loss_stops_with_location(tmp_path, phantom_root):
     with pytest.raises(FloatingPointError, match=r"global step 0, batch 0 .*batch keys"):
-        main(fit_args(tmp_path, pairs, "--trainer.max_steps", "3", "--model.init_args.noise_offset", "1e39"))
+        main(
+            fit_args(
+                tmp_path, phantom_root, "--trainer.max_steps", "3", "--model.init_args.noise_offset", "1e39"
+            )
+        )
 
 
-def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, pairs):
+def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, phantom_root):
     args = fit_args(
         tmp_path,
-        pairs,
+        phantom_root,
         "--model.init_args.noise_offset",
         "1e39",
         "--model.init_args.nonfinite_loss",
@@ -148,10 +143,10 @@ def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, pairs):
         main(args)
 
 
-def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, pairs):
+def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, phantom_root):
     args = fit_args(
         tmp_path,
-        pairs,
+        phantom_root,
         "--model.init_args.prediction_type",
         "v_prediction",
         "--model.init_args.snr_gamma",

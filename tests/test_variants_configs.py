@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny_run import ROOT, cli_args
+import yaml
+from _tiny_run import ROOT, cli_args, load_state
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.config_files import read_config
+from cxr_ldm.errors import ConfigError
 
 FINETUNE = ROOT / "configs" / "finetune"
 CONFIGS = sorted(FINETUNE.glob("*.yaml"))
@@ -37,10 +40,6 @@ def variant_args(config: Path, run_dir: Path, data_root: Path, *extra: str) -> l
 def run_variant(config: Path, run_dir: Path, data_root: Path, *extra: str) -> Path:
     assert main(variant_args(config, run_dir, data_root, *extra)) == 0
     return run_dir
-
-
-def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 TOKEN_ROW = "token_embedding.added.weight"
@@ -77,6 +76,67 @@ def test_every_config_has_a_freezing_expectation():
     assert sorted(TRAINED) == sorted(c.stem for c in CONFIGS)
     for config in CONFIGS:
         assert all(o.is_file() for o in tiny_overrides(config)), config
+
+
+def resolved(capsys, config: Path) -> dict:
+    """The config `python -m cxr_ldm fit --config CONFIG --print_config` prints."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert stop.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def contained(expected, actual, where: str = "") -> list[str]:
+    """Where `actual` differs from `expected` (actual may add keys: the defaults the CLI fills in)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{where}: {actual!r} is not a mapping"]
+        return [d for k, v in expected.items() for d in contained(v, actual.get(k), f"{where}.{k}")]
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{where}: {actual!r} != {expected!r}"]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in contained(e, a, f"{where}[{i}]")
+        ]
+    return [] if expected == actual else [f"{where}: {actual!r} != {expected!r}"]
+
+
+EVALUATORS = [
+    ROOT / "configs" / "classifier" / "tiny-phantom.yaml",
+    ROOT / "configs" / "retriever" / "tiny-phantom.yaml",
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS + EVALUATORS, ids=lambda c: f"{c.parent.name}/{c.stem}")
+def test_config_composes_its_base_as_read_config_reads_it(capsys, config):
+    """A variant's `config:` base and dotted keys give the CLI what `read_config` (the data readers) sees:
+    the base's values, the variant's own values in place of them, and exactly the `trainable` components it
+    names (a mapping the base does not set, so none of the base's leaks in)."""
+    expected = read_config(config)
+    printed = resolved(capsys, config)
+    assert not contained(expected, printed)
+    trainable = expected["model"]["init_args"].get("trainable")
+    if trainable is not None:
+        assert sorted(printed["model"]["init_args"]["trainable"]) == sorted(trainable)
+
+
+def test_dotted_keys_keep_the_rest_of_the_base_and_lists_replace(tmp_path):
+    base = tmp_path / "_base" / "b.yaml"
+    base.parent.mkdir()
+    base.write_text(
+        "trainer:\n  max_steps: 5\n  callbacks: [a, b]\ndata:\n  init_args: {views: [PA], size: 8}\n"
+    )
+    variant = tmp_path / "v.yaml"
+    variant.write_text("config: _base/b.yaml\ntrainer.callbacks: [c]\ndata.init_args.views: [AP]\n")
+    assert read_config(variant) == {
+        "trainer": {"max_steps": 5, "callbacks": ["c"]},
+        "data": {"init_args": {"views": ["AP"], "size": 8}},
+    }
+    (tmp_path / "loop.yaml").write_text("config: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        read_config(tmp_path / "loop.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -270,8 +330,6 @@ PROMPT_STYLES = sorted((ROOT / "configs" / "prompts").glob("*.yaml"))
 
 @pytest.mark.parametrize("style", PROMPT_STYLES, ids=lambda p: p.stem)
 def test_prompt_style_override_runs_and_shapes_prompts(style, tmp_path, phantom_root):
-    import yaml
-
     from cxr_ldm.data import MimicCxrDataModule
 
     config = FINETUNE / "sd14-unet-pa.yaml"
@@ -297,7 +355,7 @@ def test_prompt_style_override_runs_and_shapes_prompts(style, tmp_path, phantom_
     assert main(args) == 0
     data_args = {}
     for path in (config, style, ROOT / "configs" / "overrides" / "tiny-components.yaml"):
-        data_args.update(yaml.safe_load(path.read_text())["data"]["init_args"])
+        data_args.update(read_config(path)["data"]["init_args"])
     data_args.update(root=str(phantom_root), cache_dir=str(tmp_path / "cache"))
     data = MimicCxrDataModule(**data_args)
     data.setup("fit")

@@ -11,23 +11,15 @@ from cxr_ldm.errors import ConfigError
 DONE_FILE = "finetune-done.json"
 
 
-def finetune_args(
-    config_path: str, run_dir: Path, size: int, data_overrides: dict, extra: list[str]
-) -> list[str]:
-    """The `python -m cxr_ldm fit` arguments of one size's fine-tune."""
-    args = ["fit", "--config", str(config_path)]
-    for key, value in {**data_overrides, "max_images": {"train": int(size)}}.items():
-        args += [
-            f"--data.init_args.{key}",
-            json.dumps(value) if isinstance(value, dict | list) else str(value),
-        ]
-    args += [
-        "--trainer.default_root_dir", str(run_dir),
-        "--trainer.logger.init_args.save_dir", str(run_dir),
-        *extra,
-        "--ckpt_path", "auto",
-    ]  # fmt: skip
-    return args
+def finetune_overrides(run_dir: Path, size: int, data_overrides: dict) -> dict:
+    """The `fit` overrides of one size's fine-tune: the experiment's data options, the size's subset, the run folder."""
+    data = {f"data.init_args.{key}": value for key, value in data_overrides.items()}
+    return {
+        **data,
+        "data.init_args.max_images": {"train": int(size)},
+        "trainer.default_root_dir": str(run_dir),
+        "trainer.logger.init_args.save_dir": str(run_dir),
+    }
 
 
 def finetune_for_size(
@@ -39,7 +31,7 @@ def finetune_for_size(
     subset_ids: list[str],
 ) -> Path:
     """Fine-tune (or resume, or reuse a finished run) and return its `last.ckpt`."""
-    from cxr_ldm.__main__ import main
+    from cxr_ldm.cli import run_fit
     from cxr_ldm.evaluation.data_config import load_datamodule
 
     run_dir = Path(run_dir)
@@ -55,9 +47,7 @@ def finetune_for_size(
             f"diffusion.finetune_config {config_path}: its data section selects other training images than the "
             "experiment's `data` for size {size}; give both the same data options (views, filters, split, seed)"
         )
-    args = finetune_args(config_path, run_dir, size, data_overrides, extra)
-    if main(args) != 0:
-        raise RuntimeError(f"fine-tuning for size {size} failed: python -m cxr_ldm {' '.join(args)}")
+    run_fit([config_path], finetune_overrides(run_dir, size, data_overrides), args=extra, ckpt_path="auto")
     if not last.is_file():
         raise RuntimeError(
             f"fine-tuning for size {size} wrote no {last}; keep RunCheckpoint(save_last: true)"

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser
 
+from cxr_ldm.config_files import read_config
 from cxr_ldm.data.bad_samples import BadSampleError
 from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
@@ -116,8 +117,8 @@ def main(argv: list[str]) -> int:
     config = _config_path(argv)
     if config is not None:
         try:
-            section = data_section(yaml.safe_load(Path(config).read_text()) or {})
-        except (OSError, ValueError, yaml.YAMLError) as error:
+            section = data_section(read_config(config))
+        except (OSError, ValueError, yaml.YAMLError, ConfigError) as error:
             print(f"prepare: cannot use --config {config}: {error}", file=sys.stderr)
             return 2
         parser.set_defaults({f"data.{key}": value for key, value in section.items()})

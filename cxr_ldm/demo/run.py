@@ -164,7 +164,7 @@ def keep_outputs_of_same_inputs(out: Path, inputs: dict) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> dict:
-    from cxr_ldm.__main__ import main as cli
+    from cxr_ldm.cli import run_fit
     from cxr_ldm.demo.pretrain import build_pretrained
     from cxr_ldm.evaluation.image_source import load_image_source
 
@@ -212,13 +212,18 @@ def run_demo(args: argparse.Namespace) -> dict:
     run_dir = out / "finetune"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / "done").is_file():  # resumes from last.ckpt after an interruption
-        code = cli(["fit", "--config", CONFIG, "--model.init_args.pretrained_model_name_or_path", str(pretrained),
-                    *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
-                    f"--data.init_args.latent_cache_vae={pretrained}",
-                    "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),
-                    "--trainer.logger.init_args.save_dir", str(run_dir), "--ckpt_path", "auto"])  # fmt: skip
-        if code != 0:
-            raise RuntimeError("the demo's fine-tune failed")
+        run_fit(
+            [CONFIG],
+            {
+                "model.init_args.pretrained_model_name_or_path": str(pretrained),
+                **{f"data.init_args.{k}": v for k, v in overrides.items()},
+                "data.init_args.latent_cache_vae": str(pretrained),
+                "trainer.max_steps": args.finetune_steps,
+                "trainer.default_root_dir": str(run_dir),
+                "trainer.logger.init_args.save_dir": str(run_dir),
+            },
+            ckpt_path="auto",
+        )
         (run_dir / "done").touch()
     lap("fine-tune")
 

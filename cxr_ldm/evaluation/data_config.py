@@ -6,9 +6,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightning import LightningDataModule
 
+from cxr_ldm.config_files import read_config
 from cxr_ldm.errors import ConfigError
 
 DEFAULT_DATA_CLASS = "cxr_ldm.data.MimicCxrDataModule"
@@ -24,7 +24,7 @@ def load_datamodule(path: str | Path, **overrides: Any) -> LightningDataModule:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data config {path} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_config(path)  # with its `config:` base, as `fit --config` reads it
     section = config.get("data", config)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: `data` must be a mapping with class_path and init_args")
