@@ -129,7 +129,7 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, phantom_root):
     assert skipped == [1.0, 2.0]
     assert "train/loss" not in accumulator.Tags()["scalars"]
     # skipped steps are no EMA updates
-    assert _state(tmp_path / "checkpoints" / "last.ckpt")["ema"]["num_updates"] == 0
+    assert load_state(tmp_path / "checkpoints" / "last.ckpt")["ema"]["num_updates"] == 0
 
 
 def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, pairs):
