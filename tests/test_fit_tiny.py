@@ -132,9 +132,9 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, phantom_root):
     assert load_state(tmp_path / "checkpoints" / "last.ckpt")["ema"]["num_updates"] == 0
 
 
-def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, pairs):
+def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, phantom_root):
     args = fit_args(
-        tmp_path, pairs, "--model.init_args.noise_offset", "1e39", "--model.init_args.nonfinite_loss", "skip",
+        tmp_path, phantom_root, "--model.init_args.noise_offset", "1e39", "--model.init_args.nonfinite_loss", "skip",
         "--model.init_args.nonfinite_max_skips", "2", "--trainer.max_steps", "30",
     )  # fmt: skip
     with pytest.raises(
