@@ -98,7 +98,7 @@ class CxrLdmCLI(LightningCLI):
             if ckpt_path == "auto":
                 LOGGER.warning(
                     "--ckpt_path auto: %s",
-                    f"resuming from {sorted(found)[-1]}"
+                    f"resuming from {max(found, key=os.path.getmtime)}"
                     if found
                     else f"no checkpoint in {where}, starting afresh",
                 )

@@ -78,3 +78,23 @@ def test_two_process_ddp_for_every_text_encoder_family(tmp_path, phantom_root, f
         tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     assert checkpoint["global_step"] == 2
+
+
+def test_skip_policy_is_refused_under_ddp_before_training(tmp_path, phantom_root):
+    """Lightning cannot skip a step on one DDP rank: `nonfinite_loss: skip` with two processes is a
+    configuration error at start, not a crash at the first non-finite loss hours later."""
+    args = fit_args(
+        tmp_path, phantom_root, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--model.init_args.nonfinite_loss", "skip",
+    )  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_ldm", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "nonfinite_loss: skip works in a single process only" in result.stderr
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("*.ckpt"))

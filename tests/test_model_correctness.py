@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from _tiny_run import ROOT, TINY, run_fit
-from lightning import Trainer
+from lightning import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from cxr_ldm.__main__ import main
@@ -280,3 +280,44 @@ def test_bert_mask_reaches_the_unet_from_worker_tokens_and_from_the_text_cache(t
     finally:
         model.text_cache = None
         model.text.use_attention_mask = True
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_checkpoint_saved_at_validation_end_is_checked_for_nonfinite_losses(tmp_path):
+    """A checkpoint written at validation's end (ModelCheckpoint with validation) is checked like one written
+    from a training hook: a non-finite step since the last logging step stops the run before it is saved."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class DivergeAfterFirstStep(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            pl_module.noise_offset = 1e39  # step 0 (a logging step) is finite; step 1 is not
+
+    model = LatentDiffusion(**tiny_init_args())
+    trainer = tiny_trainer(
+        tmp_path,
+        max_steps=4,
+        log_every_n_steps=50,  # step 1 is no logging step: nothing checks it before the save
+        val_check_interval=2,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+        callbacks=[DivergeAfterFirstStep(), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)],
+    )
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        trainer.fit(model, tiny_batches(8), tiny_batches(2))
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing a non-finite step reached was written
+
+
+def test_model_fitted_again_starts_its_counts_afresh_and_a_failed_fit_leaves_it_whole(tmp_path):
+    model = LatentDiffusion(
+        **tiny_init_args(noise_offset=1e39, nonfinite_loss="skip", nonfinite_max_skips=100)
+    )
+    for _ in range(2):
+        tiny_trainer(tmp_path, max_steps=2, max_epochs=1).fit(model, tiny_batches(4))
+        assert model.nonfinite_steps_skipped == 2  # not 4: the second fit does not inherit the first's
+    # A fit that raises under bf16-mixed gives the frozen weights back in float32 (teardown is not called).
+    model = LatentDiffusion(**tiny_init_args(noise_offset=1e39))
+    with pytest.raises(FloatingPointError):
+        tiny_trainer(tmp_path, max_steps=4, precision="bf16-mixed", log_every_n_steps=1).fit(
+            model, tiny_batches(8)
+        )
+    assert model.vae.dtype == torch.float32 and model.text.encoder.dtype == torch.float32

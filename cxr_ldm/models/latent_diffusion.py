@@ -14,7 +14,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from torch import nn
 
 from cxr_ldm.data.prompt_tokens import PromptTokenizer
@@ -531,15 +531,22 @@ class LatentDiffusion(LightningModule):
 
     # ----------------------------------------------------------------- checkpoint contents
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.nonfinite_loss == "raise" and self.trainer is not None and self.trainer.training:
-            self.check_nonfinite()  # never write weights a non-finite step has reached
+        if self.nonfinite_loss == "raise" and self._fitting():
+            # Never write weights a non-finite step has reached, whether the save comes from a training
+            # hook or from validation's end (ModelCheckpoint with validation, or monitoring val/loss).
+            self.check_nonfinite()
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
         checkpoint["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
-        # Frozen weights cast for the fit are saved with their original (float32) values.
+        drop_frozen(checkpoint, self._frozen_pretrained)  # rebuilt from their source on load
+        # Frozen weights cast for the fit are saved with their original (float32) values; only those still
+        # in the checkpoint (after the pretrained ones were dropped) are copied back.
         if self.frozen_dtype.active and "state_dict" in checkpoint:
             self.frozen_dtype.mend_state_dict(checkpoint["state_dict"])
-        drop_frozen(checkpoint, self._frozen_pretrained)  # rebuilt from their source on load
+
+    def _fitting(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.state.fn == "fit"
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_frozen(checkpoint, self._frozen_pretrained, self.state_dict(keep_vars=True))
@@ -582,12 +589,20 @@ class LatentDiffusion(LightningModule):
             datamodule.set_prompt_tokenizer(self._prompt_tokenizer)
         if stage != "fit":
             return
+        if self.nonfinite_loss == "skip" and self.trainer.world_size > 1:
+            raise ConfigError(
+                "model.init_args.nonfinite_loss: skip works in a single process only (Lightning cannot skip "
+                f"a step on one of {self.trainer.world_size} DDP ranks); use raise under DDP"
+            )
         if channels_last_applies(self.hparams.channels_last, self.trainer.strategy.root_device):
             use_channels_last(self.unet)
         if self.hparams.compile_unet:
             compile_forward(self.unet)
 
     def on_fit_start(self) -> None:
+        # A model object fitted again (Python API) starts its counts afresh.
+        self.nonfinite_steps_skipped = 0
+        self._unchecked, self._first_nonfinite, self._batches_since_step = [], None, 0
         dtype = training_dtype(self.trainer.precision)
         if self.hparams.frozen_in_training_dtype and dtype is not None:
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
@@ -617,6 +632,9 @@ class LatentDiffusion(LightningModule):
     def teardown(self, stage: str) -> None:
         self.frozen_dtype.restore()
         self.text_cache = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [_TeardownOnException()]
 
     # ----------------------------------------------------------------- EMA, sampling, export
     @contextmanager
@@ -661,7 +679,7 @@ class LatentDiffusion(LightningModule):
         """
         if len(prompts) != len(seeds):
             raise ValueError("sample() needs one seed per prompt")
-        was_training = self.unet.training
+        was_training = self.training  # a frozen U-Net always reports eval (LoRA, projection runs)
         self.unet.eval()
         self.text.eval()
         try:
@@ -728,3 +746,12 @@ def _add_encoder_attention_mask(guided: torch.Tensor, plain: torch.Tensor, modul
     if kwargs.get("encoder_attention_mask") is None:
         kwargs["encoder_attention_mask"] = guided if sample.shape[0] == guided.shape[0] else plain
     return args, kwargs
+
+
+class _TeardownOnException(Callback):
+    """A fit that raises (non-finite loss, interrupt, out of memory) never calls the module's `teardown`, and
+    Lightning gives `on_exception` to callbacks only: this one gives the frozen weights their original dtype
+    back and closes the text cache, so the model object is whole for whoever caught the error."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        pl_module.teardown("fit")
