@@ -53,15 +53,22 @@ from cxr_ldm.demo.tiny_components import IMAGE_SIZE  # noqa: E402
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
 from cxr_ldm.evaluation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images  # noqa: E402
+from cxr_ldm.evaluation.metric_names import (  # noqa: E402
+    COND_BALANCED_ACCURACY,
+    FID,
+    KID,
+    MS_SSIM,
+    current_names,
+)
 from cxr_ldm.evaluation.operating_points import operating_points  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
 SAMPLERS = ["pndm:75", "ddim:50", "ddim:20", "dpm++:25", "dpm++:20", "dpm++:15", "unipc:20"]
 METRICS = {  # key -> (column title, better)
     "probe_balanced_accuracy": ("probe balanced accuracy", "higher"),
-    "fid_cxr": ("CXR FID", "lower"),
-    "kid_cxr": ("CXR KID", "lower"),
-    "ms_ssim": ("MS-SSIM", "lower = more diverse"),
+    FID: ("CXR FID", "lower"),
+    KID: ("CXR KID", "lower"),
+    MS_SSIM: ("MS-SSIM", "lower = more diverse"),
 }
 
 
@@ -160,10 +167,10 @@ def run_one(source, tag: str, seed: int, args, probes, shown, test, evaluator, c
         "sampler": name,
         "steps": steps,
         "seed": seed,
-        "probe_balanced_accuracy": found["cond_balanced_accuracy"],
+        "probe_balanced_accuracy": found[COND_BALANCED_ACCURACY],
         "probe": found,
         **distances(test, fake, evaluator),
-        "ms_ssim": ms_ssim_diversity(probe.images.float() / 255, groups),
+        MS_SSIM: ms_ssim_diversity(probe.images.float() / 255, groups),
         "unet_passes": max(source.passes) if source.passes else None,
         "seconds_per_image": source.seconds / source.images if source.images else None,
         "images_timed": source.images,
@@ -298,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 found = run_one(source, tag, seed, args, probes, shown, test, evaluator, cuts, out)
                 write_text_atomic(path, json.dumps(found, indent=2) + "\n")
                 print(f"[study] {tag} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-            results.setdefault(tag, []).append(json.loads(path.read_text()))
+            results.setdefault(tag, []).append(current_names(json.loads(path.read_text())))
         summary = summarise(results, args.samplers)
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_text_atomic(out / "summary.md", summary_markdown(summary, args))

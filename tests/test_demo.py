@@ -32,9 +32,12 @@ def test_demo_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert len(list((out / "probe-after" / "images").iterdir())) == 4 * 2
     for stage in ("before", "after"):
         assert {f"cond_balanced_accuracy/{f}" for f in findings} <= set(results[stage]["probe"])
-        assert results[stage]["fid_cxr"] >= 0 and math.isfinite(results[stage]["kid_cxr"])
-        assert results[stage]["fidelity"]["guidance"] == 2.0 and results[stage]["fidelity"]["fid_cxr"] >= 0
-    assert results["evaluator"]["validate_vs_test"]["fid_cxr"] >= 0  # the real-vs-real reference
+        assert results[stage]["fid_xrv"] >= 0 and math.isfinite(results[stage]["kid_xrv"])
+        assert results[stage]["fidelity"]["guidance"] == 2.0 and results[stage]["fidelity"]["fid_xrv"] >= 0
+    assert results["evaluator"]["validate_vs_test"]["fid_xrv"] >= 0  # the real-vs-real reference
+    # The evaluator on real images reports the real-image names, on generated ones the conditioned names.
+    assert {f"auroc/{f}" for f in findings} <= set(results["evaluator"]["real_test"])
+    assert not any(key.startswith("cond_") for key in results["evaluator"]["vae_reconstructions"])
     assert len(list((out / "fidelity-after" / "images").iterdir())) == 5
     # The fine-tune trained from the latent cache the pretrained VAE built, and checkpointed.
     assert (out / "finetune" / "checkpoints" / "last.ckpt").is_file()

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from cxr_ldm.augmentation.config import ClassifierSettings
 from cxr_ldm.augmentation.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
+from cxr_ldm.evaluation.metric_names import on_real_images
 from cxr_ldm.labels import CHEXPERT_LABELS
 from cxr_ldm.models.cxr_classifier import CxrClassifier
 
@@ -90,17 +91,7 @@ def classify_image_set(
 
 def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float]:
     """AUROC and accuracy (threshold 0.5) per finding and their macro means, on real test images."""
-    found = classify_image_set(model, test)
-    rename = {
-        "cond_accuracy": "accuracy",
-        "cond_balanced_accuracy": "balanced_accuracy",
-        "cond_auroc": "auroc",
-    }
-    out = {}
-    for key, value in found.items():
-        head, _, finding = key.partition("/")
-        out[f"{rename[head]}/{finding}" if finding else rename[head]] = value
-    return out
+    return on_real_images(classify_image_set(model, test))
 
 
 def run_arm(train: ImageSet, test: ImageSet, settings: ClassifierSettings, seed: int) -> dict:

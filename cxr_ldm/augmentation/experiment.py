@@ -14,6 +14,7 @@ from cxr_ldm.augmentation.plan import plan_arms
 from cxr_ldm.augmentation.results import read_arm_result, write_arm_result, write_outputs
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split, real_subset
 from cxr_ldm.augmentation.synthetic import ensure_synthetic, read_synthetic
+from cxr_ldm.evaluation.metric_names import AUROC
 
 LOG = logging.getLogger("cxr_ldm.augmentation")
 
@@ -94,7 +95,7 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
             result = run_arm(training_set(arm.condition, real, synthetic), test, settings, arm.seed)
             write_arm_result(arm, out, result)
             summary.computed.append(arm.name)
-            LOG.info("arm %s computed: macro AUROC %s", arm.name, result["metrics"].get("auroc"))
+            LOG.info("arm %s computed: macro AUROC %s", arm.name, result["metrics"].get(AUROC))
     summary.results = [read_arm_result(arm, out) for arm in plan_arms(config)]
     summary.outputs = write_outputs(
         out, summary.results, list(settings.findings), list(config.sizes), list(config.conditions)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from cxr_ldm.augmentation.plan import Arm
 from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.evaluation.metric_names import ACCURACY, AUROC, BALANCED_ACCURACY, CLASSIFICATION
 
 
 def write_arm_result(arm: Arm, out: str | Path, result: dict) -> Path:
@@ -33,8 +34,8 @@ def read_arm_result(arm: Arm, out: str | Path) -> dict | None:
 
 def aggregate(results: list[dict], findings: list[str]) -> list[dict]:
     """One row per (size, condition): mean and std over seeds of every metric."""
-    keys = ["auroc", "accuracy", "balanced_accuracy"]
-    keys += [f"{m}/{f}" for f in findings for m in ("auroc", "accuracy", "balanced_accuracy")]
+    keys = list(CLASSIFICATION)
+    keys += [f"{m}/{f}" for f in findings for m in CLASSIFICATION]
     groups: dict[tuple[int, str], list[dict]] = {}
     for result in results:
         groups.setdefault((result["size"], result["condition"]), []).append(result)
@@ -70,18 +71,18 @@ def markdown_table(rows: list[dict], findings: list[str]) -> str:
             str(row["size"]),
             row["condition"],
             str(row["train_images"]),
-            _cell(row, "auroc"),
-            _cell(row, "accuracy"),
-            _cell(row, "balanced_accuracy"),
+            _cell(row, AUROC),
+            _cell(row, ACCURACY),
+            _cell(row, BALANCED_ACCURACY),
         ]
-        cells += [_cell(row, f"auroc/{f}") for f in findings] + [
-            _cell(row, f"accuracy/{f}") for f in findings
+        cells += [_cell(row, f"{AUROC}/{f}") for f in findings] + [
+            _cell(row, f"{ACCURACY}/{f}") for f in findings
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(rows: list[dict], sizes: list[int], conditions: list[str], metric: str = "auroc") -> Figure:
+def bar_chart(rows: list[dict], sizes: list[int], conditions: list[str], metric: str = AUROC) -> Figure:
     """Grouped bars (one group per size, one bar per condition) of the mean with a ±std error bar."""
     figure = Figure(figsize=(1.6 + 1.5 * len(sizes), 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -141,7 +142,7 @@ def write_tensorboard(folder: Path, rows: list[dict], plot: np.ndarray) -> Path:
     writer = SummaryWriter(str(folder))
     try:
         for row in rows:
-            for metric in ("auroc", "accuracy"):
+            for metric in (AUROC, ACCURACY):
                 value = row.get(f"{metric}/mean", math.nan)
                 if not math.isnan(value):
                     writer.add_scalar(f"augment/{metric}/{row['condition']}", value, row["size"])

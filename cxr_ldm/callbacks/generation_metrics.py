@@ -12,6 +12,7 @@ from cxr_ldm.evaluation.conditioned_classification import conditioned_classifica
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.features import batched
 from cxr_ldm.evaluation.fid import fid_classifier
+from cxr_ldm.evaluation.metric_names import FID, MS_SSIM
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 
@@ -102,9 +103,9 @@ class GenerationMetrics(Callback):
         classifier = self.classifier(pl_module.device)
         metrics: dict[str, float] = {}
         if len(real) >= 2:
-            metrics["eval/fid_xrv"] = fid_classifier(real, fake, classifier)
+            metrics[f"eval/{FID}"] = fid_classifier(real, fake, classifier)
         if self.per_prompt >= 2:
-            metrics["eval/ms_ssim"] = ms_ssim_diversity(
+            metrics[f"eval/{MS_SSIM}"] = ms_ssim_diversity(
                 fake, [i // self.per_prompt for i in range(len(fake))]
             )
         if labels is not None:

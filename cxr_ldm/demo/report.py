@@ -10,6 +10,14 @@ from torchvision.utils import save_image
 
 from cxr_ldm.augmentation.synthetic import read_synthetic
 from cxr_ldm.demo.tiny_components import IMAGE_SIZE
+from cxr_ldm.evaluation.metric_names import (
+    AUROC,
+    BALANCED_ACCURACY,
+    COND_AUROC,
+    COND_BALANCED_ACCURACY,
+    FID,
+    KID,
+)
 
 GRID_COLUMNS = 8
 
@@ -33,8 +41,8 @@ def _prompts_used(results: dict) -> str:
 
 def _distance_rows(before: dict, after: dict, reference: dict, label: str) -> list[str]:
     return [
-        f"| FID, {label} | {before['fid_cxr']:.3f} | {after['fid_cxr']:.3f} | {reference['fid_cxr']:.3f} |",
-        f"| KID, {label} | {before['kid_cxr']:.4f} | {after['kid_cxr']:.4f} | {reference['kid_cxr']:.4f} |",
+        f"| FID, {label} | {before[FID]:.3f} | {after[FID]:.3f} | {reference[FID]:.3f} |",
+        f"| KID, {label} | {before[KID]:.4f} | {after[KID]:.4f} | {reference[KID]:.4f} |",
     ]
 
 
@@ -83,23 +91,23 @@ def write_report(out: Path, results: dict, test, pretrained: Path, checkpoint: P
         f"{args.probe_images} images for each prompt {prompts}; for each finding its own prompt's images are the",
         "positives and the other prompts' images the negatives.", "",
         *_table(findings, [
-            ("balanced accuracy before", b["probe"], "cond_balanced_accuracy"),
-            ("balanced accuracy after", a["probe"], "cond_balanced_accuracy"),
-            ("AUROC before", b["probe"], "cond_auroc"),
-            ("AUROC after", a["probe"], "cond_auroc"),
-            ("real test images: balanced accuracy", real, "cond_balanced_accuracy"),
-            ("real test images: AUROC", real, "cond_auroc"),
-            ("VAE reconstructions of them: balanced accuracy", vae, "cond_balanced_accuracy"),
-            ("VAE reconstructions of them: AUROC", vae, "cond_auroc"),
+            ("balanced accuracy before", b["probe"], COND_BALANCED_ACCURACY),
+            ("balanced accuracy after", a["probe"], COND_BALANCED_ACCURACY),
+            ("AUROC before", b["probe"], COND_AUROC),
+            ("AUROC after", a["probe"], COND_AUROC),
+            ("real test images: balanced accuracy", real, BALANCED_ACCURACY),
+            ("real test images: AUROC", real, AUROC),
+            ("VAE reconstructions of them: balanced accuracy", vae, BALANCED_ACCURACY),
+            ("VAE reconstructions of them: AUROC", vae, AUROC),
         ]), "",
         "![finding probes](probes.png)", "",
         "Rows in pairs per prompt (in the order above): before fine-tuning, after (same seeds).", "",
         "## One image per real test prompt (their labels, several findings at once)", "",
         *_table(findings, [
-            ("balanced accuracy before", b["test_prompts"], "cond_balanced_accuracy"),
-            ("balanced accuracy after", a["test_prompts"], "cond_balanced_accuracy"),
-            ("AUROC before", b["test_prompts"], "cond_auroc"),
-            ("AUROC after", a["test_prompts"], "cond_auroc"),
+            ("balanced accuracy before", b["test_prompts"], COND_BALANCED_ACCURACY),
+            ("balanced accuracy after", a["test_prompts"], COND_BALANCED_ACCURACY),
+            ("AUROC before", b["test_prompts"], COND_AUROC),
+            ("AUROC after", a["test_prompts"], COND_AUROC),
         ]), "",
         "CXR FID and KID (evaluator features, against all real test images; lower is closer). The real validation",
         "images against the same test images show what two real samples of this size differ by.", "",

@@ -43,6 +43,7 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
 from cxr_ldm.evaluation.finding_prompts import finding_prompts
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
+from cxr_ldm.evaluation.metric_names import FID, KID, on_real_images
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.reconstruction import reconstruct
 from cxr_ldm.labels import HEADLINE_FINDINGS
@@ -98,8 +99,8 @@ def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
     """CXR FID and KID (evaluator features) of `other` against `real`."""
     real01, other01 = real.images.float() / 255, other.images.float() / 255
     return {
-        "fid_cxr": fid_classifier(real01, other01, evaluator),
-        "kid_cxr": kid_classifier(real01, other01, evaluator),
+        FID: fid_classifier(real01, other01, evaluator),
+        KID: kid_classifier(real01, other01, evaluator),
     }
 
 
@@ -200,9 +201,9 @@ def run_demo(args: argparse.Namespace) -> dict:
     )
     pretrained_source = load_image_source(pretrained)
     evaluator_real = {
-        "real_test": classify_image_set(evaluator, test, cuts),
-        "vae_reconstructions": classify_image_set(
-            evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts
+        "real_test": on_real_images(classify_image_set(evaluator, test, cuts)),
+        "vae_reconstructions": on_real_images(
+            classify_image_set(evaluator, vae_reconstructions(pretrained_source.vae(), test), cuts)
         ),
         "thresholds": cuts,
         "validate_vs_test": distances(test, validate, evaluator),  # what two real samples differ by

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-NAMES = ("cond_accuracy", "cond_balanced_accuracy", "cond_auroc")
+from cxr_ldm.evaluation.metric_names import COND_AUROC, CONDITIONED
+
+NAMES = CONDITIONED
 
 
 def conditioned_classification(
@@ -40,10 +42,10 @@ def conditioned_classification(
             sensitivity = float(called[target == 1].mean())
             specificity = float(1 - called[target == 0].mean())
             metrics[f"cond_balanced_accuracy/{finding}"] = (sensitivity + specificity) / 2
-            metrics[f"cond_auroc/{finding}"] = float(binary_auroc(prob, target.long()))
+            metrics[f"{COND_AUROC}/{finding}"] = float(binary_auroc(prob, target.long()))
         else:
             reason = f"prompts are all {'positive' if positives else 'negative'}"
-            skipped[f"cond_balanced_accuracy/{finding}"] = skipped[f"cond_auroc/{finding}"] = reason
+            skipped[f"cond_balanced_accuracy/{finding}"] = skipped[f"{COND_AUROC}/{finding}"] = reason
     for name in NAMES:
         values = [v for k, v in metrics.items() if k.startswith(name + "/")]
         if values:

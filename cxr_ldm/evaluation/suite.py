@@ -22,6 +22,7 @@ from cxr_ldm.evaluation.memorization import (
     nearest_pixel_neighbours,
     pixel_memorization,
 )
+from cxr_ldm.evaluation.metric_names import CONDITIONED, FID, KID
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.real_data import RealSet
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
@@ -137,8 +138,8 @@ def metrics_from_features(
     # Quality: FID / KID on evaluator features, InceptionV3 FID when its weights are given.
     report.add(
         {
-            "fid_xrv": fid_from_features(found["real_features"], found["fake_features"]),
-            "kid_xrv": kid_from_features(found["real_features"], found["fake_features"]),
+            FID: fid_from_features(found["real_features"], found["fake_features"]),
+            KID: kid_from_features(found["real_features"], found["fake_features"]),
         }
     )
     if options.inception_weights:
@@ -157,7 +158,7 @@ def metrics_from_features(
     prompt_labels = generated.labels[:, column_indices(findings)]
     if torch.isnan(generated.labels).all():
         report.skip(
-            ["cond_accuracy", "cond_balanced_accuracy", "cond_auroc", "i2i_precision@5", *REPORT_KEYS],
+            [*CONDITIONED, "i2i_precision@5", *REPORT_KEYS],
             "the prompts have no labels",
         )
     else:

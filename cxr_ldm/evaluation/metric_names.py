@@ -1,0 +1,47 @@
+"""The metric vocabulary: one name per metric, used by `evaluate`, the `GenerationMetrics` callback (as
+`eval/<name>`), the demo, the augmentation experiment and the benches. docs/evaluation.md lists them.
+
+Per-finding values are `<name>/<finding>`; the name alone is the macro mean over findings.
+"""
+
+from __future__ import annotations
+
+# Image quality: distances between real and generated images in the evaluator's feature space.
+FID = "fid_xrv"  # Frechet distance on torchxrayvision DenseNet `features2` (the evaluator classifier)
+KID = "kid_xrv"  # kernel distance on the same features
+FID_INCEPTION = "fid_inception"  # FID on InceptionV3 features (needs its weights file)
+MS_SSIM = "ms_ssim"  # diversity: mean MS-SSIM between samples of one prompt
+
+# The evaluator classifier on GENERATED images, scored against the labels of the prompts they came from.
+COND_ACCURACY = "cond_accuracy"
+COND_BALANCED_ACCURACY = "cond_balanced_accuracy"
+COND_AUROC = "cond_auroc"
+CONDITIONED = (COND_ACCURACY, COND_BALANCED_ACCURACY, COND_AUROC)
+
+# A classifier on REAL labelled images (augmentation arms on the real test split, the demo's real and VAE
+# reconstructed test images): the same computation, without the `cond_` prefix, which means "against the prompt".
+ACCURACY = "accuracy"
+BALANCED_ACCURACY = "balanced_accuracy"
+AUROC = "auroc"
+CLASSIFICATION = (AUROC, ACCURACY, BALANCED_ACCURACY)
+_ON_REAL = dict(zip(CONDITIONED, (ACCURACY, BALANCED_ACCURACY, AUROC), strict=True))
+
+# Names written by earlier versions, read back under the current name (saved results stay readable).
+FORMER_NAMES = {"fid_cxr": FID, "kid_cxr": KID}
+
+
+def on_real_images(metrics: dict[str, float]) -> dict[str, float]:
+    """`conditioned_classification` keys (`cond_auroc[/<f>]`, ...) renamed for real labelled images (`auroc[/<f>]`)."""
+    out = {}
+    for key, value in metrics.items():
+        head, slash, finding = key.partition("/")
+        out[_ON_REAL.get(head, head) + slash + finding] = value
+    return out
+
+
+def current_names(saved: dict) -> dict:
+    """A saved metrics dict (nested dicts too) with names of earlier versions replaced by the current ones."""
+    return {
+        FORMER_NAMES.get(key, key): current_names(value) if isinstance(value, dict) else value
+        for key, value in saved.items()
+    }
