@@ -141,22 +141,12 @@ def timed_config(config: dict, run_dir: Path, data_root: Path, total_steps: int)
 
 def build_cli(config: dict, run_dir: Path):
     """Model, data module and Trainer exactly as `python -m cxr_ldm fit --config ...` builds them."""
-    from lightning import LightningDataModule, LightningModule
-
-    from cxr_ldm.cli import CxrLdmCLI
+    from cxr_ldm.cli import run_lightning_cli
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return CxrLdmCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=["--config", str(path)],
-        run=False,
-    )
+    return run_lightning_cli(["--config", str(path)], run=False)
 
 
 # ----------------------------------------------------------------------------- timing

@@ -117,8 +117,10 @@ class CxrLdmCLI(LightningCLI):
         return parser
 
 
-def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
-    """Run the CLI on `args`, the subcommand first (`["fit", "--config", "a.yaml"]`); `sys.argv` stays as it is."""
+def run_lightning_cli(args: list[str], run: bool = True) -> CxrLdmCLI:
+    """Run the CLI on `args`, the subcommand first (`["fit", "--config", "a.yaml"]`); `sys.argv` stays as it is.
+
+    With `run=False`, `args` hold no subcommand: model, data module and Trainer are built, nothing runs."""
     # Frozen components stay in eval mode on purpose; Lightning's notice about it is noise here.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     # `python -m cxr_ldm fit ...` hands its own command line over as `args`; Lightning would warn about both.
@@ -130,6 +132,7 @@ def run_lightning_cli(args: list[str]) -> CxrLdmCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=list(args),
+        run=run,
     )
 
 
