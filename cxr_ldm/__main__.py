@@ -29,6 +29,7 @@ TOOL_COMMANDS = {
     "evaluate": "evaluate",
     "export": "export",
     "augment": "augment",
+    "experiment": "experiment",
 }
 
 

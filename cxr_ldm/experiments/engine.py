@@ -1,0 +1,249 @@
+"""Run an experiment: references once, the pretrained baseline, every (arm, seed) fit and evaluation, the
+augmentation experiment, then the claims and the report. Each unit's result is written atomically under
+`out`, keyed by its inputs, so a rerun computes only what is missing or was made from other inputs.
+
+Layout of `out`:
+    evaluator/, retriever/       the references (kept for reruns)
+    baseline/                    the pretrained pipeline judged by the protocol
+    arms/<arm>/seed<k>/          fit/ (checkpoints), prepare-<i>/, eval/ (images), result.json
+    augment/                     the augmentation experiment
+    tensorboard/<arm>/seed<k>/   every fit's logs; hparams/ holds the HPARAMS view of every run
+    report.md, results.json, figures/
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.progress import StageLog
+from cxr_ldm.experiments.protocol import evaluate_model, flatten
+from cxr_ldm.experiments.real_references import References, build_references, data_overrides
+from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
+from cxr_ldm.experiments.units import claim_folder, folder_digest, read_result, write_result
+
+RESULT = "result.json"
+
+
+@dataclass
+class ExperimentOutcome:
+    """What a run produced: the results document (also `out/results.json`) and which units it computed."""
+
+    results: dict
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def ensure_data(config: ExperimentConfig, log: StageLog) -> None:
+    root = Path(config.data.root)
+    spec = config.data.phantom
+    if spec is None:
+        if not root.exists():
+            raise ConfigError(
+                f"data.root {root} does not exist; point it at the MIMIC-CXR-JPG tree (or set data.phantom)"
+            )
+        return
+    from cxr_ldm.experiments.phantom_data import ensure_phantom
+
+    ensure_phantom(root, spec.studies, spec.size, spec.seed, log.line)
+
+
+def ensure_pretrained(config: ExperimentConfig, log: StageLog) -> None:
+    path = Path(config.pretrained)
+    if (path / "model_index.json").is_file() or not config.build_pretrained:
+        return
+    from cxr_ldm.experiments.tiny_pretrained import build_tiny_pretrained
+
+    log.line(f"building the tiny pretrained pipeline at {path} (make tiny-pretrained)")
+    build_tiny_pretrained(path, Path(config.out) / "tiny-pretrain")
+
+
+def _substitute(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, text in names.items():
+            value = value.replace(key, text)
+        return value
+    if isinstance(value, dict):
+        return {k: _substitute(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, names) for v in value]
+    return value
+
+
+def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) -> Path:
+    """The arm's prepare fits and its own fit for `seed` (each resumed from its last checkpoint, skipped when
+    done); returns the fit's last checkpoint."""
+    from cxr_ldm.cli import run_fit
+
+    out = Path(config.out)
+    names = {"{run}": str(run_dir), "{pretrained}": config.pretrained}
+    shared = {
+        "seed_everything": seed,
+        **{f"data.init_args.{k}": v for k, v in data_overrides(config, out).items()},
+        "trainer.logger.init_args.save_dir": str(out / "tensorboard"),
+        "trainer.logger.init_args.version": f"seed{seed}",
+    }
+    stages = [
+        (
+            run_dir / f"prepare-{i}",
+            prep.configs,
+            prep.overrides,
+            {"trainer.logger.init_args.name": f"{arm.name}-prepare{i}"},
+        )
+        for i, prep in enumerate(arm.prepare)
+    ]
+    main = {
+        "trainer.logger.init_args.name": arm.name,
+        "model.init_args.pretrained_model_name_or_path": config.pretrained,
+    }
+    if config.steps is not None:
+        main["trainer.max_steps"] = config.steps
+    stages.append((run_dir / "fit", arm.configs, arm.overrides, main))
+    for folder, configs, overrides, own in stages:
+        if (folder / "done").is_file():
+            continue
+        run_fit(
+            configs,
+            {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
+            ckpt_path="auto",
+        )
+        (folder / "done").touch()
+    checkpoint = run_dir / "fit" / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise ConfigError(
+            f"arm {arm.name}: the fit wrote no {checkpoint}; keep a RunCheckpoint with save_last: true"
+        )
+    return checkpoint
+
+
+def _judge(
+    source, folder: Path, config: ExperimentConfig, references: References, prompts, model_id: str
+) -> dict:
+    from cxr_ldm.experiments.protocol import evaluate_model as evaluate
+
+    if folder.exists():
+        shutil.rmtree(folder)  # images of an interrupted evaluation: drawn again with the same seeds
+    return evaluate(source, folder, config.protocol, references, prompts, model_id)
+
+
+def reference_inputs(config: ExperimentConfig) -> dict:
+    return {"data": asdict(config.data), "evaluator": asdict(config.evaluator)}
+
+
+def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
+    """Everything `config` declares, resuming whatever an earlier run of the same inputs finished."""
+    from cxr_ldm.evaluation.image_source import load_image_source
+
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    units = [(arm, seed) for arm in config.arms for seed in config.arm_seeds(arm)]
+    log = StageLog(config.name, units=len(units) + int(config.protocol.baseline))
+    outcome = ExperimentOutcome(results={})
+    ensure_data(config, log)
+    ensure_pretrained(config, log)
+    pretrained_key = folder_digest(Path(config.pretrained))
+    log.stage("data and pretrained pipeline")
+
+    refs_inputs = {**reference_inputs(config), "pretrained": pretrained_key}
+    claim_folder(out / "evaluator", refs_inputs, log.line)
+    claim_folder(out / "retriever", {**refs_inputs, "retriever": asdict(config.retriever)}, log.line)
+    pretrained_source = load_image_source(config.pretrained)
+    references = build_references(config, out, pretrained_source.vae())
+    log.stage("references: evaluator, retriever, ceilings")
+
+    eval_inputs = {**refs_inputs, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever)}
+    baseline = None
+    if config.protocol.baseline:
+        folder = out / "baseline"
+        reused = claim_folder(folder, eval_inputs, log.line) and read_result(folder / RESULT) is not None
+        if reused:
+            baseline = read_result(folder / RESULT)["metrics"]
+            log.skip("baseline (the pretrained pipeline)")
+            outcome.reused.append("baseline")
+        else:
+            baseline = _judge(pretrained_source, folder / "eval", config, references, None, config.pretrained)
+            write_result(folder / RESULT, {"metrics": baseline})
+            log.stage("baseline (the pretrained pipeline)", unit=True)
+            outcome.computed.append("baseline")
+    del pretrained_source
+
+    arm_results: dict[str, dict[int, dict]] = {}
+    for arm, seed in units:
+        label = f"{arm.name} seed {seed}"
+        run_dir = out / "arms" / arm.name / f"seed{seed}"
+        fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "pretrained": pretrained_key,
+                      "data": asdict(config.data)}  # fmt: skip
+        claim_folder(run_dir, fit_inputs, log.line)
+        result = read_result(run_dir / RESULT)
+        if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
+            arm_results.setdefault(arm.name, {})[seed] = result
+            log.skip(label)
+            outcome.reused.append(label)
+            continue
+        checkpoint = fit_arm(config, arm, seed, run_dir)
+        fitted = log.stage(f"{label}: fit")
+        source = load_image_source(checkpoint)
+        metrics = _judge(source, run_dir / "eval", config, references, arm.probe_prompts, str(checkpoint))
+        del source
+        gc.collect()
+        evaluated = log.stage(f"{label}: evaluation", unit=True, unit_before=fitted)
+        result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
+                  "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
+                  "evaluation_inputs": eval_inputs}  # fmt: skip
+        write_result(run_dir / RESULT, result)
+        arm_results.setdefault(arm.name, {})[seed] = result
+        outcome.computed.append(label)
+
+    augmentation = None
+    if config.augmentation is not None:
+        augmentation = run_augmentation(config, arm_results, log)
+        log.stage("augmentation experiment")
+
+    from cxr_ldm.experiments.report import assemble_results, write_report
+
+    outcome.results = assemble_results(
+        config, references.ceilings, baseline, arm_results, augmentation, log.times
+    )
+    outcome.report = write_report(out, config, outcome.results)
+    log.stage("claims and report")
+    return outcome
+
+
+def run_augmentation(config: ExperimentConfig, arm_results: dict, log: StageLog) -> dict:
+    """The synthetic-data augmentation experiment with the model of `augmentation.arm` (its first seed, or
+    `augmentation.seed`); every classifier has the evaluator's architecture and the same budget."""
+    from cxr_ldm.augmentation import AugmentationConfig, DiffusionSettings, SynthesisSettings
+    from cxr_ldm.augmentation import run_experiment as run_augment
+
+    spec = config.augmentation
+    arm = next(a for a in config.arms if a.name == spec.arm)
+    seed = spec.seed if spec.seed is not None else config.arm_seeds(arm)[0]
+    checkpoint = arm_results[arm.name][seed]["checkpoint"]
+    p = config.protocol
+    augment = AugmentationConfig(
+        out=str(Path(config.out) / "augment"), data=config.data.config,
+        data_overrides=data_overrides(config, Path(config.out)), sizes=list(spec.sizes),
+        conditions=list(spec.conditions), seeds=list(spec.seeds),
+        classifier=replace(config.evaluator.classifier, steps=spec.classifier_steps),
+        synthesis=SynthesisSettings(num_inference_steps=p.sample_steps, guidance_scale=p.guidance,
+                                    scheduler=p.scheduler, batch_size=p.batch_size),
+        diffusion=DiffusionSettings(model=checkpoint),
+    )  # fmt: skip
+    inputs = {"augmentation": asdict(spec), "checkpoint_result": arm_results[arm.name][seed]["evaluation_inputs"],
+              "fit": str(checkpoint), "classifier": asdict(augment.classifier), "synthesis": asdict(augment.synthesis)}  # fmt: skip
+    claim_folder(Path(augment.out), inputs, log.line)
+    summary = run_augment(augment)
+    return {
+        "arm": arm.name, "seed": seed, "results": summary.results,
+        "table": str(summary.outputs["table"]), "chart": str(summary.outputs.get("chart", "")),
+    }  # fmt: skip
+
+
+__all__ = ["ExperimentOutcome", "evaluate_model", "flatten", "run_experiment"]

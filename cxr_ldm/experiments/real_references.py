@@ -1,0 +1,152 @@
+"""The experiment's fixed references, made once before any arm: the real splits, the evaluator classifier with
+its operating points, the retriever, and the ceilings (the evaluator on real test images and on their VAE
+reconstructions, and how far two real samples are apart)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cxr_ldm.augmentation.classifier_arm import (
+    classify_image_set,
+    finding_labels,
+    image_set_probabilities,
+    train_classifier,
+)
+from cxr_ldm.augmentation.image_set import ImageSet, to_uint8
+from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split
+from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
+from cxr_ldm.evaluation.metric_names import FID, KID, on_real_images
+from cxr_ldm.evaluation.operating_points import operating_points
+from cxr_ldm.evaluation.reconstruction import reconstruct
+from cxr_ldm.experiments.spec import ExperimentConfig
+
+
+@dataclass
+class RealSplits:
+    train: ImageSet
+    validate: ImageSet
+    test: ImageSet
+    prompt_mode: str
+    prompt_template: str
+
+
+@dataclass
+class References:
+    splits: RealSplits
+    evaluator: object  # CxrClassifier
+    cuts: dict[str, float]
+    retriever: object | None  # ImageTextRetriever
+    ceilings: dict
+
+
+def data_overrides(config: ExperimentConfig, out: Path) -> dict:
+    return {"root": config.data.root, "cache_dir": str(out / "cache")}
+
+
+def read_real_splits(config: ExperimentConfig, out: Path) -> RealSplits:
+    module = load_datamodule_for(config.data.config, data_overrides(config, out), config.data.image_size)
+    train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))
+    return RealSplits(train, validate, test, module.options.prompt_mode, module.options.prompt_template)
+
+
+def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
+    """CXR FID and KID (evaluator features) of `other` against `real`."""
+    real01, other01 = real.images.float() / 255, other.images.float() / 255
+    return {FID: fid_classifier(real01, other01, evaluator), KID: kid_classifier(real01, other01, evaluator)}
+
+
+def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
+    """The real images through the pretrained VAE (posterior mode): the most any generated image can keep."""
+    with torch.no_grad():
+        decoded = reconstruct(vae, images.images.float() / 255, batch_size=64)
+    return ImageSet(to_uint8(decoded * 2 - 1), images.labels, images.prompts, images.ids)
+
+
+def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: Path):
+    """The evaluator classifier: `evaluator.checkpoint`, or trained on the real training split and kept as
+    `out/evaluator/evaluator.ckpt` so that a rerun judges with the same network."""
+    from cxr_ldm.evaluation.checkpoints import load_checkpoint
+    from cxr_ldm.models import CxrClassifier
+
+    spec = config.evaluator
+    if spec.checkpoint is not None:
+        return load_checkpoint(spec.checkpoint, CxrClassifier, "evaluator.checkpoint").cpu().eval()
+    saved = out / "evaluator" / "evaluator.pt"
+    settings = spec.classifier
+    if saved.is_file():
+        from cxr_ldm.augmentation.classifier_arm import build_classifier
+
+        model = build_classifier(settings)
+        model.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+        return model.eval()
+    model = train_classifier(splits.train, settings, seed=spec.seed)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(saved)
+    return model
+
+
+def load_or_train_retriever(config: ExperimentConfig, out: Path):
+    """The retriever: `retriever.checkpoint`, or `retriever.config` fit once on the real training split."""
+    from cxr_ldm.evaluation.checkpoints import load_checkpoint
+    from cxr_ldm.models import ImageTextRetriever
+
+    spec = config.retriever
+    if spec.checkpoint is not None:
+        return load_checkpoint(spec.checkpoint, ImageTextRetriever, "retriever.checkpoint").cpu().eval()
+    if spec.config is None:
+        return None
+    from cxr_ldm.cli import run_fit
+
+    run_dir = out / "retriever"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "done").is_file():
+        overrides = {
+            "data.init_args.root": config.data.root,
+            "data.init_args.cache_dir": str(out / "cache"),
+            "trainer.default_root_dir": str(run_dir),
+            "trainer.enable_progress_bar": False,
+        }
+        if spec.max_epochs is not None:
+            overrides["trainer.max_epochs"] = spec.max_epochs
+        run_fit([spec.config], overrides, ckpt_path="auto")
+        (run_dir / "done").touch()
+    return load_checkpoint(checkpoint, ImageTextRetriever, "retriever").cpu().eval()
+
+
+def build_references(config: ExperimentConfig, out: Path, pretrained_vae) -> References:
+    """Everything judged against, made once (evaluator and retriever are kept under `out` for reruns)."""
+    splits = read_real_splits(config, out)
+    evaluator = load_or_train_evaluator(config, splits, out)
+    cuts = operating_points(
+        image_set_probabilities(evaluator, splits.validate),
+        finding_labels(evaluator, splits.validate),
+        evaluator.findings,
+    )
+    stored = out / "evaluator" / "ceilings.json"
+    if stored.is_file():
+        ceilings = json.loads(stored.read_text())
+    else:
+        ceilings = {
+            "real_test": on_real_images(classify_image_set(evaluator, splits.test, cuts)),
+            "vae_reconstructions": on_real_images(
+                classify_image_set(evaluator, vae_reconstructions(pretrained_vae, splits.test), cuts)
+            ),
+            "thresholds": cuts,
+            "validate_vs_test": distances(splits.test, splits.validate, evaluator),
+            "images": {
+                "train": len(splits.train),
+                "validate": len(splits.validate),
+                "test": len(splits.test),
+            },
+        }
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stored, json.dumps(ceilings, indent=2) + "\n")
+    retriever = load_or_train_retriever(config, out)
+    return References(splits, evaluator, cuts, retriever, ceilings)

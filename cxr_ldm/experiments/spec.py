@@ -1,0 +1,273 @@
+"""What an experiment config declares, as typed dataclasses that jsonargparse validates before anything runs.
+
+An experiment = real data (a MIMIC-CXR root, or a phantom made when missing) + a pretrained pipeline + an
+evaluator trained on the real training split + arms (each a `fit` config composition, trained once per seed
+with the same budget) + the evaluation protocol + optionally the synthetic-data augmentation experiment on
+one arm + the claims checked against the results. `configs/experiments/*.yaml` are instances.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cxr_ldm.augmentation.config import ClassifierSettings, condition_parts
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class PhantomSpec:
+    """A phantom made with `cxr_ldm.phantom` when the data root does not exist (or holds other settings)."""
+
+    studies: int = 1600
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DataSpec:
+    """The real images.
+
+    Args:
+        config: a `fit` or data config whose `data:` section describes the images (views, split, prompts).
+        root: the data root (a MIMIC-CXR-JPG tree or a phantom folder); it replaces the config's root.
+        phantom: make a phantom of these settings at `root` when it is missing; null for real data.
+        image_size: the side at which the evaluator, FID and every generated image are compared.
+    """
+
+    config: str = "configs/experiments/_phantom/data.yaml"
+    root: str = "data/demo-phantom"
+    phantom: PhantomSpec | None = field(default_factory=PhantomSpec)
+    image_size: int = 64
+
+
+@dataclass
+class EvaluatorSpec:
+    """The CXR classifier that judges generated images: trained on the real training split (operating points
+    chosen on the real validation split, fixed before any generated image is seen), or loaded from
+    `checkpoint` (a `CxrClassifier` .ckpt; its operating points are still chosen on the validation split)."""
+
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    seed: int = 0
+    checkpoint: str | None = None
+
+
+@dataclass
+class RetrieverSpec:
+    """The image-text retriever for text-to-image recall: a `fit` config trained once on the real training
+    split (seed 0), or an `ImageTextRetriever` checkpoint. `config: null` and `checkpoint: null` skip retrieval."""
+
+    config: str | None = "configs/retriever/tiny-phantom.yaml"
+    checkpoint: str | None = None
+    max_epochs: int | None = None
+
+
+@dataclass
+class FitSpec:
+    """One `fit`: config files applied in order, then dotted-key overrides. The string `{run}` in an
+    override value is replaced by the folder of the (arm, seed) run, `{pretrained}` by the pretrained pipeline."""
+
+    configs: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ArmSpec:
+    """One fine-tuning strategy.
+
+    Args:
+        name: short name (folder and table row).
+        configs: a `configs/finetune/*.yaml` then override configs, applied in order.
+        overrides: dotted-key values after the configs (`{run}` / `{pretrained}` substituted).
+        prepare: fits that run before the arm's own, in the same run folder (e.g. pre-training a text projection).
+        seeds: this arm's seeds; default: the experiment's.
+        probe_prompts: the probe prompt per finding when the arm's prompts cannot be written from labels
+            (free-text impressions); default: written as the arm's data module writes prompts.
+    """
+
+    name: str
+    configs: list[str]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    prepare: list[FitSpec] = field(default_factory=list)
+    seeds: list[int] | None = None
+    probe_prompts: dict[str, str] | None = None
+
+
+@dataclass
+class ProtocolSpec:
+    """How every model (and the pretrained baseline) is judged.
+
+    Args:
+        findings: the evaluator's findings and the probes' prompts.
+        probe_images: images per finding probe prompt.
+        test_prompts: a seeded subset of the real test prompts, one image each (null: all of them).
+        guidance: classifier-free guidance of the probes and test-prompt images.
+        fid_guidance: also FID / KID on test-prompt images at this guidance (null or equal: not again).
+        scheduler / sample_steps: the sampler of every image (docs/evaluation.md: the sampler study).
+        diversity_prompts / diversity_samples: MS-SSIM between samples of one prompt, over this many test prompts.
+        retrieval_k: text-to-image recall@k reported (1, 5 and 10 are computed).
+        baseline: also judge the pretrained pipeline before fine-tuning.
+        batch_size: images per sampling batch.
+    """
+
+    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
+    probe_images: int = 32
+    test_prompts: int | None = None
+    guidance: float = 4.0
+    fid_guidance: float | None = 2.0
+    scheduler: str = "dpm++"
+    sample_steps: int = 15
+    diversity_prompts: int = 16
+    diversity_samples: int = 4
+    baseline: bool = True
+    batch_size: int = 64
+
+
+@dataclass
+class AugmentationSpec:
+    """The synthetic-data augmentation experiment (docs/augmentation.md) with the model of one arm and seed."""
+
+    arm: str
+    seed: int | None = None
+    sizes: list[int] = field(default_factory=lambda: [50, 100])
+    conditions: list[str] = field(
+        default_factory=lambda: ["real", "synthetic_1x", "synthetic_2x", "real+synthetic_1x"]
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    classifier_steps: int = 150
+
+
+@dataclass
+class Comparison:
+    """`a` against `b` on `metric` (a results key, e.g. `probe/cond_balanced_accuracy`).
+
+    relation: `greater` (a above b beyond the spread) or `at_least` (a not below b - margin beyond the spread).
+    A group is an arm name, `baseline`, `real_test`, `vae_reconstructions`, or `augment/<size>/<condition>`.
+    """
+
+    a: str
+    b: str
+    metric: str
+    relation: Literal["greater", "at_least"] = "greater"
+    margin: float = 0.0
+
+
+@dataclass
+class ClaimSpec:
+    """A claim of the papers: holds when every comparison holds."""
+
+    id: str
+    text: str
+    comparisons: list[Comparison]
+    source: str = ""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment (configs/experiments/NAME.yaml).
+
+    Args:
+        name: shown in the report.
+        out: output folder; a rerun computes only what is missing there.
+        pretrained: the pretrained pipeline every arm starts from (a diffusers directory or hub id).
+        build_pretrained: build the tiny pretrained pipeline at `pretrained` when it is missing (phantom world).
+        seeds: every arm's seeds unless the arm names its own.
+        steps: the training budget of every arm (`trainer.max_steps`); null keeps each config's.
+        data / evaluator / retriever / protocol / augmentation / claims: see their types.
+        arms: the fine-tuning strategies compared.
+    """
+
+    name: str = "experiment"
+    out: str = "runs/experiment"
+    pretrained: str = "artifacts/tiny-pretrained"
+    build_pretrained: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    evaluator: EvaluatorSpec = field(default_factory=EvaluatorSpec)
+    retriever: RetrieverSpec = field(default_factory=RetrieverSpec)
+    arms: list[ArmSpec] = field(default_factory=list)
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+    augmentation: AugmentationSpec | None = None
+    claims: list[ClaimSpec] = field(default_factory=list)
+
+    def arm_seeds(self, arm: ArmSpec) -> list[int]:
+        return list(self.seeds if arm.seeds is None else arm.seeds)
+
+    def validate(self) -> ExperimentConfig:
+        """Check every value; raise ConfigError naming the key and the fix."""
+        if not self.arms:
+            raise ConfigError("arms: name at least one arm (name, configs)")
+        names = [arm.name for arm in self.arms]
+        for index, arm in enumerate(self.arms):
+            if not _NAME.match(arm.name) or arm.name in (
+                "baseline",
+                "real_test",
+                "vae_reconstructions",
+                "augment",
+            ):
+                raise ConfigError(
+                    f"arms[{index}].name {arm.name!r}: use letters, digits, '-', '_' or '.', and not a reserved "
+                    "group name (baseline, real_test, vae_reconstructions, augment)"
+                )
+            if not arm.configs:
+                raise ConfigError(
+                    f"arms[{index}] ({arm.name}): configs is empty; name a configs/finetune/*.yaml"
+                )
+            seeds = self.arm_seeds(arm)
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ConfigError(f"arms[{index}] ({arm.name}): give distinct seeds, got {seeds}")
+            if arm.probe_prompts is not None:
+                missing = [f for f in self.protocol.findings if f not in arm.probe_prompts]
+                if missing:
+                    raise ConfigError(f"arms[{index}].probe_prompts: no prompt for {missing}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"arms: names must be distinct, got {names}")
+        unknown = [f for f in self.protocol.findings if f not in CHEXPERT_LABELS]
+        if unknown or not self.protocol.findings:
+            raise ConfigError(f"protocol.findings: unknown {unknown}; choose from {list(CHEXPERT_LABELS)}")
+        p = self.protocol
+        for key in ("probe_images", "sample_steps", "batch_size", "diversity_samples"):
+            if getattr(p, key) < 1:
+                raise ConfigError(f"protocol.{key} must be at least 1, got {getattr(p, key)}")
+        if p.diversity_samples < 2 and p.diversity_prompts > 0:
+            raise ConfigError(
+                "protocol.diversity_samples: MS-SSIM diversity needs at least 2 samples per prompt"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
+        if self.augmentation is not None:
+            a = self.augmentation
+            if a.arm not in names:
+                raise ConfigError(f"augmentation.arm {a.arm!r} is not an arm; choose from {names}")
+            arm = self.arms[names.index(a.arm)]
+            if a.seed is not None and a.seed not in self.arm_seeds(arm):
+                raise ConfigError(f"augmentation.seed {a.seed} is not a seed of arm {a.arm!r}")
+            for condition in a.conditions:
+                condition_parts(condition)
+        for claim in self.claims:
+            for comparison in claim.comparisons:
+                for group in (comparison.a, comparison.b):
+                    if not _known_group(group, names, self):
+                        raise ConfigError(
+                            f"claims {claim.id}: {group!r} is neither an arm ({names}) nor baseline, real_test, "
+                            "vae_reconstructions or augment/<size>/<condition> of the augmentation experiment"
+                        )
+        return self
+
+
+def _known_group(group: str, arms: list[str], config: ExperimentConfig) -> bool:
+    if group in arms or group in ("baseline", "real_test", "vae_reconstructions"):
+        return True
+    parts = group.split("/")
+    if len(parts) == 3 and parts[0] == "augment" and config.augmentation is not None:
+        return (
+            parts[1].isdigit()
+            and int(parts[1]) in config.augmentation.sizes
+            and (parts[2] in config.augmentation.conditions)
+        )
+    return False

@@ -1,0 +1,77 @@
+"""Results kept per unit of work, keyed by what made them: a rerun reuses a unit made from the same inputs,
+and clears (then recomputes) one made from other inputs. Every file is written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from cxr_ldm.data.atomic import write_text_atomic
+
+KEY_FILE = "inputs.json"
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses and paths as JSON-ready data."""
+    if is_dataclass(value):
+        return plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(plain(value), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def folder_digest(folder: Path) -> str:
+    """Content hash of every file under `folder` (a pretrained pipeline directory), or the name itself when
+    it is no local folder (a hub id)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return str(folder)
+    hasher = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        hasher.update(str(path.relative_to(folder)).encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()[:16]
+
+
+def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
+    """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there); otherwise
+    whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
+    stamp = folder / KEY_FILE
+    wanted = plain(inputs)
+    if stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == wanted:
+                return True
+        except ValueError:
+            pass
+    if folder.exists() and any(folder.iterdir()):
+        if log is not None:
+            log(f"clearing {folder}: made from other inputs")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stamp, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return False
+
+
+def read_result(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
