@@ -264,10 +264,8 @@ def _known_group(group: str, arms: list[str], config: ExperimentConfig) -> bool:
     if group in arms or group in ("baseline", "real_test", "vae_reconstructions"):
         return True
     parts = group.split("/")
-    if len(parts) == 3 and parts[0] == "augment" and config.augmentation is not None:
-        return (
-            parts[1].isdigit()
-            and int(parts[1]) in config.augmentation.sizes
-            and (parts[2] in config.augmentation.conditions)
-        )
-    return False
+    if len(parts) != 3 or parts[0] != "augment" or not parts[1].isdigit():
+        return False
+    if config.augmentation is None:  # switched off (`--augmentation null`): its claims are "not measured"
+        return True
+    return int(parts[1]) in config.augmentation.sizes and parts[2] in config.augmentation.conditions

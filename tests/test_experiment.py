@@ -1,0 +1,118 @@
+"""`python -m cxr_ldm experiment` end to end at toy budgets: two arms x two seeds from the committed tiny
+pretrained pipeline, the augmentation experiment, the claims and the report; a rerun after a crash computes
+only what is missing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from _tiny_run import ROOT
+
+from cxr_ldm.commands.experiment import main, parse_config
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.engine import run_experiment
+
+FINDINGS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]
+
+
+def toy_args(tmp_path: Path) -> list[str]:
+    """configs/experiments/demo.yaml at toy budgets, plus a second arm (U-Net only)."""
+    arms = [
+        {"name": "unet-text", "configs": [str(ROOT / "configs/demo.yaml")]},
+        {"name": "unet", "configs": [str(ROOT / "configs/demo.yaml")],
+         "overrides": {"model.init_args.trainable": {"unet": {"lr": 1e-3}}}},
+    ]  # fmt: skip
+    return [
+        "--config", str(ROOT / "configs/experiments/demo.yaml"),
+        "--out", str(tmp_path / "out"), "--data.root", str(tmp_path / "phantom"), "--data.phantom.studies", "120",
+        "--pretrained", str(ROOT / "artifacts/tiny-pretrained"), "--data.config",
+        str(ROOT / "configs/experiments/_phantom/data.yaml"),
+        "--arms", json.dumps(arms), "--seeds", "[0, 1]", "--steps", "2", "--evaluator.classifier.steps", "3",
+        "--retriever.config", str(ROOT / "configs/retriever/tiny-phantom.yaml"), "--retriever.max_epochs", "1",
+        "--protocol.probe_images", "2", "--protocol.test_prompts", "4", "--protocol.diversity_prompts", "2",
+        "--protocol.diversity_samples", "2", "--protocol.sample_steps", "2", "--protocol.batch_size", "8",
+        "--augmentation.sizes", "[50]", "--augmentation.seeds", "[0]", "--augmentation.classifier_steps", "2",
+    ]  # fmt: skip
+
+
+def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tmp_path: Path) -> None:
+    args = toy_args(tmp_path)
+    out = tmp_path / "out"
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["arms"]) == ["unet", "unet-text"]
+    for arm in ("unet", "unet-text"):
+        assert sorted(results["arms"][arm]) == ["seed0", "seed1"]
+        summary = results["summary"][arm]
+        assert summary["probe/cond_balanced_accuracy"]["n"] == 2
+        for metric in ("fid_xrv", "fidelity/fid_xrv", "ms_ssim", "retrieval/t2i_recall@5"):
+            assert math.isfinite(summary[metric]["mean"]), metric
+        assert {f"probe/cond_balanced_accuracy/{f}" for f in FINDINGS} <= set(summary)
+    # The seeds differ: each run fine-tuned and sampled its own model.
+    seed0, seed1 = (results["arms"]["unet-text"][k]["checkpoint"] for k in ("seed0", "seed1"))
+    assert Path(seed0).read_bytes() != Path(seed1).read_bytes()
+    # The U-Net-only arm left the text encoder as the pretrained pipeline has it.
+    assert results["baseline"] is not None and "real_test" in results["references"]
+    assert [c["id"] for c in results["claims"]] == ["learns", "C4", "C6"]
+    assert all(c["verdict"] for c in results["claims"])
+    report = (out / "report.md").read_text()
+    for part in ("## Results (mean ± sd over seeds)", "**unet-text** | 2 |", "## Claims", "## Every run",
+                 "| unet | 1 |", "Augmentation experiment", "figures/probes.png"):  # fmt: skip
+        assert part in report, part
+    for figure in ("probes.png", "fid.png", "probe-images.png", "samples.png"):
+        assert (out / "figures" / figure).stat().st_size > 0
+    # One TensorBoard folder: each fit's logs, and one HPARAMS session per (arm, seed).
+    sessions = sorted(p.name for p in (out / "tensorboard" / "hparams").iterdir())
+    assert sessions == ["unet-seed0", "unet-seed1", "unet-text-seed0", "unet-text-seed1"]
+    assert any((out / "tensorboard" / "unet" / "seed1").glob("events.out.tfevents.*"))
+
+    # A crash while unet seed 1 was being evaluated: its result is missing, its fit finished.
+    unit = out / "arms" / "unet" / "seed1"
+    (unit / "result.json").unlink()
+    checkpoint = unit / "fit" / "checkpoints" / "last.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+    kept = (out / "arms" / "unet-text" / "seed0" / "result.json").stat().st_mtime_ns
+    outcome = run_experiment(parse_config(args))
+    assert outcome.computed == ["unet seed 1"]
+    assert sorted(outcome.reused) == ["baseline", "unet seed 0", "unet-text seed 0", "unet-text seed 1"]
+    assert checkpoint.stat().st_mtime_ns == stamp  # the fit was not run again
+    assert (out / "arms" / "unet-text" / "seed0" / "result.json").stat().st_mtime_ns == kept
+    again = json.loads((unit / "result.json").read_text())
+    assert (
+        again["metrics"] == results["arms"]["unet"]["seed1"]["metrics"]
+    )  # same seeds, same images, same numbers
+
+    # Another training budget for one arm: that arm's units are cleared and made again, the other is kept.
+    arms = json.loads(args[args.index("--arms") + 1])
+    arms[1]["overrides"]["model.init_args.ema_decay"] = None
+    changed = [*args[: args.index("--arms") + 1], json.dumps(arms), *args[args.index("--arms") + 2 :]]
+    outcome = run_experiment(parse_config([*changed, "--augmentation", "null"]))
+    assert outcome.computed == ["unet seed 0", "unet seed 1"]
+
+
+def test_experiment_config_errors_name_the_key(tmp_path: Path) -> None:
+    args = toy_args(tmp_path)
+    with pytest.raises(ConfigError, match="augmentation.arm 'nope' is not an arm"):
+        run_experiment(parse_config([*args, "--augmentation.arm", "nope"]))
+    with pytest.raises(ConfigError, match="claims C4: 'augment/50/real"):
+        run_experiment(parse_config([*args, "--augmentation.sizes", "[60]"]))
+    with pytest.raises(ConfigError, match="names must be distinct"):
+        run_experiment(parse_config([*args, "--arms", json.dumps([{"name": "a", "configs": ["x"]}] * 2)]))
+    not_a_phantom = tmp_path / "mine"
+    not_a_phantom.mkdir()
+    (not_a_phantom / "keep.txt").write_text("user data")
+    with pytest.raises(ConfigError, match="holds no phantom-manifest.json"):
+        run_experiment(parse_config([*args, "--data.root", str(not_a_phantom)]))
+    assert (not_a_phantom / "keep.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "experiments").glob("*.yaml")))
+def test_every_experiment_config_parses_and_validates(name: str) -> None:
+    config = parse_config(["--config", str(ROOT / "configs" / "experiments" / name)])
+    config.validate()
+    for arm in config.arms:
+        for path in [*arm.configs, *(c for prep in arm.prepare for c in prep.configs)]:
+            assert (ROOT / path).is_file(), f"{name}: arm {arm.name} names a missing config {path}"
