@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format demo phantom phantom-sheet tiny-pretrained bench clean
+.PHONY: install test test-slow lint format demo paper paper-quick phantom phantom-sheet tiny-pretrained bench clean
 
 install: $(STAMP)
 
@@ -45,8 +45,16 @@ tiny-pretrained: artifacts/tiny-pretrained/model_index.json
 artifacts/tiny-pretrained/model_index.json: | $(STAMP)
 	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained
 
-demo: $(STAMP) tiny-pretrained
-	$(PY) -m cxr_ldm.demo --out runs/demo
+# The experiments (configs/experiments/): resumable; a rerun computes only what is missing.
+# `make demo SEED=1` runs the demo with another seed into runs/demo-seed1.
+demo: $(STAMP)
+	$(PY) -m cxr_ldm experiment --config configs/experiments/demo.yaml $(if $(SEED),--seeds [$(SEED)] --out runs/demo-seed$(SEED))
+
+paper: $(STAMP)
+	$(PY) -m cxr_ldm experiment --config configs/experiments/paper.yaml
+
+paper-quick: $(STAMP)
+	$(PY) -m cxr_ldm experiment --config configs/experiments/paper-quick.yaml
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py --config configs/tiny.yaml --threads 1

@@ -48,8 +48,9 @@ from cxr_ldm.augmentation.classifier_arm import (  # noqa: E402
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split  # noqa: E402
 from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
-from cxr_ldm.demo.run import CONFIG, distances, ensure_phantom, sample_rows  # noqa: E402
-from cxr_ldm.demo.tiny_components import IMAGE_SIZE  # noqa: E402
+from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
+from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
+from cxr_ldm.experiments.real_references import distances  # noqa: E402
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
 from cxr_ldm.evaluation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images  # noqa: E402
@@ -63,6 +64,8 @@ from cxr_ldm.evaluation.metric_names import (  # noqa: E402
 from cxr_ldm.evaluation.operating_points import operating_points  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
+CONFIG = str(REPO / "configs" / "demo.yaml")  # the demo's fine-tune
+IMAGE_SIZE = 64
 SAMPLERS = ["pndm:75", "ddim:50", "ddim:20", "dpm++:25", "dpm++:20", "dpm++:15", "unipc:20"]
 METRICS = {  # key -> (column title, better)
     "probe_balanced_accuracy": ("probe balanced accuracy", "higher"),
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     out, data = Path(args.out), Path(args.data)
     (out / "results").mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    ensure_phantom(data, args.studies)
+    ensure_phantom(data, args.studies, IMAGE_SIZE)
     overrides = {"root": str(data), "cache_dir": str(out / "cache")}
     module = load_datamodule_for(CONFIG, overrides, IMAGE_SIZE)
     train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))

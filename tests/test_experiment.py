@@ -116,3 +116,21 @@ def test_every_experiment_config_parses_and_validates(name: str) -> None:
     for arm in config.arms:
         for path in [*arm.configs, *(c for prep in arm.prepare for c in prep.configs)]:
             assert (ROOT / path).is_file(), f"{name}: arm {arm.name} names a missing config {path}"
+
+
+def test_a_phantom_of_other_settings_is_made_anew_and_foreign_folders_are_refused(tmp_path: Path) -> None:
+    from cxr_ldm.experiments.phantom_data import ensure_phantom
+
+    data = tmp_path / "phantom"
+    ensure_phantom(data, 60, 32)
+    manifest = data / "phantom-manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    ensure_phantom(data, 60, 32)  # same settings: kept
+    assert manifest.stat().st_mtime_ns == stamp
+    ensure_phantom(data, 40, 32)  # an earlier run's size: made anew, never read stale
+    assert json.loads(manifest.read_text())["params"]["studies"] == 40
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "phantom-manifest.json").write_text(json.dumps({"generator": "someone else"}))
+    with pytest.raises(ConfigError, match="not a phantom made by cxr_ldm"):
+        ensure_phantom(foreign, 40, 32)
