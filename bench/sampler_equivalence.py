@@ -48,9 +48,6 @@ from cxr_ldm.augmentation.classifier_arm import (  # noqa: E402
 from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split  # noqa: E402
 from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
-from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
-from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
-from cxr_ldm.experiments.real_references import distances  # noqa: E402
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
 from cxr_ldm.evaluation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.evaluation.generation import GenerationSettings, generate_images  # noqa: E402
@@ -62,6 +59,9 @@ from cxr_ldm.evaluation.metric_names import (  # noqa: E402
     current_names,
 )
 from cxr_ldm.evaluation.operating_points import operating_points  # noqa: E402
+from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
+from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
+from cxr_ldm.experiments.real_references import distances  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
 CONFIG = str(REPO / "configs" / "demo.yaml")  # the demo's fine-tune
