@@ -81,6 +81,11 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     done); returns the fit's last checkpoint."""
     from cxr_ldm.cli import run_fit
 
+    if seed in arm.checkpoints:
+        checkpoint = Path(arm.checkpoints[seed])
+        if not checkpoint.is_file():
+            raise ConfigError(f"arms {arm.name}: checkpoints[{seed}] {checkpoint} does not exist")
+        return checkpoint
     out = Path(config.out)
     names = {"{run}": str(run_dir), "{pretrained}": config.pretrained}
     shared = {

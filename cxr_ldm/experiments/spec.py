@@ -87,6 +87,8 @@ class ArmSpec:
         seeds: this arm's seeds; default: the experiment's.
         probe_prompts: the probe prompt per finding when the arm's prompts cannot be written from labels
             (free-text impressions); default: written as the arm's data module writes prompts.
+        checkpoints: seed -> a LatentDiffusion checkpoint trained elsewhere (e.g. `python -m cxr_ldm fit` on
+            several GPU nodes with these configs and `--seed_everything SEED`): that seed is judged, not fitted.
     """
 
     name: str
@@ -95,6 +97,7 @@ class ArmSpec:
     prepare: list[FitSpec] = field(default_factory=list)
     seeds: list[int] | None = None
     probe_prompts: dict[str, str] | None = None
+    checkpoints: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
