@@ -134,3 +134,23 @@ def test_a_phantom_of_other_settings_is_made_anew_and_foreign_folders_are_refuse
     (foreign / "phantom-manifest.json").write_text(json.dumps({"generator": "someone else"}))
     with pytest.raises(ConfigError, match="not a phantom made by cxr_ldm"):
         ensure_phantom(foreign, 40, 32)
+
+
+def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) -> None:
+    args = toy_args(tmp_path)
+    first = run_experiment(parse_config([*args, "--seeds", "[0]", "--augmentation", "null"]))
+    trained = first.results["arms"]["unet-text"]["seed0"]
+    arms = [{"name": "unet-text", "configs": [str(ROOT / "configs/demo.yaml")],
+             "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
+    judged = run_experiment(
+        parse_config([*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(arms),
+                      "--out", str(tmp_path / "judged")])  # fmt: skip
+    )
+    run = judged.results["arms"]["unet-text"]["seed0"]
+    assert not (tmp_path / "judged" / "arms" / "unet-text" / "seed0" / "fit").exists()  # nothing was fitted
+    assert run["metrics"] == trained["metrics"]  # the same model, seeds and references give the same numbers
+    missing = [{**arms[0], "checkpoints": {0: str(tmp_path / "none.ckpt")}}]
+    with pytest.raises(ConfigError, match="checkpoints\\[0\\]"):
+        run_experiment(
+            parse_config([*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(missing)])
+        )
