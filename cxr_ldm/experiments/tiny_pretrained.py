@@ -88,7 +88,9 @@ def _fit(config: Path, folder: Path, overrides: dict, steps: int):
 
 
 @torch.no_grad()
-def latent_statistics(vae, dataset, collate, batch_size: int = 64, l1_images: int = 64) -> tuple[float, float]:
+def latent_statistics(
+    vae, dataset, collate, batch_size: int = 64, l1_images: int = 64
+) -> tuple[float, float]:
     """(latent scale, L1): 1 / std of every image's posterior mean, and the mean L1 error of the
     reconstructions (posterior mode) of the first `l1_images` images, on [-1, 1] pixels."""
     vae = vae.eval()
