@@ -43,7 +43,7 @@ phantom-sheet: $(STAMP)
 tiny-pretrained: artifacts/tiny-pretrained/model_index.json
 
 artifacts/tiny-pretrained/model_index.json: | $(STAMP)
-	$(PY) -m cxr_ldm.demo.pretrain --out artifacts/tiny-pretrained
+	$(PY) -m cxr_ldm.experiments.tiny_pretrained --out artifacts/tiny-pretrained
 
 # The experiments (configs/experiments/): resumable; a rerun computes only what is missing.
 # `make demo SEED=1` runs the demo with another seed into runs/demo-seed1.

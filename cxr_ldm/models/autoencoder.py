@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
 from lightning import LightningModule
 from torch import nn
 from torchvision.utils import make_grid
@@ -65,6 +66,10 @@ class Autoencoder(LightningModule):
         perceptual_weight: weight of the VGG-16 feature distance; needs `perceptual_weights_path`.
         perceptual_weights_path: local torchvision `vgg16` state dict (.pth).
         log_images: how many originals/reconstructions the first validation batch logs.
+        lr_scheduler: diffusers learning-rate schedule (`constant`, `cosine`, `linear`, ...), stepped every
+            optimizer step; `cosine` with a short warm-up is a one-cycle-like schedule (up to `lr`, then down
+            to zero at the fit's last step).
+        lr_warmup_steps: steps of linear warm-up from zero to `lr`.
     """
 
     def __init__(
@@ -80,8 +85,12 @@ class Autoencoder(LightningModule):
         perceptual_weight: float = 0.0,
         perceptual_weights_path: str | None = None,
         log_images: int = 4,
+        lr_scheduler: str = "constant",
+        lr_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
+        if lr_warmup_steps < 0:
+            raise ConfigError(f"model.init_args.lr_warmup_steps must be >= 0, got {lr_warmup_steps}")
         self.save_hyperparameters()
         self.vae = self._load_vae(resolve_source(pretrained_model_name_or_path), revision, vae_config)
         if not train_encoder:
@@ -158,4 +167,18 @@ class Autoencoder(LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.vae.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
+        try:
+            scheduler = get_scheduler(
+                self.hparams.lr_scheduler,
+                optimizer,
+                num_warmup_steps=self.hparams.lr_warmup_steps,
+                num_training_steps=int(total) if total and total != float("inf") else None,
+            )
+        except ValueError as error:  # an unknown name, or a decaying schedule without a step budget
+            raise ConfigError(
+                f"model.init_args.lr_scheduler {self.hparams.lr_scheduler!r}: {error} (a decaying schedule "
+                "needs trainer.max_steps or trainer.max_epochs)"
+            ) from error
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,1 +1,0 @@
-"""The end-to-end demo on phantom data: tiny pretrained pipeline, fine-tune, evaluate, augmentation experiment."""
