@@ -22,11 +22,11 @@ if str(REPO) not in sys.path:
 
 from cxr_ldm.__main__ import main as cli  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
-from cxr_ldm.evaluation.checkpoints import load_checkpoint  # noqa: E402
-from cxr_ldm.evaluation.data_config import load_datamodule  # noqa: E402
 from cxr_ldm.evaluation.real_data import load_real_split  # noqa: E402
 from cxr_ldm.evaluation.retriever_quality import retriever_quality  # noqa: E402
-from cxr_ldm.models import ImageTextRetriever  # noqa: E402
+from cxr_ldm.evaluators import ImageTextRetriever  # noqa: E402
+from cxr_ldm.loaders.checkpoint import load_checkpoint  # noqa: E402
+from cxr_ldm.loaders.datamodule import load_datamodule  # noqa: E402
 
 KEYS = ["t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "t2i_recall_chance@1", "i2i_precision@5",
         "i2i_precision_chance"]  # fmt: skip

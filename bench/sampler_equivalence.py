@@ -37,20 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cxr_ldm.augmentation import ClassifierSettings  # noqa: E402
-from cxr_ldm.augmentation.classifier_arm import (  # noqa: E402
-    build_classifier,
-    classify_image_set,
-    finding_labels,
-    image_set_probabilities,
-    train_classifier,
-)
-from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split  # noqa: E402
-from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
-from cxr_ldm.evaluation.finding_prompts import finding_prompts  # noqa: E402
-from cxr_ldm.evaluation.generation import GenerationSettings, generate_images  # noqa: E402
 from cxr_ldm.evaluation.metric_names import (  # noqa: E402
     COND_BALANCED_ACCURACY,
     FID,
@@ -62,6 +50,18 @@ from cxr_ldm.evaluation.operating_points import operating_points  # noqa: E402
 from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
 from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
 from cxr_ldm.experiments.real_references import distances  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (  # noqa: E402
+    build_classifier,
+    classify_image_set,
+    finding_labels,
+    image_set_probabilities,
+    train_classifier,
+)
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records, read_synthetic  # noqa: E402
+from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
+from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
 CONFIG = str(REPO / "configs" / "demo.yaml")  # the demo's fine-tune
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     for tag in args.samplers:
         parse_sampler(tag)
 
-    from cxr_ldm.evaluation.image_source import load_image_source
+    from cxr_ldm.generation.image_source import load_image_source
 
     torch.manual_seed(0)
     out, data = Path(args.out), Path(args.data)

@@ -10,7 +10,8 @@ import yaml
 from _tiny_run import TINY, cli_args, run_fit
 
 from cxr_ldm.__main__ import main
-from cxr_ldm.augmentation import (
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.synthetic_augmentation import (
     AugmentationConfig,
     ClassifierSettings,
     DiffusionSettings,
@@ -19,7 +20,6 @@ from cxr_ldm.augmentation import (
     plan_arms,
     run_experiment,
 )
-from cxr_ldm.errors import ConfigError
 
 
 def toy_config(out: Path, phantom_root: Path, model: Path) -> AugmentationConfig:
@@ -177,7 +177,7 @@ def test_results_chart_bars_are_the_means_with_std_error_bars(tmp_path: Path) ->
     from matplotlib.container import BarContainer
     from PIL import Image
 
-    from cxr_ldm.augmentation.results import bar_chart, write_outputs
+    from cxr_ldm.experiments.synthetic_augmentation.results import bar_chart, write_outputs
 
     arms = [(16, "real", 0, 0.6), (16, "real", 1, 0.8), (16, "synthetic_1x", 0, 0.5), (32, "real", 0, 0.9)]
     results = [

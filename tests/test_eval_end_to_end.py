@@ -24,11 +24,11 @@ from cxr_ldm.evaluation import (
     load_real_split,
     t2i_recall_at_k,
 )
-from cxr_ldm.evaluation.checkpoints import load_checkpoint
-from cxr_ldm.evaluation.data_config import load_datamodule
 from cxr_ldm.evaluation.features import batched
 from cxr_ldm.evaluation.suite import column_indices
-from cxr_ldm.models import CxrClassifier, ImageTextRetriever
+from cxr_ldm.evaluators import CxrClassifier, ImageTextRetriever
+from cxr_ldm.loaders.checkpoint import load_checkpoint
+from cxr_ldm.loaders.datamodule import load_datamodule
 
 DATA = {
     "class_path": "cxr_ldm.data.MimicCxrDataModule",

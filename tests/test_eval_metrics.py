@@ -132,7 +132,7 @@ def test_memorization_finds_copies_in_pixel_and_feature_space(tmp_path):
         nearest_feature_neighbours,
         nearest_pixel_neighbours,
     )
-    from cxr_ldm.models import CxrClassifier
+    from cxr_ldm.evaluators import CxrClassifier
 
     torch.manual_seed(0)
 

@@ -143,8 +143,19 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) 
     arms = [{"name": "unet-text", "configs": [str(ROOT / "configs/demo.yaml")],
              "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
     judged = run_experiment(
-        parse_config([*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(arms),
-                      "--out", str(tmp_path / "judged")])  # fmt: skip
+        parse_config(
+            [
+                *args,
+                "--seeds",
+                "[0]",
+                "--augmentation",
+                "null",
+                "--arms",
+                json.dumps(arms),
+                "--out",
+                str(tmp_path / "judged"),
+            ]
+        )  # fmt: skip
     )
     run = judged.results["arms"]["unet-text"]["seed0"]
     assert not (tmp_path / "judged" / "arms" / "unet-text" / "seed0" / "fit").exists()  # nothing was fitted

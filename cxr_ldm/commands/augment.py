@@ -13,7 +13,7 @@ def build_parser():
     """A jsonargparse parser over `AugmentationConfig`: every key typed and validated before anything runs."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from cxr_ldm.augmentation import AugmentationConfig
+    from cxr_ldm.experiments.synthetic_augmentation import AugmentationConfig
 
     parser = ArgumentParser(prog="python -m cxr_ldm augment", description=DESCRIPTION, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML experiment config (configs/augment/)")
@@ -22,8 +22,8 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cxr_ldm.augmentation import AugmentationConfig, run_experiment
     from cxr_ldm.errors import ConfigError
+    from cxr_ldm.experiments.synthetic_augmentation import AugmentationConfig, run_experiment
 
     parser = build_parser()
     cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -56,20 +56,18 @@ def main(argv: list[str]) -> int:
         parser.error("give --model (to generate) or --generated (an existing folder)")
 
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.evaluation import (
-        EvaluationOptions,
+    from cxr_ldm.evaluation import EvaluationOptions, evaluate_generated, load_real_split
+    from cxr_ldm.evaluation.sharding import barrier, init_distributed
+    from cxr_ldm.evaluators import CxrClassifier, ImageTextRetriever
+    from cxr_ldm.generation import (
         GenerationSettings,
-        evaluate_generated,
         generate_images,
         load_image_source,
-        load_real_split,
         prompts_from_datamodule,
         read_generated,
     )
-    from cxr_ldm.evaluation.checkpoints import load_checkpoint
-    from cxr_ldm.evaluation.data_config import load_datamodule
-    from cxr_ldm.evaluation.sharding import barrier, init_distributed
-    from cxr_ldm.models import CxrClassifier, ImageTextRetriever
+    from cxr_ldm.loaders.checkpoint import load_checkpoint
+    from cxr_ldm.loaders.datamodule import load_datamodule
 
     started = time.perf_counter()
     device = pick_device(args.device)
@@ -90,7 +88,7 @@ def main(argv: list[str]) -> int:
             settings = GenerationSettings(
                 args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
             )
-            from cxr_ldm.evaluation.generation import model_fingerprint
+            from cxr_ldm.generation.generated_folder import model_fingerprint
 
             generate_images(
                 source, records, generated_dir, settings, progress=not args.no_progress,

@@ -97,10 +97,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.evaluation import GenerationSettings, generate_images, load_image_source
-    from cxr_ldm.evaluation.data_config import load_datamodule
-    from cxr_ldm.evaluation.finding_prompts import finding_prompts
-    from cxr_ldm.evaluation.prompt_source import prompts_from_datamodule, read_prompt_file
+    from cxr_ldm.generation import GenerationSettings, generate_images, load_image_source
+    from cxr_ldm.generation.finding_prompts import finding_prompts
+    from cxr_ldm.generation.prompt_source import prompts_from_datamodule, read_prompt_file
+    from cxr_ldm.loaders.datamodule import load_datamodule
 
     try:
         if args.prompts is not None:
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     settings = GenerationSettings(
         args.per_prompt, args.guidance, args.steps, args.scheduler, args.seed, args.batch_size
     )
-    from cxr_ldm.evaluation.generation import model_fingerprint
+    from cxr_ldm.generation.generated_folder import model_fingerprint
 
     try:
         out = generate_images(

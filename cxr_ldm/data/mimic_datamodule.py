@@ -299,7 +299,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
 
     def _warn_overlong_prompts(self) -> None:
         """Once per run: how many prompts the training model's text encoder would cut."""
-        from cxr_ldm.models.prompt_length import text_limits, warn_overlong
+        from cxr_ldm.data.prompt_length import text_limits, warn_overlong
 
         trainer = getattr(self, "trainer", None)
         if trainer is None or not trainer.is_global_zero:

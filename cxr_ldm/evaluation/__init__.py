@@ -1,13 +1,11 @@
-"""Evaluation of generated chest X-rays: generation to a folder, evaluator models' metrics, the full suite."""
+"""Evaluation of generated chest X-rays: the evaluators' metrics and the full suite (images come from
+`cxr_ldm.generation`)."""
 
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity, ms_ssim_settings
 from cxr_ldm.evaluation.fid import fid_classifier, fid_inception, kid_classifier
-from cxr_ldm.evaluation.generation import GenerationSettings, generate_images, read_generated
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
-from cxr_ldm.evaluation.image_source import load_image_source
 from cxr_ldm.evaluation.memorization import memorization_metrics
-from cxr_ldm.evaluation.prompt_source import PromptRecord, prompts_from_datamodule, read_prompt_file
 from cxr_ldm.evaluation.real_data import load_real_split
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
@@ -17,24 +15,17 @@ from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 
 __all__ = [
     "EvaluationOptions",
-    "GenerationSettings",
     "MetricReport",
-    "PromptRecord",
     "conditioned_classification",
     "evaluate_generated",
     "fid_classifier",
     "fid_inception",
-    "generate_images",
     "i2i_precision_at_k",
     "kid_classifier",
-    "load_image_source",
     "load_real_split",
     "memorization_metrics",
     "ms_ssim_diversity",
     "ms_ssim_settings",
-    "prompts_from_datamodule",
-    "read_generated",
-    "read_prompt_file",
     "reconstruct",
     "reconstruction_metrics",
     "report_agreement",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from cxr_ldm.models.image_metrics import image_metrics
 
 
 @torch.no_grad()
@@ -19,18 +20,6 @@ def reconstruct(vae, images01: torch.Tensor, batch_size: int = 16) -> torch.Tens
         decoded = vae.decode(latents).sample.float().cpu()
         out.append(((decoded + 1) / 2).clamp(0, 1).mean(dim=1, keepdim=True))
     return torch.cat(out)
-
-
-def image_metrics(reconstructed01: torch.Tensor, original01: torch.Tensor) -> dict[str, torch.Tensor]:
-    """RMSE (mean over images), PSNR (dB, from the batch's mean squared error) and SSIM of (N, C, H, W)
-    images in [0, 1], data range 1; the one definition the VAE's validation and the evaluation share."""
-    a, b = original01.float(), reconstructed01.float()
-    kernel = 11 if min(a.shape[-2:]) >= 11 else 3
-    return {
-        "rmse": ((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt().mean(),
-        "psnr": peak_signal_noise_ratio(b, a, data_range=1.0),
-        "ssim": structural_similarity_index_measure(b, a, data_range=1.0, kernel_size=kernel),
-    }
 
 
 def reconstruction_metrics(

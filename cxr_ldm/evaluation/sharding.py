@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.generation import rank_and_world
+from cxr_ldm.generation.generated_folder import rank_and_world
 
 
 def init_distributed(timeout_hours: float = 6.0) -> tuple[int, int]:

@@ -12,7 +12,6 @@ from cxr_ldm.evaluation.conditioned_classification import conditioned_classifica
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.features import batched
 from cxr_ldm.evaluation.fid import fid_from_features, fid_inception, kid_from_features
-from cxr_ldm.evaluation.generation import GeneratedSet
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
 from cxr_ldm.evaluation.memorization import (
     distance_summary,
@@ -30,6 +29,7 @@ from cxr_ldm.evaluation.report_agreement import report_agreement
 from cxr_ldm.evaluation.results import MetricReport
 from cxr_ldm.evaluation.sharding import run_sharded
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
+from cxr_ldm.generation.generated_folder import GeneratedSet
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 log = logging.getLogger("cxr_ldm.evaluation")

@@ -143,7 +143,7 @@ def reference_inputs(config: ExperimentConfig) -> dict:
 
 def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     """Everything `config` declares, resuming whatever an earlier run of the same inputs finished."""
-    from cxr_ldm.evaluation.image_source import load_image_source
+    from cxr_ldm.generation.image_source import load_image_source
 
     config.validate()
     out = Path(config.out)
@@ -224,8 +224,12 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
 def run_augmentation(config: ExperimentConfig, arm_results: dict, log: StageLog) -> dict:
     """The synthetic-data augmentation experiment with the model of `augmentation.arm` (its first seed, or
     `augmentation.seed`); every classifier has the evaluator's architecture and the same budget."""
-    from cxr_ldm.augmentation import AugmentationConfig, DiffusionSettings, SynthesisSettings
-    from cxr_ldm.augmentation import run_experiment as run_augment
+    from cxr_ldm.experiments.synthetic_augmentation import (
+        AugmentationConfig,
+        DiffusionSettings,
+        SynthesisSettings,
+    )
+    from cxr_ldm.experiments.synthetic_augmentation import run_experiment as run_augment
 
     spec = config.augmentation
     arm = next(a for a in config.arms if a.name == spec.arm)

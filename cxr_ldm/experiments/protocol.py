@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_ldm.augmentation.classifier_arm import classify_image_set
-from cxr_ldm.augmentation.image_set import ImageSet
-from cxr_ldm.augmentation.synthetic import prompt_records, read_synthetic
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
-from cxr_ldm.evaluation.finding_prompts import finding_prompts
-from cxr_ldm.evaluation.generation import GenerationSettings, generate_images
 from cxr_ldm.evaluation.metric_names import MS_SSIM
-from cxr_ldm.evaluation.prompt_source import PromptRecord
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.experiments.real_references import References, distances
 from cxr_ldm.experiments.spec import ProtocolSpec
+from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import classify_image_set
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records, read_synthetic
+from cxr_ldm.generation.finding_prompts import finding_prompts
+from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images
+from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 PROBE_SEED, TEST_SEED, DIVERSITY_SEED = 1000, 2000, 3000

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import torch
 
-from cxr_ldm.augmentation.classifier_arm import (
-    classify_image_set,
-    finding_labels,
-    image_set_probabilities,
-    train_classifier,
-)
-from cxr_ldm.augmentation.image_set import ImageSet, to_uint8
-from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
 from cxr_ldm.evaluation.metric_names import FID, KID, on_real_images
 from cxr_ldm.evaluation.operating_points import operating_points
 from cxr_ldm.evaluation.reconstruction import reconstruct
 from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (
+    classify_image_set,
+    finding_labels,
+    image_set_probabilities,
+    train_classifier,
+)
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, to_uint8
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split
 
 
 @dataclass
@@ -70,8 +70,8 @@ def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
 def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: Path):
     """The evaluator classifier: `evaluator.checkpoint`, or trained on the real training split and kept as
     `out/evaluator/evaluator.ckpt` so that a rerun judges with the same network."""
-    from cxr_ldm.evaluation.checkpoints import load_checkpoint
-    from cxr_ldm.models import CxrClassifier
+    from cxr_ldm.evaluators import CxrClassifier
+    from cxr_ldm.loaders.checkpoint import load_checkpoint
 
     spec = config.evaluator
     if spec.checkpoint is not None:
@@ -79,7 +79,7 @@ def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: P
     saved = out / "evaluator" / "evaluator.pt"
     settings = spec.classifier
     if saved.is_file():
-        from cxr_ldm.augmentation.classifier_arm import build_classifier
+        from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import build_classifier
 
         model = build_classifier(settings)
         model.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
@@ -94,8 +94,8 @@ def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: P
 
 def load_or_train_retriever(config: ExperimentConfig, out: Path):
     """The retriever: `retriever.checkpoint`, or `retriever.config` fit once on the real training split."""
-    from cxr_ldm.evaluation.checkpoints import load_checkpoint
-    from cxr_ldm.models import ImageTextRetriever
+    from cxr_ldm.evaluators import ImageTextRetriever
+    from cxr_ldm.loaders.checkpoint import load_checkpoint
 
     spec = config.retriever
     if spec.checkpoint is not None:

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cxr_ldm.augmentation.synthetic import read_synthetic
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.evaluation.metric_names import (
     AUROC,
@@ -26,6 +25,7 @@ from cxr_ldm.evaluation.metric_names import (
 from cxr_ldm.experiments.claims import check_claims
 from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import read_synthetic
 from cxr_ldm.experiments.units import plain
 
 GRID_COLUMNS = 8

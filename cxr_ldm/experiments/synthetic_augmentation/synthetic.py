@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cxr_ldm.augmentation.config import SynthesisSettings
-from cxr_ldm.augmentation.image_set import ImageSet
-from cxr_ldm.evaluation.generation import METADATA, GenerationSettings, generate_images
-from cxr_ldm.evaluation.prompt_source import PromptRecord
+from cxr_ldm.experiments.synthetic_augmentation.config import SynthesisSettings
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
+from cxr_ldm.generation.generated_folder import METADATA, GenerationSettings, generate_images
+from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from cxr_ldm.data.atomic import atomic_path, clean_stale_temporaries, write_text_atomic
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.prompt_source import PromptRecord
+from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 METADATA = "metadata.csv"
@@ -210,7 +210,7 @@ def generate_images(
     total = len(records) * settings.per_prompt
     todo = [i for i in range(rank, total, world) if not (out / image_name(i)).is_file()]
     if todo and rank == 0:
-        from cxr_ldm.models.prompt_length import text_limits, warn_overlong
+        from cxr_ldm.data.prompt_length import text_limits, warn_overlong
 
         tokenizer, limit = text_limits(getattr(source, "model", None) or getattr(source, "pipeline", None))
         warn_overlong(tokenizer, [r.prompt for r in records], limit, "the prompts to generate from")

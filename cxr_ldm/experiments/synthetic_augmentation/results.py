@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cxr_ldm.augmentation.plan import Arm
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.evaluation.metric_names import ACCURACY, AUROC, BALANCED_ACCURACY, CLASSIFICATION
+from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
 
 
 def write_arm_result(arm: Arm, out: str | Path, result: dict) -> Path:

@@ -13,12 +13,12 @@ import torch
 from lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader, RandomSampler
 
-from cxr_ldm.augmentation.config import ClassifierSettings
-from cxr_ldm.augmentation.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.metric_names import on_real_images
+from cxr_ldm.evaluators.cxr_classifier import CxrClassifier
+from cxr_ldm.experiments.synthetic_augmentation.config import ClassifierSettings
+from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.labels import CHEXPERT_LABELS
-from cxr_ldm.models.cxr_classifier import CxrClassifier
 
 
 def build_classifier(settings: ClassifierSettings) -> CxrClassifier:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr_ldm.augmentation.config import AugmentationConfig
+from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig
 
 
 @dataclass(frozen=True)

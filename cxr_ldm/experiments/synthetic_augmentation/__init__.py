@@ -1,14 +1,14 @@
 """The synthetic-data augmentation experiment: classifiers trained on real, synthetic and mixed sets."""
 
-from cxr_ldm.augmentation.config import (
+from cxr_ldm.experiments.synthetic_augmentation.config import (
     AugmentationConfig,
     ClassifierSettings,
     DiffusionSettings,
     SynthesisSettings,
     condition_parts,
 )
-from cxr_ldm.augmentation.experiment import ExperimentSummary, run_experiment
-from cxr_ldm.augmentation.plan import Arm, plan_arms
+from cxr_ldm.experiments.synthetic_augmentation.experiment import ExperimentSummary, run_experiment
+from cxr_ldm.experiments.synthetic_augmentation.plan import Arm, plan_arms
 
 __all__ = [
     "Arm",

@@ -1,0 +1,18 @@
+"""Images from a model: prompt sources (a data module's split, a prompt file, one prompt per finding), the model
+as an image source (a checkpoint or a diffusers pipeline), and sampling into a resumable folder."""
+
+from cxr_ldm.generation.finding_prompts import finding_prompts
+from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated
+from cxr_ldm.generation.image_source import load_image_source
+from cxr_ldm.generation.prompt_source import PromptRecord, prompts_from_datamodule, read_prompt_file
+
+__all__ = [
+    "GenerationSettings",
+    "PromptRecord",
+    "finding_prompts",
+    "generate_images",
+    "load_image_source",
+    "prompts_from_datamodule",
+    "read_generated",
+    "read_prompt_file",
+]
