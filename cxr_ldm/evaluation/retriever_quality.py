@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.evaluation.features import batched
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
-from cxr_ldm.evaluation.real_data import RealSet
 from cxr_ldm.evaluation.suite import column_indices
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.labels import HEADLINE_FINDINGS
 
 
 @torch.no_grad()
-def retriever_quality(retriever, test: RealSet, gallery: RealSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+def retriever_quality(retriever, test: ImageSet, gallery: ImageSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
     """The retriever on real images (the ceiling of what it can tell about generated ones).
 
     t2i: each distinct prompt text of `test` retrieves among all `test` images (a hit is an image whose
@@ -24,8 +24,8 @@ def retriever_quality(retriever, test: RealSet, gallery: RealSet, ks: tuple[int,
     retriever.eval()
     queries = sorted(set(test.prompts))
     text = retriever.encode_texts(queries).cpu()
-    images = batched(retriever.encode_images, test.images, retriever.device)
-    gallery_images = batched(retriever.encode_images, gallery.images, retriever.device)
+    images = batched(retriever.encode_images, test.pixels01(), retriever.device)
+    gallery_images = batched(retriever.encode_images, gallery.pixels01(), retriever.device)
     headline = column_indices(HEADLINE_FINDINGS)
     return {
         **t2i_recall_at_k(text, queries, images, test.prompts, ks),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.features import batched
@@ -23,13 +24,11 @@ from cxr_ldm.evaluation.memorization import (
 )
 from cxr_ldm.evaluation.metric_names import CONDITIONED, FID, KID
 from cxr_ldm.evaluation.operating_points import operating_points
-from cxr_ldm.evaluation.real_data import RealSet
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
 from cxr_ldm.evaluation.results import MetricReport
 from cxr_ldm.evaluation.sharding import run_sharded
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
-from cxr_ldm.generation.generated_folder import GeneratedSet
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 log = logging.getLogger("cxr_ldm.evaluation")
@@ -52,11 +51,11 @@ def column_indices(names) -> list[int]:
 
 
 def feature_jobs(
-    generated: GeneratedSet, real_test: RealSet, real_train: RealSet, classifier, retriever=None
+    generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier, retriever=None
 ):
     """The per-image work of an evaluation (evaluator outputs, nearest training images), as shardable jobs."""
     device = classifier.device
-    fake, real, train = generated.images, real_test.images, real_train.images
+    fake, real, train = generated.pixels01(), real_test.pixels01(), real_train.pixels01()
     side = memorization_side(fake, train)
 
     def probabilities(x):
@@ -90,9 +89,9 @@ def feature_jobs(
 
 
 def evaluate_generated(
-    generated: GeneratedSet,
-    real_test: RealSet,
-    real_train: RealSet,
+    generated: ImageSet,
+    real_test: ImageSet,
+    real_train: ImageSet,
     classifier,
     retriever=None,
     vae=None,
@@ -117,9 +116,9 @@ def evaluate_generated(
 
 def metrics_from_features(
     found: dict[str, torch.Tensor],
-    generated: GeneratedSet,
-    real_test: RealSet,
-    real_train: RealSet,
+    generated: ImageSet,
+    real_test: ImageSet,
+    real_train: ImageSet,
     classifier,
     retriever=None,
     vae=None,
@@ -133,7 +132,7 @@ def metrics_from_features(
     report.info.update(
         generated=len(generated.prompts), real_test=len(real_test.prompts), real_train=len(real_train.prompts)
     )
-    fake, real = generated.images, real_test.images
+    fake, real = generated.pixels01(), real_test.pixels01()
 
     # Quality: FID / KID on evaluator features, InceptionV3 FID when its weights are given.
     report.add(
@@ -222,7 +221,7 @@ def metrics_from_features(
     if out is not None:
         for space, distance, index in (("pixel", pixel, pixel_index), ("feature", feature, feature_index)):
             path = memorization_grid(
-                fake, real_train.images, distance, index, Path(out) / f"memorization-{space}.png",
+                fake, real_train.pixels01(), distance, index, Path(out) / f"memorization-{space}.png",
                 title=f"closest to a training image ({space} space)",
             )  # fmt: skip
             report.info[f"memorization_{space}_grid"] = str(path)

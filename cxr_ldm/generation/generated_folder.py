@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cxr_ldm.data.atomic import atomic_path, clean_stale_temporaries, write_text_atomic
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
@@ -238,22 +239,16 @@ def generate_images(
     return out
 
 
-@dataclass
-class GeneratedSet:
-    """A generated folder read back: images (N, 1, H, W) in [0, 1], prompts, labels (N, 14) NaN = unknown."""
+def read_generated(
+    root: str | Path, per_prompt: int | None = None, image_size: int | None = None, limit: int | None = None
+) -> ImageSet:
+    """Read an image/prompt folder written by `generate_images` (or any folder with file_name, prompt).
 
-    images: torch.Tensor
-    prompts: list[str]
-    labels: torch.Tensor
-    prompt_index: list[int]
-    root: Path
-
-
-def read_generated(root: str | Path, limit: int | None = None) -> GeneratedSet:
-    """Read an image/prompt folder written by `generate_images` (or any folder with file_name, prompt)."""
+    `per_prompt` keeps the first `per_prompt` samples of every prompt (when metadata.csv has `sample_index`),
+    `image_size` resizes (bicubic) images of another size, `limit` keeps the first `limit` rows after that.
+    ids are the file names; `prompt_index` is the metadata's column, else the prompts numbered in order.
+    """
     import pandas as pd
-
-    from cxr_ldm.errors import ConfigError
 
     root = Path(root)
     if not (root / METADATA).is_file():
@@ -268,12 +263,17 @@ def read_generated(root: str | Path, limit: int | None = None) -> GeneratedSet:
     missing = {"file_name", "prompt"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{root / METADATA} lacks the column(s) {sorted(missing)}")
+    if per_prompt is not None and "sample_index" in frame.columns:
+        frame = frame[pd.to_numeric(frame["sample_index"]) < per_prompt]
     if limit is not None:
         frame = frame.iloc[:limit]
     pixels = []
     for name in frame["file_name"]:
         with Image.open(root / name) as image:
-            pixels.append(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
+            gray = image.convert("L")
+            if image_size is not None and gray.size != (image_size, image_size):
+                gray = gray.resize((image_size, image_size), Image.BICUBIC)
+            pixels.append(np.asarray(gray, dtype=np.uint8))
     labels = np.full((len(frame), len(CHEXPERT_LABELS)), np.nan, dtype=np.float32)
     for j, name in enumerate(CHEXPERT_LABELS):
         if name in frame.columns:
@@ -283,10 +283,11 @@ def read_generated(root: str | Path, limit: int | None = None) -> GeneratedSet:
         if "prompt_index" in frame
         else pd.factorize(frame["prompt"])[0].tolist()
     )
-    return GeneratedSet(
-        torch.from_numpy(np.stack(pixels))[:, None],
-        frame["prompt"].astype(str).tolist(),
+    images = torch.from_numpy(np.stack(pixels))[:, None] if pixels else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+    return ImageSet(
+        images,
         torch.from_numpy(labels),
-        [int(g) for g in groups],
-        root,
+        frame["prompt"].astype(str).tolist(),
+        frame["file_name"].astype(str).tolist(),
+        prompt_index=[int(g) for g in groups],
     )

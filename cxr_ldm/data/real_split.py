@@ -1,0 +1,41 @@
+"""The real images of one split of a data module, decoded once into an `ImageSet` (uint8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from cxr_ldm.data.image_set import ImageSet, to_uint8
+from cxr_ldm.errors import ConfigError
+
+
+def read_split(datamodule, split: str, limit: int | None = None, seed: int = 0, *, key: str = "split") -> ImageSet:
+    """Up to `limit` images of `split` (a seeded subset, in split order, when the split is larger).
+
+    prompts, labels and ids (dicom ids) come with each decoded item; `reports` is the index's `section` text
+    of each image when the data module has an index with that column, else the prompts. `key` names the
+    option that chose the split in the error for an unknown or empty split.
+    """
+    datamodule.setup()
+    datasets = getattr(datamodule, "datasets", {})
+    if split not in datasets:
+        raise ConfigError(f"{key}: {split!r} is not a split of the data module ({sorted(datasets)})")
+    dataset = datasets[split]
+    if len(dataset) == 0:
+        raise ConfigError(f"the {split!r} split of the data is empty ({key}); check the data options")
+    rows = np.arange(len(dataset))
+    if limit is not None and len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+    images, labels, prompts, ids = [], [], [], []
+    for batch in DataLoader(Subset(dataset, rows.tolist()), batch_size=64, num_workers=0):
+        images.append(to_uint8(batch["pixel_values"]))
+        labels.append(batch["labels"].float())
+        prompts += list(batch["prompt"])
+        ids += [str(i) for i in batch["dicom_id"]]
+    reports = prompts
+    index = getattr(datamodule, "index", None)
+    if index is not None and "section" in index:
+        sections = index[index["split"] == split]["section"].astype(str).to_numpy()
+        reports = [sections[i] for i in rows]
+    return ImageSet(torch.cat(images), torch.cat(labels), prompts, ids, reports=list(reports))
