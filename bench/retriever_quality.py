@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:
 
 from cxr_ldm.__main__ import main as cli  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
-from cxr_ldm.evaluation.real_data import load_real_split  # noqa: E402
+from cxr_ldm.data.real_split import read_split  # noqa: E402
 from cxr_ldm.evaluation.retriever_quality import retriever_quality  # noqa: E402
 from cxr_ldm.evaluators import ImageTextRetriever  # noqa: E402
 from cxr_ldm.loaders.checkpoint import load_checkpoint  # noqa: E402
@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     run / "checkpoints" / "last.ckpt", ImageTextRetriever, "--retriever"
                 )
                 module = load_datamodule(config, root=str(data), cache_dir=str(out / "cache"), num_workers=0)
-                found = retriever_quality(
-                    retriever, load_real_split(module, "test"), load_real_split(module, "train")
-                )
+                found = retriever_quality(retriever, read_split(module, "test"), read_split(module, "train"))
                 write_text_atomic(
                     path, json.dumps({"config": config, "seed": seed, **found}, indent=2) + "\n"
                 )

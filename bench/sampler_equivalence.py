@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
+from cxr_ldm.data.real_split import read_split  # noqa: E402
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
 from cxr_ldm.evaluation.metric_names import (  # noqa: E402
     COND_BALANCED_ACCURACY,
@@ -58,10 +59,10 @@ from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (  # noqa:
     image_set_probabilities,
     train_classifier,
 )
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split  # noqa: E402
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records, read_synthetic  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records  # noqa: E402
 from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
-from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images  # noqa: E402
+from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
 CONFIG = str(REPO / "configs" / "demo.yaml")  # the demo's fine-tune
@@ -162,9 +163,8 @@ def run_one(source, tag: str, seed: int, args, probes, shown, test, evaluator, c
     probe_settings = replace(settings, per_prompt=args.probe_images)
     generate_images(source, probes, folder / "probe", probe_settings, progress=False)
     generate_images(source, prompt_records(shown), folder / "test", settings, progress=False)
-    probe = read_synthetic(folder / "probe", args.probe_images, IMAGE_SIZE)
-    fake = read_synthetic(folder / "test", 1, IMAGE_SIZE)
-    groups = [i // args.probe_images for i in range(len(probe))]
+    probe = read_generated(folder / "probe", args.probe_images, IMAGE_SIZE)
+    fake = read_generated(folder / "test", 1, IMAGE_SIZE)
     found = classify_image_set(evaluator, probe, cuts)
     return {
         "sampler": name,
@@ -173,7 +173,7 @@ def run_one(source, tag: str, seed: int, args, probes, shown, test, evaluator, c
         "probe_balanced_accuracy": found[COND_BALANCED_ACCURACY],
         "probe": found,
         **distances(test, fake, evaluator),
-        MS_SSIM: ms_ssim_diversity(probe.images.float() / 255, groups),
+        MS_SSIM: ms_ssim_diversity(probe.pixels01(), probe.prompt_index),
         "unet_passes": max(source.passes) if source.passes else None,
         "seconds_per_image": source.seconds / source.images if source.images else None,
         "images_timed": source.images,

@@ -17,11 +17,11 @@ from _tiny_run import ROOT, run_fit
 from PIL import Image
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation import (
     conditioned_classification,
     fid_classifier,
     kid_classifier,
-    load_real_split,
     t2i_recall_at_k,
 )
 from cxr_ldm.evaluation.features import batched
@@ -94,15 +94,15 @@ def ldm_ckpt(work, eval_phantom) -> Path:
 
 @pytest.fixture(scope="module")
 def real_test(data_yaml):
-    return load_real_split(load_datamodule(data_yaml), "test")
+    return read_split(load_datamodule(data_yaml), "test")
 
 
 def test_classifier_is_good_on_real_and_chance_on_noise(classifier_ckpt, real_test):
     classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
     labels = real_test.labels[:, column_indices(classifier.findings)]
-    probs = batched(lambda x: torch.sigmoid(classifier(x)), real_test.images)
+    probs = batched(lambda x: torch.sigmoid(classifier(x)), real_test.pixels01())
     real, _ = conditioned_classification(probs, labels, classifier.findings)
-    noise_images = torch.rand_like(real_test.images)
+    noise_images = torch.rand_like(real_test.pixels01())
     noise_probs = batched(lambda x: torch.sigmoid(classifier(x)), noise_images)
     noise, _ = conditioned_classification(noise_probs, labels, classifier.findings)
     print(f"real {real}\nnoise {noise}")
@@ -113,7 +113,7 @@ def test_classifier_is_good_on_real_and_chance_on_noise(classifier_ckpt, real_te
 
 def test_fid_real_vs_real_far_below_real_vs_noise(classifier_ckpt, real_test):
     classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
-    images = real_test.images
+    images = real_test.pixels01()
     half = len(images) // 2
     real_real = fid_classifier(images[:half], images[half:], classifier)
     real_noise = fid_classifier(images[:half], torch.rand_like(images[half:]), classifier)
@@ -123,7 +123,7 @@ def test_fid_real_vs_real_far_below_real_vs_noise(classifier_ckpt, real_test):
 
 def test_kid_is_seeded_and_leaves_the_global_generator_alone(classifier_ckpt, real_test):
     classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
-    images = real_test.images
+    images = real_test.pixels01()
     half = len(images) // 2
     noise = torch.rand_like(images[half:], generator=torch.Generator().manual_seed(0))
     torch.manual_seed(123)
@@ -140,7 +140,7 @@ def test_retriever_finds_real_images_by_their_reports(retriever_ckpt, real_test)
     queries = sorted(set(real_test.prompts))
     with torch.no_grad():
         text = retriever.encode_texts(queries)
-        images = batched(retriever.encode_images, real_test.images)
+        images = batched(retriever.encode_images, real_test.pixels01())
     recall = t2i_recall_at_k(text, queries, images, real_test.prompts, ks=(1, 5, 10))
     print(recall)
     assert recall["t2i_recall@1"] > 3 * recall["t2i_recall_chance@1"]

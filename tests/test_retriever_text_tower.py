@@ -7,8 +7,8 @@ import torch
 from _tiny_run import ROOT, cli_args
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.real_data import load_real_split
 from cxr_ldm.evaluation.retriever_quality import retriever_quality
 from cxr_ldm.evaluators import ImageTextRetriever
 from cxr_ldm.loaders.checkpoint import load_checkpoint
@@ -64,7 +64,7 @@ def test_fit_reload_and_quality_on_the_phantom(tmp_path, phantom_root):
     ]
     assert torch.equal(retriever.text_encoder.proj.weight, state["text_encoder.proj.weight"])
     module = load_datamodule(CONFIG, root=str(phantom_root), cache_dir=str(tmp_path / "cache"), num_workers=0)
-    test, train = load_real_split(module, "test"), load_real_split(module, "train")
+    test, train = read_split(module, "test"), read_split(module, "train")
     found = retriever_quality(retriever, test, train)
     assert found["queries"] == len(set(test.prompts)) and found["gallery_images"] == len(train.prompts)
     # Chance is the mean fraction of matching images per query, whatever the model.

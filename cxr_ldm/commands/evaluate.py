@@ -55,8 +55,9 @@ def main(argv: list[str]) -> int:
     if args.model is None and args.generated is None:
         parser.error("give --model (to generate) or --generated (an existing folder)")
 
+    from cxr_ldm.data.real_split import read_split
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.evaluation import EvaluationOptions, evaluate_generated, load_real_split
+    from cxr_ldm.evaluation import EvaluationOptions, evaluate_generated
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
     from cxr_ldm.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.generation import (
@@ -96,11 +97,11 @@ def main(argv: list[str]) -> int:
             )  # fmt: skip
             barrier()  # rank 0 has written metadata.csv
         generated = read_generated(generated_dir)
+        real_test = read_split(datamodule, args.split, args.max_real, key="--split")
+        real_train = read_split(datamodule, "train", args.max_real)
     except ConfigError as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 2
-    real_test = load_real_split(datamodule, args.split, args.max_real)
-    real_train = load_real_split(datamodule, "train", args.max_real)
     options = EvaluationOptions(args.inception_weights, args.memorization_threshold, args.vae_images)
     vae = source.vae() if source else None
     report = evaluate_generated(

@@ -10,12 +10,14 @@ from cxr_ldm.data.image_set import ImageSet, to_uint8
 from cxr_ldm.errors import ConfigError
 
 
-def read_split(datamodule, split: str, limit: int | None = None, seed: int = 0, *, key: str = "split") -> ImageSet:
+def read_split(
+    datamodule, split: str, limit: int | None = None, seed: int = 0, *, key: str = "split"
+) -> ImageSet:
     """Up to `limit` images of `split` (a seeded subset, in split order, when the split is larger).
 
     prompts, labels and ids (dicom ids) come with each decoded item; `reports` is the index's `section` text
     of each image when the data module has an index with that column, else the prompts. `key` names the
-    option that chose the split in the error for an unknown or empty split.
+    option that chose the split in the error for an unknown split.
     """
     datamodule.setup()
     datasets = getattr(datamodule, "datasets", {})
@@ -23,7 +25,9 @@ def read_split(datamodule, split: str, limit: int | None = None, seed: int = 0, 
         raise ConfigError(f"{key}: {split!r} is not a split of the data module ({sorted(datasets)})")
     dataset = datasets[split]
     if len(dataset) == 0:
-        raise ConfigError(f"the {split!r} split of the data is empty ({key}); check the data options")
+        raise ConfigError(
+            f"the {split!r} split of the data is empty; check the data module and its options (root, views, ...)"
+        )
     rows = np.arange(len(dataset))
     if limit is not None and len(rows) > limit:
         rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))

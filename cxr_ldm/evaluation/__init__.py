@@ -6,7 +6,6 @@ from cxr_ldm.evaluation.diversity import ms_ssim_diversity, ms_ssim_settings
 from cxr_ldm.evaluation.fid import fid_classifier, fid_inception, kid_classifier
 from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
 from cxr_ldm.evaluation.memorization import memorization_metrics
-from cxr_ldm.evaluation.real_data import load_real_split
 from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
 from cxr_ldm.evaluation.report_agreement import report_agreement
 from cxr_ldm.evaluation.results import MetricReport
@@ -22,7 +21,6 @@ __all__ = [
     "fid_inception",
     "i2i_precision_at_k",
     "kid_classifier",
-    "load_real_split",
     "memorization_metrics",
     "ms_ssim_diversity",
     "ms_ssim_settings",

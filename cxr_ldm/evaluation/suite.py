@@ -50,9 +50,7 @@ def column_indices(names) -> list[int]:
     return [CHEXPERT_LABELS.index(n) for n in names]
 
 
-def feature_jobs(
-    generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier, retriever=None
-):
+def feature_jobs(generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier, retriever=None):
     """The per-image work of an evaluation (evaluator outputs, nearest training images), as shardable jobs."""
     device = classifier.device
     fake, real, train = generated.pixels01(), real_test.pixels01(), real_train.pixels01()

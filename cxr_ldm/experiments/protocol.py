@@ -7,19 +7,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metric_names import MS_SSIM
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.experiments.real_references import References, distances
 from cxr_ldm.experiments.spec import ProtocolSpec
 from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import classify_image_set
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records, read_synthetic
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records
 from cxr_ldm.generation.finding_prompts import finding_prompts
-from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images
+from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated
 from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
@@ -54,7 +53,7 @@ def shown_test_set(protocol: ProtocolSpec, references: References) -> ImageSet:
 def t2i_recall(retriever, images: ImageSet) -> dict[str, float]:
     """Does each distinct prompt retrieve an image drawn from it among all generated images?"""
     with torch.no_grad():
-        pixels = images.images.float() / 127.5 - 1.0
+        pixels = images.pixels()
         image_embeddings = torch.cat(
             [retriever.encode_images(pixels[i : i + 256]) for i in range(0, len(pixels), 256)]
         )
@@ -82,7 +81,7 @@ def evaluate_model(
     def draw(name: str, records, per_prompt: int, seed: int, guidance: float) -> ImageSet:
         run = replace(settings, per_prompt=per_prompt, seed=seed, guidance_scale=guidance)
         generate_images(source, records, out / name, run, progress=False, model=model_id)
-        return read_synthetic(out / name, per_prompt, size)
+        return read_generated(out / name, per_prompt=per_prompt, image_size=size)
 
     probe = draw("probe", probes, protocol.probe_images, PROBE_SEED, protocol.guidance)
     shown = shown_test_set(protocol, references)
@@ -101,8 +100,7 @@ def evaluate_model(
         rows = sample_rows(len(shown), protocol.diversity_prompts, seed=1)
         several = draw("diversity", prompt_records(shown.take(rows)), protocol.diversity_samples, DIVERSITY_SEED,
                        protocol.guidance)  # fmt: skip
-        groups = np.repeat(np.arange(len(rows)), protocol.diversity_samples).tolist()
-        results[MS_SSIM] = ms_ssim_diversity(several.images.float() / 255, groups)
+        results[MS_SSIM] = ms_ssim_diversity(several.pixels01(), several.prompt_index)
     if references.retriever is not None:
         results["retrieval"] = t2i_recall(references.retriever, fake)
     return results

@@ -5,12 +5,14 @@ reconstructions, and how far two real samples are apart)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.data.image_set import ImageSet, to_uint8
+from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
 from cxr_ldm.evaluation.metric_names import FID, KID, on_real_images
 from cxr_ldm.evaluation.operating_points import operating_points
@@ -22,8 +24,7 @@ from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (
     image_set_probabilities,
     train_classifier,
 )
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, to_uint8
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for
 
 
 @dataclass
@@ -56,15 +57,15 @@ def read_real_splits(config: ExperimentConfig, out: Path) -> RealSplits:
 
 def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
     """CXR FID and KID (evaluator features) of `other` against `real`."""
-    real01, other01 = real.images.float() / 255, other.images.float() / 255
+    real01, other01 = real.pixels01(), other.pixels01()
     return {FID: fid_classifier(real01, other01, evaluator), KID: kid_classifier(real01, other01, evaluator)}
 
 
 def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
     """The real images through the pretrained VAE (posterior mode): the most any generated image can keep."""
     with torch.no_grad():
-        decoded = reconstruct(vae, images.images.float() / 255, batch_size=64)
-    return ImageSet(to_uint8(decoded * 2 - 1), images.labels, images.prompts, images.ids)
+        decoded = reconstruct(vae, images.pixels01(), batch_size=64)
+    return replace(images, images=to_uint8(decoded * 2 - 1))
 
 
 def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: Path):

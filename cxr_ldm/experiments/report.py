@@ -25,8 +25,8 @@ from cxr_ldm.evaluation.metric_names import (
 from cxr_ldm.experiments.claims import check_claims
 from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import read_synthetic
 from cxr_ldm.experiments.units import plain
+from cxr_ldm.generation.generated_folder import read_generated
 
 GRID_COLUMNS = 8
 PROBE_BA, PROBE_AUROC = f"probe/{COND_BALANCED_ACCURACY}", f"probe/{COND_AUROC}"
@@ -244,7 +244,7 @@ def image_grids(out: Path, config: ExperimentConfig, results: dict, groups: list
     size = config.data.image_size
     per_prompt = config.protocol.probe_images
     count = min(GRID_COLUMNS, per_prompt)
-    probes = {g: read_synthetic(f / "probe", per_prompt, size).images for g, f in folders.items()}
+    probes = {g: read_generated(f / "probe", per_prompt, size).pixels01() for g, f in folders.items()}
     rows = []
     for index in range(len(config.protocol.findings)):
         first = index * per_prompt
@@ -252,13 +252,15 @@ def image_grids(out: Path, config: ExperimentConfig, results: dict, groups: list
     paths = []
     if rows:
         path = out / "figures" / "probe-images.png"
-        save_image(torch.cat(rows).float() / 255, path, nrow=count, padding=2, pad_value=1.0)
+        save_image(torch.cat(rows), path, nrow=count, padding=2, pad_value=1.0)
         paths.append(path)
-    tests = {g: read_synthetic(f / "test", 1, size).images[:GRID_COLUMNS] for g, f in folders.items()}
+    tests = {
+        g: read_generated(f / "test", 1, size, limit=GRID_COLUMNS).pixels01() for g, f in folders.items()
+    }
     if tests:
         path = out / "figures" / "samples.png"
         width = min(len(t) for t in tests.values())
-        save_image(torch.cat([t[:width] for t in tests.values()]).float() / 255, path, nrow=width, padding=2,
+        save_image(torch.cat([t[:width] for t in tests.values()]), path, nrow=width, padding=2,
                    pad_value=1.0)  # fmt: skip
         paths.append(path)
     return paths

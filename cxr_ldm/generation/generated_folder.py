@@ -283,7 +283,9 @@ def read_generated(
         if "prompt_index" in frame
         else pd.factorize(frame["prompt"])[0].tolist()
     )
-    images = torch.from_numpy(np.stack(pixels))[:, None] if pixels else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+    images = (
+        torch.from_numpy(np.stack(pixels))[:, None] if pixels else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+    )
     return ImageSet(
         images,
         torch.from_numpy(labels),

@@ -13,11 +13,11 @@ import torch
 from lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader, RandomSampler
 
+from cxr_ldm.data.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.metric_names import on_real_images
 from cxr_ldm.evaluators.cxr_classifier import CxrClassifier
 from cxr_ldm.experiments.synthetic_augmentation.config import ClassifierSettings
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 
@@ -68,7 +68,7 @@ def train_classifier(train: ImageSet, settings: ClassifierSettings, seed: int) -
 
 def image_set_probabilities(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
     """The classifier's probabilities (N, findings) on a uint8 image set."""
-    return model.predict_proba(images.images.float() / 127.5 - 1.0)
+    return model.predict_proba(images.pixels())
 
 
 def finding_labels(model: CxrClassifier, images: ImageSet) -> torch.Tensor:

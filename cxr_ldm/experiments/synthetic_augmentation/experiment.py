@@ -6,19 +6,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxr_ldm.data.image_set import ImageSet
+from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.metric_names import AUROC
 from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import run_arm
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
 from cxr_ldm.experiments.synthetic_augmentation.plan import plan_arms
 from cxr_ldm.experiments.synthetic_augmentation.results import (
     read_arm_result,
     write_arm_result,
     write_outputs,
 )
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, read_split, real_subset
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import ensure_synthetic, read_synthetic
+from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, real_subset
+from cxr_ldm.experiments.synthetic_augmentation.synthetic import ensure_synthetic
+from cxr_ldm.generation.generated_folder import read_generated
 
 LOG = logging.getLogger("cxr_ldm.experiments.synthetic_augmentation")
 
@@ -73,7 +75,7 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
     test = None
     if pending:
         test_module = load_datamodule_for(config.data, dict(config.data_overrides), settings.image_size)
-        test = read_split(test_module, config.test_split)
+        test = read_split(test_module, config.test_split, key="test_split")
     multiples = config.synthetic_multiples()
     cached_source = None
     for size in config.sizes:
@@ -94,7 +96,9 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
             folder = ensure_synthetic(
                 size_source, real, out / "synthetic" / f"size{size}", max(multiples), config.synthesis
             )
-            synthetic = {k: read_synthetic(folder, k, settings.image_size) for k in needed}
+            synthetic = {
+                k: read_generated(folder, per_prompt=k, image_size=settings.image_size) for k in needed
+            }
         for arm in todo:
             result = run_arm(training_set(arm.condition, real, synthetic), test, settings, arm.seed)
             write_arm_result(arm, out, result)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from cxr_ldm.data.image_set import ImageSet
+from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet, to_uint8
 from cxr_ldm.loaders.datamodule import load_datamodule
 
 
@@ -25,21 +24,6 @@ def load_datamodule_for(
     datamodule = load_datamodule(data, **args)
     datamodule.setup()
     return datamodule
-
-
-def read_split(datamodule, split: str) -> ImageSet:
-    """Every image of `split`, decoded once into memory."""
-    if split not in datamodule.datasets:
-        raise ConfigError(
-            f"test_split: {split!r} is not a split of the data module ({sorted(datamodule.datasets)})"
-        )
-    dataset = datamodule.datasets[split]
-    if len(dataset) == 0:
-        raise ConfigError(
-            f"the {split!r} split of the experiment's data is empty; check `data` and `data_overrides`"
-        )
-    images = torch.stack([to_uint8(dataset[i]["pixel_values"]) for i in range(len(dataset))])
-    return ImageSet(images, dataset.labels.clone(), list(dataset.prompts), list(dataset.dicom_ids))
 
 
 def real_subset(data: str | Path, overrides: dict, image_size: int, size: int) -> ImageSet:

@@ -1,7 +1,7 @@
 """Synthetic training sets drawn from a real subset's prompts (and labelled with that subset's labels).
 
 One folder per size holds `max_k` images per prompt (the `generate` layout: PNG + metadata.csv); the
-`synthetic_<k>x` set is its first k samples of every prompt, so the 1x set is inside the 5x set and
+`synthetic_<k>x` set is its first k samples of every prompt (`read_generated(folder, per_prompt=k)`), so the 1x set is inside the 5x set and
 generation, resumable image by image, happens once per size.
 """
 
@@ -10,13 +10,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.experiments.synthetic_augmentation.config import SynthesisSettings
-from cxr_ldm.experiments.synthetic_augmentation.image_set import ImageSet
 from cxr_ldm.generation.generated_folder import METADATA, GenerationSettings, generate_images
 from cxr_ldm.generation.prompt_source import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
@@ -49,32 +46,3 @@ def ensure_synthetic(
         batch_size=settings.batch_size,
     )
     return generate_images(source, prompt_records(subset), out, generation, progress=False)
-
-
-def read_synthetic(folder: str | Path, multiple: int, image_size: int) -> ImageSet:
-    """The first `multiple` samples of every prompt in a generated folder, at `image_size`, uint8."""
-    folder = Path(folder)
-    from cxr_ldm.data.table_files import check_complete
-
-    check_complete(folder / METADATA, require_final_newline=False)
-    # An empty prompt stays empty (never the text "nan"); label cells become numbers below.
-    frame = pd.read_csv(folder / METADATA, dtype={"prompt": str, "file_name": str}, keep_default_na=False)
-    if "sample_index" in frame.columns:
-        frame = frame[frame["sample_index"] < multiple]
-    images = []
-    for name in frame["file_name"]:
-        with Image.open(folder / name) as image:
-            gray = image.convert("L")
-            if gray.size != (image_size, image_size):
-                gray = gray.resize((image_size, image_size), Image.BICUBIC)
-            images.append(np.asarray(gray, dtype=np.uint8))
-    labels = np.full((len(frame), len(CHEXPERT_LABELS)), np.nan, dtype=np.float32)
-    for j, name in enumerate(CHEXPERT_LABELS):
-        if name in frame.columns:
-            labels[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float32)
-    return ImageSet(
-        torch.from_numpy(np.stack(images))[:, None],
-        torch.from_numpy(labels),
-        frame["prompt"].astype(str).tolist(),
-        frame["file_name"].astype(str).tolist(),
-    )
