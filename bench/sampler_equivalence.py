@@ -2,7 +2,7 @@
 
     python bench/sampler_equivalence.py --out runs/sampler-study
 
-Set-up as the demo (`python -m cxr_ldm.demo`), at budgets of its options: the phantom, the evaluator
+Set-up as the demo (`configs/experiments/demo.yaml`), at budgets of its options: the phantom, the evaluator
 classifier trained on the real training split with its operating points from the real validation split,
 and `fit --config configs/demo.yaml` from `artifacts/tiny-pretrained`. Then, for every study seed and
 every sampler (`NAME:STEPS`, default PNDM 75, DDIM 50 / 20, DPM-Solver++ 25 / 20 / 15, UniPC 20):
