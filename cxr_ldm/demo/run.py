@@ -228,7 +228,10 @@ def run_demo(args: argparse.Namespace) -> dict:
         (run_dir / "done").touch()
     lap("fine-tune")
 
-    probes = finding_prompts(evaluator.findings, module.options.prompt_mode, module.options.prompt_template)
+    options = module.options
+    probes = finding_prompts(
+        evaluator.findings, options.prompt_mode, options.prompt_template, options.finding_words
+    )
     settings = GenerationSettings(per_prompt=1, num_inference_steps=args.sample_steps, guidance_scale=args.guidance,
                                   scheduler=args.scheduler, seed=1000, batch_size=64)  # fmt: skip
     shown = test.take(sample_rows(len(test), args.test_prompts))
