@@ -89,9 +89,9 @@ def test_arm_builds_the_tiny_model_and_trains_what_it_says(arm, tmp_path):
     assert set(model.trainable) == trained
     groups = {name.split(".")[0] for name in model.trained_named_parameters()}
     assert groups == trained
-    frozen = set(model.components()) - trained
-    for name in frozen:
-        assert not any(p.requires_grad for p in model.components()[name].parameters()), name
+    owned = model.owned_parameters()  # a nested part's (LoRA, token rows) parameters count under it
+    for name in set(model.components()) - trained:
+        assert not any(p.requires_grad for p in owned[name].values()), name
 
     if arm in DOMAIN_ARMS:  # the real MiniLM encoder, bridged to the U-Net's 32-wide cross-attention
         assert type(model.text.encoder).__name__ == "BertModel"
@@ -149,6 +149,9 @@ def test_textual_projection_pretrain_stage_writes_where_the_arm_reads(tmp_path):
         384,
         32,
     )
+    # no output_dir: the fit writes <trainer.default_root_dir>/text_projection
+    assert model.hparams.output_dir is None and Path(cli.trainer.default_root_dir) == run
+    model.trainer = cli.trainer
     assert model.output_folder() == run / "text_projection"
     arm = yaml.safe_load((PHANTOM / "arms" / "textual-projection.yaml").read_text())
     assert arm["model.init_args.text_projection_weights"].endswith("/text_projection")
