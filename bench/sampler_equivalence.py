@@ -2,9 +2,9 @@
 
     python bench/sampler_equivalence.py --out runs/sampler-study
 
-Set-up as the demo (`python -m cxr_ldm.demo`), at budgets of its options: the phantom, the evaluator
+Set-up as the demo (`configs/experiments/demo.yaml`), at budgets of its options: the phantom, the evaluator
 classifier trained on the real training split with its operating points from the real validation split,
-and `fit --config configs/demo.yaml` from `artifacts/tiny-pretrained`. Then, for every study seed and
+and the demo's fine-tune from `artifacts/tiny-pretrained`. Then, for every study seed and
 every sampler (`NAME:STEPS`, default PNDM 75, DDIM 50 / 20, DPM-Solver++ 25 / 20 / 15, UniPC 20):
 
 - finding probes (`--probe-images` per finding prompt): macro balanced accuracy of the evaluator at its
@@ -65,7 +65,10 @@ from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
 
-CONFIG = str(REPO / "configs" / "demo.yaml")  # the demo's fine-tune
+# the demo's fine-tune (configs/experiments/demo.yaml's arm) and the data it reads
+CONFIGS = [str(REPO / p) for p in ("configs/finetune/sd14-unet-text-pa.yaml", "configs/experiments/_phantom/finetune.yaml",
+                                   "configs/experiments/_phantom/arms/unet-text.yaml")]  # fmt: skip
+CONFIG = str(REPO / "configs" / "experiments" / "_phantom" / "data.yaml")
 IMAGE_SIZE = 64
 SAMPLERS = ["pndm:75", "ddim:50", "ddim:20", "dpm++:25", "dpm++:20", "dpm++:15", "unipc:20"]
 METRICS = {  # key -> (column title, better)
@@ -134,13 +137,13 @@ def evaluator_and_cuts(args, out: Path, train, validate):
 
 
 def fine_tune(args, out: Path, overrides: dict) -> Path:
-    """`fit --config configs/demo.yaml` for `--finetune-steps` steps (resumes from last.ckpt)."""
+    """The demo's fit (`CONFIGS`) for `--finetune-steps` steps (resumes from last.ckpt)."""
     from cxr_ldm.__main__ import main as cli
 
     run_dir = out / "finetune"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / "done").is_file():
-        code = cli(["fit", "--config", CONFIG, "--model.init_args.pretrained_model_name_or_path", args.pretrained,
+        code = cli(["fit", *(a for c in CONFIGS for a in ("--config", c)), "--model.init_args.pretrained_model_name_or_path", args.pretrained,
                     *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
                     f"--data.init_args.latent_cache_vae={args.pretrained}",
                     "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),

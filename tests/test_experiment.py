@@ -15,14 +15,16 @@ from cxr_ldm.commands.experiment import main, parse_config
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.engine import run_experiment
 
+UNET_TEXT = [str(ROOT / p) for p in ("configs/finetune/sd14-unet-text-pa.yaml", "configs/experiments/_phantom/finetune.yaml",
+                                     "configs/experiments/_phantom/arms/unet-text.yaml")]  # fmt: skip
 FINDINGS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]
 
 
 def toy_args(tmp_path: Path) -> list[str]:
     """configs/experiments/demo.yaml at toy budgets, plus a second arm (U-Net only)."""
     arms = [
-        {"name": "unet-text", "configs": [str(ROOT / "configs/demo.yaml")]},
-        {"name": "unet", "configs": [str(ROOT / "configs/demo.yaml")],
+        {"name": "unet-text", "configs": UNET_TEXT},
+        {"name": "unet", "configs": UNET_TEXT,
          "overrides": {"model.init_args.trainable": {"unet": {"lr": 1e-3}}}},
     ]  # fmt: skip
     return [
@@ -140,7 +142,7 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) 
     args = toy_args(tmp_path)
     first = run_experiment(parse_config([*args, "--seeds", "[0]", "--augmentation", "null"]))
     trained = first.results["arms"]["unet-text"]["seed0"]
-    arms = [{"name": "unet-text", "configs": [str(ROOT / "configs/demo.yaml")],
+    arms = [{"name": "unet-text", "configs": UNET_TEXT,
              "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
     judged = run_experiment(
         parse_config(

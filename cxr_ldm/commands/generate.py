@@ -111,7 +111,11 @@ def main(argv: list[str]) -> int:
             records = read_prompt_file(args.prompts)
         elif args.finding_prompts:
             options = load_datamodule(args.data_config, root=args.data_root, cache_dir=args.cache_dir).options
-            records = finding_prompts(mode=options.prompt_mode, template=options.prompt_template)
+            records = finding_prompts(
+                mode=options.prompt_mode,
+                template=options.prompt_template,
+                finding_words=options.finding_words,
+            )
         else:
             datamodule = load_datamodule(
                 args.data_config, root=args.data_root, cache_dir=args.cache_dir, num_workers=0

@@ -64,6 +64,10 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
             or template (`prompt_template`).
         prompt_template: Template for prompt_mode=template; placeholders <findings>, <section>, <view>;
             a `{...}` part is dropped when a placeholder in it is empty.
+        finding_words: How labels and template prompts name each finding: CheXpert label name -> word, e.g.
+            {Cardiomegaly: "<cardiomegaly>", "No Finding": "<normal>"} (one textual-inversion token per
+            finding); "No Finding" sets the normal prompt's word; labels left out keep their lower-case
+            names. Null for the plain names.
         min_chars: Drop images whose section text is shorter than this.
         max_chars: Drop images whose section text is longer than this; null for no limit.
         max_tokens: Drop images whose section text has more tokens (special tokens included); needs `tokenizer`.
@@ -110,6 +114,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         text_section: Literal["impression", "findings", "impression_or_findings"] = "impression",
         prompt_mode: Literal["report", "labels", "template"] = "report",
         prompt_template: str = "a photo of a lung x-ray{ with <findings>}",
+        finding_words: dict[str, str] | None = None,
         min_chars: int = 7,
         max_chars: int | None = 77,
         max_tokens: int | None = None,
@@ -187,6 +192,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
             text_section=text_section,
             prompt_mode=prompt_mode,
             prompt_template=prompt_template,
+            finding_words=dict(finding_words) if finding_words is not None else None,
             min_chars=min_chars,
             max_chars=max_chars,
             max_tokens=max_tokens,

@@ -38,7 +38,7 @@ from cxr_ldm.data.mimic_tables import (
     read_metadata,
     read_split,
 )
-from cxr_ldm.data.prompts import make_prompt, validate_template
+from cxr_ldm.data.prompts import make_prompt, validate_finding_words, validate_template
 from cxr_ldm.data.report_sections import parse_report
 from cxr_ldm.data.views import KNOWN_VIEWS, normalise_view, normalise_view_choice
 from cxr_ldm.errors import ConfigError
@@ -64,6 +64,7 @@ class IndexOptions:
     text_section: str = "impression"
     prompt_mode: str = "report"
     prompt_template: str = "a photo of a lung x-ray{ with <findings>}"
+    finding_words: dict[str, str] | None = None
     min_chars: int = 7
     max_chars: int | None = 77
     max_tokens: int | None = None
@@ -85,6 +86,12 @@ class IndexOptions:
         self.views = normalise_view_choice(self.views)
         if self.prompt_mode == "template":
             validate_template(self.prompt_template)
+        self.finding_words = validate_finding_words(self.finding_words)
+        if self.finding_words is not None and self.prompt_mode == "report":
+            raise ConfigError(
+                "data.init_args.finding_words rewrites labels and template prompts; prompt_mode report uses the "
+                "report's own words: set prompt_mode to labels or template, or finding_words to null"
+            )
         if self.max_tokens is not None and self.tokenizer is None:
             raise ConfigError(
                 "data.init_args.max_tokens needs data.init_args.tokenizer (: a local path or hub id)"
@@ -131,6 +138,8 @@ class IndexOptions:
             except ValueError:
                 stats[name] = None
         options = asdict(self)
+        if options["finding_words"] is None:  # keeps the keys of indexes built before the option existed
+            del options["finding_words"]
         options["root"] = str(Path(self.root).resolve())
         options["reports_root"] = str(Path(self.reports_root).resolve()) if self.reports_root else None
         return options_key({"version": INDEX_VERSION, "options": options, "csv": stats})
@@ -468,7 +477,9 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
     final = apply_label_policy(raw, opts.uncertain_policy, opts.blank_policy)
     frame[list(CHEXPERT_LABELS)] = final
     frame["prompt"] = [
-        make_prompt(opts.prompt_mode, section, final[i], view, opts.prompt_template)
+        make_prompt(
+            opts.prompt_mode, section, final[i], view, opts.prompt_template, finding_words=opts.finding_words
+        )
         for i, (section, view) in enumerate(zip(frame["section"], frame["view"], strict=True))
     ]
     order = np.lexsort(

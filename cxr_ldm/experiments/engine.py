@@ -22,7 +22,7 @@ from typing import Any
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.progress import StageLog
-from cxr_ldm.experiments.protocol import evaluate_model, flatten
+from cxr_ldm.experiments.protocol import evaluate_model, flatten, prompting
 from cxr_ldm.experiments.real_references import References, build_references, data_overrides
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.units import claim_folder, folder_digest, read_result, write_result
@@ -128,13 +128,28 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
 
 
 def _judge(
-    source, folder: Path, config: ExperimentConfig, references: References, prompts, model_id: str
+    source, folder: Path, config: ExperimentConfig, references: References, asked, model_id: str
 ) -> dict:
-    from cxr_ldm.experiments.protocol import evaluate_model as evaluate
-
     if folder.exists():
         shutil.rmtree(folder)  # images of an interrupted evaluation: drawn again with the same seeds
-    return evaluate(source, folder, config.protocol, references, prompts, model_id)
+    return evaluate_model(source, folder, config.protocol, references, asked, model_id)
+
+
+def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References):
+    """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
+    a sentence template, tokens of textual inversion, or the report's text)."""
+    from cxr_ldm.loaders import load_datamodule
+
+    out = Path(config.out)
+    overrides = {
+        key.removeprefix("data.init_args."): value
+        for key, value in arm.overrides.items()
+        if key.startswith("data.init_args.")
+    }
+    datamodule = load_datamodule(
+        arm.configs, **{**overrides, **data_overrides(config, out)}, image_cache=False, num_workers=0
+    )
+    return prompting(config.protocol, references, datamodule, arm.probe_prompts)
 
 
 def reference_inputs(config: ExperimentConfig) -> dict:
@@ -173,7 +188,10 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
             log.skip("baseline (the pretrained pipeline)")
             outcome.reused.append("baseline")
         else:
-            baseline = _judge(pretrained_source, folder / "eval", config, references, None, config.pretrained)
+            asked = prompting(config.protocol, references)
+            baseline = _judge(
+                pretrained_source, folder / "eval", config, references, asked, config.pretrained
+            )
             write_result(folder / RESULT, {"metrics": baseline})
             log.stage("baseline (the pretrained pipeline)", unit=True)
             outcome.computed.append("baseline")
@@ -192,10 +210,11 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
             log.skip(label)
             outcome.reused.append(label)
             continue
+        asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
         checkpoint = fit_arm(config, arm, seed, run_dir)
         fitted = log.stage(f"{label}: fit")
         source = load_image_source(checkpoint)
-        metrics = _judge(source, run_dir / "eval", config, references, arm.probe_prompts, str(checkpoint))
+        metrics = _judge(source, run_dir / "eval", config, references, asked, str(checkpoint))
         del source
         gc.collect()
         evaluated = log.stage(f"{label}: evaluation", unit=True, unit_before=fitted)

@@ -4,12 +4,13 @@ model. The images stay on disk (resumable image by image); the result is a neste
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from cxr_ldm.data.image_set import ImageSet
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metric_names import MS_SSIM
 from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
@@ -32,13 +33,28 @@ def sample_rows(count: int, limit: int | None, seed: int = 0) -> list[int]:
     return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
 
 
-def probe_records(protocol: ProtocolSpec, references: References, prompts: dict[str, str] | None):
-    """One prompt per finding: written as the data module writes prompts, or the arm's own texts."""
+@dataclass
+class Prompting:
+    """How one model is prompted: its finding probes, and the test images it is asked for with the prompt
+    its own data module writes for each (`shown`: labels of the real images; `queries`: the reference
+    prompts of the same images, what the retriever was trained on, as retrieval queries)."""
+
+    probes: list[PromptRecord]
+    shown: ImageSet
+    queries: list[str]
+
+
+def probe_records(findings, options, prompts: dict[str, str] | None) -> list[PromptRecord]:
+    """One prompt per finding: the given texts, or written as the data module `options` write prompts."""
     if prompts is None:
-        splits = references.splits
-        return finding_prompts(protocol.findings, splits.prompt_mode, splits.prompt_template)
+        if options.prompt_mode == "report":
+            raise ConfigError(
+                "an arm trained on report text needs its own probe_prompts (one text per finding, written as "
+                "the reports write it); see configs/experiments/_phantom/probes/impression.yaml"
+            )
+        return finding_prompts(findings, options.prompt_mode, options.prompt_template, options.finding_words)
     records = []
-    for finding in protocol.findings:
+    for finding in findings:
         labels = dict.fromkeys(CHEXPERT_LABELS, 0.0)
         labels[finding] = 1.0
         records.append(PromptRecord(prompts[finding], labels))
@@ -46,37 +62,61 @@ def probe_records(protocol: ProtocolSpec, references: References, prompts: dict[
 
 
 def shown_test_set(protocol: ProtocolSpec, references: References) -> ImageSet:
+    """The real test images whose prompts every model is asked for (a seeded subset, or all)."""
     test = references.splits.test
     return test.take(sample_rows(len(test), protocol.test_prompts))
 
 
-def t2i_recall(retriever, images: ImageSet) -> dict[str, float]:
-    """Does each distinct prompt retrieve an image drawn from it among all generated images?"""
+def prompting(
+    protocol: ProtocolSpec, references: References, datamodule=None, probe_prompts=None
+) -> Prompting:
+    """How a model trained on `datamodule`'s prompts (default: the experiment's data) is asked for the
+    probes and the shown test images. A test image the model's data leaves out (its filters) is left out."""
+    shown = shown_test_set(protocol, references)
+    if datamodule is None:
+        options = references.splits.options
+        return Prompting(probe_records(protocol.findings, options, probe_prompts), shown, list(shown.prompts))
+    datamodule.setup()
+    test = datamodule.datasets["test"]
+    own = dict(zip(test.dicom_ids, test.prompts, strict=True))
+    rows = [i for i, image_id in enumerate(shown.ids) if image_id in own]
+    if not rows:
+        raise ConfigError(
+            "no test image of the experiment's data is in the arm's test split: check its data section"
+        )
+    kept = shown.take(rows)
+    queries = list(kept.prompts)
+    kept.prompts = [own[image_id] for image_id in kept.ids]
+    return Prompting(probe_records(protocol.findings, datamodule.options, probe_prompts), kept, queries)
+
+
+def t2i_recall(retriever, images: ImageSet, queries: list[str]) -> dict[str, float]:
+    """Does each distinct query (the reference prompt of the image asked for) retrieve an image drawn for it
+    among all generated images?"""
     with torch.no_grad():
         pixels = images.pixels()
         image_embeddings = torch.cat(
             [retriever.encode_images(pixels[i : i + 256]) for i in range(0, len(pixels), 256)]
         )
-        queries = list(dict.fromkeys(images.prompts))
+        distinct = list(dict.fromkeys(queries))
         text_embeddings = torch.cat(
-            [retriever.encode_texts(queries[i : i + 256]) for i in range(0, len(queries), 256)]
+            [retriever.encode_texts(distinct[i : i + 256]) for i in range(0, len(distinct), 256)]
         )
-    return t2i_recall_at_k(text_embeddings.cpu(), queries, image_embeddings.cpu(), images.prompts)
+    return t2i_recall_at_k(text_embeddings.cpu(), distinct, image_embeddings.cpu(), queries)
 
 
 def evaluate_model(
-    source, out: Path, protocol: ProtocolSpec, references: References, probe_prompts: dict[str, str] | None = None,
-    model_id: str | None = None,
+    source, out: Path, protocol: ProtocolSpec, references: References, asked: Prompting, model_id: str | None = None
 ) -> dict:  # fmt: skip
-    """Every metric of the protocol for the model `source` (anything with `sample(prompts, seeds, ...)`),
-    its images under `out` (`probe/`, `test/`, `fidelity/`, `diversity/`)."""
+    """Every metric of the protocol for the model `source` (anything with `sample(prompts, seeds, ...)`)
+    prompted as `asked` says, its images under `out` (`probe/`, `test/`, `fidelity/`, `diversity/`)."""
     size = references.splits.test.images.shape[-1]
     settings = GenerationSettings(
         per_prompt=1, num_inference_steps=protocol.sample_steps, guidance_scale=protocol.guidance,
         scheduler=protocol.scheduler, seed=TEST_SEED, batch_size=protocol.batch_size,
     )  # fmt: skip
     evaluator, cuts, test = references.evaluator, references.cuts, references.splits.test
-    probes = probe_records(protocol, references, probe_prompts)
+    probes, shown = asked.probes, asked.shown
 
     def draw(name: str, records, per_prompt: int, seed: int, guidance: float) -> ImageSet:
         run = replace(settings, per_prompt=per_prompt, seed=seed, guidance_scale=guidance)
@@ -84,7 +124,6 @@ def evaluate_model(
         return read_generated(out / name, per_prompt=per_prompt, image_size=size)
 
     probe = draw("probe", probes, protocol.probe_images, PROBE_SEED, protocol.guidance)
-    shown = shown_test_set(protocol, references)
     fake = draw("test", prompt_records(shown), 1, TEST_SEED, protocol.guidance)
     results = {
         "probe": classify_image_set(evaluator, probe, cuts),
@@ -102,7 +141,7 @@ def evaluate_model(
                        protocol.guidance)  # fmt: skip
         results[MS_SSIM] = ms_ssim_diversity(several.pixels01(), several.prompt_index)
     if references.retriever is not None:
-        results["retrieval"] = t2i_recall(references.retriever, fake)
+        results["retrieval"] = t2i_recall(references.retriever, fake, asked.queries)
     return results
 
 

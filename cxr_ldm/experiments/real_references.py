@@ -32,8 +32,7 @@ class RealSplits:
     train: ImageSet
     validate: ImageSet
     test: ImageSet
-    prompt_mode: str
-    prompt_template: str
+    options: object  # the data module's IndexOptions: how its prompts are written
 
 
 @dataclass
@@ -52,7 +51,7 @@ def data_overrides(config: ExperimentConfig, out: Path) -> dict:
 def read_real_splits(config: ExperimentConfig, out: Path) -> RealSplits:
     module = load_datamodule_for(config.data.config, data_overrides(config, out), config.data.image_size)
     train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))
-    return RealSplits(train, validate, test, module.options.prompt_mode, module.options.prompt_template)
+    return RealSplits(train, validate, test, module.options)
 
 
 def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:

@@ -18,10 +18,15 @@ from cxr_ldm.errors import ConfigError
 
 @dataclass
 class TextualInversionConfig:
-    """Placeholder tokens to add and the word whose embedding initialises them."""
+    """Placeholder tokens to add and the words whose embeddings initialise them.
+
+    A token's row starts as the mean embedding of its init word's tokens: its entry in `init_words`
+    (token -> word, e.g. {"<pleural-effusion>": "pleural effusion"}), else `init_word`.
+    """
 
     placeholder_tokens: list[str] = field(default_factory=lambda: ["<lung-xray>"])
     init_word: str = "lung"
+    init_words: dict[str, str] | None = None
 
 
 class AddedRows(nn.Module):
@@ -88,9 +93,17 @@ def add_placeholder_tokens(encoder: nn.Module, tokenizer, config: TextualInversi
     existing = [t for t in tokens if t in tokenizer.get_vocab()]
     if existing:
         raise ConfigError(f"{key}.placeholder_tokens {existing} are already in the tokenizer's vocabulary")
-    init_ids = tokenizer(config.init_word, add_special_tokens=False)["input_ids"]
-    if not init_ids:
-        raise ConfigError(f"{key}.init_word {config.init_word!r} gives no tokens")
+    init_words = dict(config.init_words or {})
+    stray = sorted(set(init_words) - set(tokens))
+    if stray:
+        raise ConfigError(f"{key}.init_words names {stray}, which are not in placeholder_tokens {tokens}")
+    init_ids = {}
+    for token in tokens:
+        word = init_words.get(token, config.init_word)
+        init_ids[token] = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not init_ids[token]:
+            where = f"init_words[{token!r}]" if token in init_words else "init_word"
+            raise ConfigError(f"{key}.{where} {word!r} gives no tokens")
     added = tokenizer.add_tokens(tokens)
     if added != len(tokens):
         raise ConfigError(f"{key}.placeholder_tokens: only {added} of {tokens} could be added")
@@ -100,8 +113,8 @@ def add_placeholder_tokens(encoder: nn.Module, tokenizer, config: TextualInversi
             f"{key}: the tokenizer's new ids {ids} do not follow the encoder's {base.num_embeddings} rows"
         )
     with torch.no_grad():
-        init = base.weight[init_ids].float().mean(0)
-    spliced = SplicedEmbedding(base, init.expand(len(tokens), -1).to(base.weight.dtype))
+        init = torch.stack([base.weight[init_ids[token]].float().mean(0) for token in tokens])
+    spliced = SplicedEmbedding(base, init.to(base.weight.dtype))
     encoder.set_input_embeddings(spliced)
     return tokenizer, spliced
 
