@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401 - see below
 import pytest
 import torch
+
+# Lightning gives its logger a StreamHandler on sys.stderr when first imported. Imported here, at collection,
+# that is the real stderr; imported first inside a test that captures output, it would keep writing to that
+# test's closed capture stream ("Logging error" tracebacks in later tests' stderr).
 
 # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine they oversubscribe the
 # CPU badly (one tiny training step took 10 s with 2 threads and 0.1 s with 1). Subprocesses inherit this.
