@@ -192,6 +192,6 @@ def test_results_chart_bars_are_the_means_with_std_error_bars(tmp_path: Path) ->
     real, synthetic = [c for c in axes.containers if isinstance(c, BarContainer)]
     assert [round(p.get_height(), 6) for p in real] == [0.7, 0.9]
     assert [round(p.get_height(), 6) for p in synthetic] == [0.5]  # no n=32 synthetic arm: no bar
-    whisker = real.errorbar.lines[2][0].get_segments()[0]  # ±std over the two seeds of n=16 real
-    assert whisker[:, 1] == pytest.approx([0.6, 0.8])
+    whisker = real.errorbar.lines[2][0].get_segments()[0]  # ± sample sd over the two seeds of n=16 real
+    assert whisker[:, 1] == pytest.approx([0.7 - 0.1 * 2**0.5, 0.7 + 0.1 * 2**0.5])  # values 0.6 and 0.8
     assert not any(math.isnan(p.get_height()) for p in real + synthetic)

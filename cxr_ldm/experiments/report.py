@@ -174,7 +174,7 @@ def runs_table(config: ExperimentConfig, results: dict) -> list[str]:
             flat = flatten(run["metrics"])
             cells = [flat.get(m, math.nan) for m in (PROBE_BA, PROBE_AUROC, TEST_BA, FID, MS_SSIM, RECALL5)]
             seconds = run.get("seconds", {})
-            lines.append(f"| {arm.name} | {key[4:]} | " + " | ".join(f"{c:.3f}" for c in cells)
+            lines.append(f"| {arm.name} | {key[4:]} | " + " | ".join(f"{c:.3f}" if math.isfinite(c) else "" for c in cells)
                          + f" | {seconds.get('fit', '')} | {seconds.get('evaluation', '')} |")  # fmt: skip
     return lines
 

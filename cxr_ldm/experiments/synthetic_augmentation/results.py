@@ -1,4 +1,4 @@
-"""Per-arm result files (atomic), the aggregated table (mean and std over seeds), JSON, PNG and TensorBoard."""
+"""Per-arm result files (atomic), the aggregated table (mean and sample sd over seeds), JSON, PNG and TensorBoard."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def read_arm_result(arm: Arm, out: str | Path) -> dict | None:
 
 
 def aggregate(results: list[dict], findings: list[str]) -> list[dict]:
-    """One row per (size, condition): mean and std over seeds of every metric."""
+    """One row per (size, condition): mean and sample sd (ddof 1) over seeds, as every report of this project of every metric."""
     keys = list(CLASSIFICATION)
     keys += [f"{m}/{f}" for f in findings for m in CLASSIFICATION]
     groups: dict[tuple[int, str], list[dict]] = {}
@@ -50,7 +50,9 @@ def aggregate(results: list[dict], findings: list[str]) -> list[dict]:
         for key in keys:
             values = [m["metrics"][key] for m in members if key in m["metrics"]]
             row[f"{key}/mean"] = float(np.mean(values)) if values else math.nan
-            row[f"{key}/std"] = float(np.std(values)) if len(values) > 1 else 0.0 if values else math.nan
+            row[f"{key}/std"] = (
+                float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else math.nan
+            )
         rows.append(row)
     return rows
 
