@@ -48,7 +48,7 @@ artifacts/tiny-pretrained/model_index.json: | $(STAMP)
 # The experiments (configs/experiments/): resumable; a rerun computes only what is missing.
 # `make demo SEED=1` runs the demo with another seed into runs/demo-seed1.
 demo: $(STAMP)
-	$(PY) -m cxr_ldm experiment --config configs/experiments/demo.yaml $(if $(SEED),--seeds [$(SEED)] --out runs/demo-seed$(SEED))
+	$(PY) -m cxr_ldm experiment --config configs/experiments/demo.yaml $(if $(SEED),--seeds '[$(SEED)]' --out runs/demo-seed$(SEED))
 
 paper: $(STAMP)
 	$(PY) -m cxr_ldm experiment --config configs/experiments/paper.yaml
