@@ -167,3 +167,18 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) 
         run_experiment(
             parse_config([*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(missing)])
         )
+
+
+def test_an_edited_config_file_changes_the_inputs_its_units_are_keyed_by(tmp_path: Path) -> None:
+    from cxr_ldm.experiments.engine import config_contents
+    from cxr_ldm.experiments.spec import ArmSpec
+
+    base = tmp_path / "base.yaml"
+    base.write_text("model.init_args.snr_gamma: 1.0\n")
+    arm_file = tmp_path / "arm.yaml"
+    arm_file.write_text("config: base.yaml\ntrainer.max_steps: 5\n")
+    arm = ArmSpec(name="a", configs=[str(arm_file)])
+    before = config_contents(arm)
+    assert config_contents(arm) == before
+    base.write_text("model.init_args.snr_gamma: 5.0\n")  # the base, read through `config:`, changed
+    assert config_contents(arm) != before

@@ -25,7 +25,7 @@ from cxr_ldm.experiments.progress import StageLog
 from cxr_ldm.experiments.protocol import evaluate_model, flatten, prompting
 from cxr_ldm.experiments.real_references import References, build_references, data_overrides
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import claim_folder, folder_digest, read_result, write_result
+from cxr_ldm.experiments.units import claim_folder, digest, folder_digest, read_result, write_result
 
 RESULT = "result.json"
 
@@ -152,8 +152,19 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
     return prompting(config.protocol, references, datamodule, arm.probe_prompts)
 
 
+def config_contents(arm: ArmSpec) -> str:
+    """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
+    from cxr_ldm.config_files import read_config
+
+    files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
+    return digest([read_config(path) for path in files])
+
+
 def reference_inputs(config: ExperimentConfig) -> dict:
-    return {"data": asdict(config.data), "evaluator": asdict(config.evaluator)}
+    from cxr_ldm.config_files import read_config
+
+    return {"data": asdict(config.data), "data_config": digest(read_config(config.data.config)),
+            "evaluator": asdict(config.evaluator)}  # fmt: skip
 
 
 def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
@@ -173,7 +184,12 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
 
     refs_inputs = {**reference_inputs(config), "pretrained": pretrained_key}
     claim_folder(out / "evaluator", refs_inputs, log.line)
-    claim_folder(out / "retriever", {**refs_inputs, "retriever": asdict(config.retriever)}, log.line)
+    retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
+    if config.retriever.config is not None:
+        from cxr_ldm.config_files import read_config
+
+        retriever["retriever_config"] = digest(read_config(config.retriever.config))
+    claim_folder(out / "retriever", retriever, log.line)
     pretrained_source = load_image_source(config.pretrained)
     references = build_references(config, out, pretrained_source.vae())
     log.stage("references: evaluator, retriever, ceilings")
@@ -202,7 +218,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
         label = f"{arm.name} seed {seed}"
         run_dir = out / "arms" / arm.name / f"seed{seed}"
         fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "pretrained": pretrained_key,
-                      "data": asdict(config.data)}  # fmt: skip
+                      "data": asdict(config.data), "config_files": config_contents(arm)}  # fmt: skip
         claim_folder(run_dir, fit_inputs, log.line)
         result = read_result(run_dir / RESULT)
         if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
