@@ -14,6 +14,7 @@ Layout of `out`:
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -152,6 +153,15 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
     return prompting(config.protocol, references, datamodule, arm.probe_prompts)
 
 
+def file_digest(path: Path) -> str:
+    """Content hash of one file (a checkpoint refit under the same path is another model)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()[:16]
+
+
 def config_contents(arm: ArmSpec) -> str:
     """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
     from cxr_ldm.config_files import read_config
@@ -280,8 +290,14 @@ def run_augmentation(config: ExperimentConfig, arm_results: dict, log: StageLog)
                                     scheduler=p.scheduler, batch_size=p.batch_size),
         diffusion=DiffusionSettings(model=checkpoint),
     )  # fmt: skip
-    inputs = {"augmentation": asdict(spec), "checkpoint_result": arm_results[arm.name][seed]["evaluation_inputs"],
-              "fit": str(checkpoint), "classifier": asdict(augment.classifier), "synthesis": asdict(augment.synthesis)}  # fmt: skip
+    inputs = {
+        "augmentation": asdict(spec),
+        "data": reference_inputs(config),
+        "model": str(checkpoint),
+        "weights": file_digest(Path(checkpoint)),  # a refit under the same path draws other synthetic sets
+        "classifier": asdict(augment.classifier),
+        "synthesis": asdict(augment.synthesis),
+    }
     claim_folder(Path(augment.out), inputs, log.line)
     summary = run_augment(augment)
     return {
