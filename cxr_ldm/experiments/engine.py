@@ -14,7 +14,6 @@ Layout of `out`:
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -23,10 +22,17 @@ from typing import Any
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.progress import StageLog
-from cxr_ldm.experiments.protocol import evaluate_model, flatten, prompting
+from cxr_ldm.experiments.protocol import evaluate_model, prompting
 from cxr_ldm.experiments.real_references import References, build_references, data_overrides
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import claim_folder, digest, folder_digest, read_result, write_result
+from cxr_ldm.experiments.units import (
+    claim_folder,
+    digest,
+    file_digest,
+    folder_digest,
+    read_result,
+    write_result,
+)
 
 RESULT = "result.json"
 
@@ -151,15 +157,6 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
         arm.configs, **{**overrides, **data_overrides(config, out)}, image_cache=False, num_workers=0
     )
     return prompting(config.protocol, references, datamodule, arm.probe_prompts)
-
-
-def file_digest(path: Path) -> str:
-    """Content hash of one file (a checkpoint refit under the same path is another model)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()[:16]
 
 
 def config_contents(arm: ArmSpec) -> str:
@@ -306,4 +303,4 @@ def run_augmentation(config: ExperimentConfig, arm_results: dict, log: StageLog)
     }  # fmt: skip
 
 
-__all__ = ["ExperimentOutcome", "evaluate_model", "flatten", "run_experiment"]
+__all__ = ["ExperimentOutcome", "run_experiment"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.data.atomic import atomic_path, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet, to_uint8
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
@@ -86,9 +86,8 @@ def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: P
         return model.eval()
     model = train_classifier(splits.train, settings, seed=spec.seed)
     saved.parent.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(saved)
+    with atomic_path(saved) as tmp:  # a crash never leaves a half-written evaluator
+        torch.save(model.state_dict(), tmp)
     return model
 
 

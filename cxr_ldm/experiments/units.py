@@ -45,6 +45,15 @@ def folder_digest(folder: Path) -> str:
     return hasher.hexdigest()[:16]
 
 
+def file_digest(path: Path) -> str:
+    """Content hash of one file (a checkpoint refit under the same path is another model)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()[:16]
+
+
 def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
     """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there); otherwise
     whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
