@@ -50,7 +50,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="latent-cache-bench-"))
     generate_phantom(work / "phantom", args.studies, 128, seed=0, progress=False)
     init_args = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["model"]["init_args"]
-    init_args.update(vae_config={**SD_V1_VAE, "sample_size": args.image_size}, condition_dropout=0.0)
+    init_args["components"]["vae_config"] = {**SD_V1_VAE, "sample_size": args.image_size}
+    init_args["objective"] = {**init_args.get("objective", {}), "condition_dropout": 0.0}
     init_args.pop("trainable")
     torch.manual_seed(0)
     model = LatentDiffusion(**init_args)

@@ -143,7 +143,7 @@ def fine_tune(args, out: Path, overrides: dict) -> Path:
     run_dir = out / "finetune"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / "done").is_file():
-        code = cli(["fit", *(a for c in CONFIGS for a in ("--config", c)), "--model.init_args.pretrained_model_name_or_path", args.pretrained,
+        code = cli(["fit", *(a for c in CONFIGS for a in ("--config", c)), "--model.init_args.components.pretrained_model_name_or_path", args.pretrained,
                     *(f"--data.init_args.{k}={v}" for k, v in overrides.items()),
                     f"--data.init_args.latent_cache_vae={args.pretrained}",
                     "--trainer.max_steps", str(args.finetune_steps), "--trainer.default_root_dir", str(run_dir),

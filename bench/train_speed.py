@@ -23,7 +23,8 @@ def build_model(config_path: str, overrides: dict) -> LatentDiffusion:
     parser = ArgumentParser()
     parser.add_class_arguments(LatentDiffusion, "model")
     init_args = yaml.safe_load(open(config_path))["model"]["init_args"]
-    init_args.update(overrides)
+    for part, fields in overrides.items():  # {part: {field: value}}
+        init_args[part] = {**(init_args.get(part) or {}), **fields}
     namespace = parser.parse_object({"model": init_args})
     return parser.instantiate_classes(namespace).model
 
@@ -81,10 +82,12 @@ def main() -> None:
     torch.manual_seed(0)
     variants = {"as configured": {}}
     if args.gradient_checkpointing:
-        variants["gradient checkpointing"] = {"gradient_checkpointing": True}
+        variants["gradient checkpointing"] = {"speed": {"gradient_checkpointing": True}}
     results = {}
     for name, overrides in variants.items():
-        model = build_model(args.config, {"condition_dropout": 0.0, "ema_decay": None, **overrides})
+        model = build_model(
+            args.config, {"objective": {"condition_dropout": 0.0}, "ema": {"decay": None}, **overrides}
+        )
         results[name] = time_steps(
             model, args.steps, args.warmup, args.batch_size, args.image_size, args.precision
         )

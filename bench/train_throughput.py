@@ -103,8 +103,9 @@ def sd_shapes(config: dict, train_text_encoder: bool, batch_size: int, vae_dir: 
     """The config with SD v1.x components at 512 px, bf16-mixed on the GPU, training from a latent cache."""
     config = copy.deepcopy(config)
     model = config["model"]["init_args"]
-    model.update(vae_config=SD_V1_VAE, unet_config=SD_V1_UNET, text_encoder_config=CLIP_VIT_L14_TEXT)
-    model["tokenizer_name_or_path"] = "clip"
+    components = model.setdefault("components", {})
+    components.update(vae_config=SD_V1_VAE, unet_config=SD_V1_UNET, text_encoder_config=CLIP_VIT_L14_TEXT)
+    components["tokenizer_name_or_path"] = "clip"
     model["trainable"] = {"unet": {"lr": 5.0e-5}}
     if train_text_encoder:
         model["trainable"]["text_encoder"] = {"lr": 5.0e-5}
@@ -208,6 +209,9 @@ class PlainLoop:
         from cxr_ldm.models.components import load_components, resolve_source
 
         model_args = config["model"]["init_args"]
+        components = model_args.get("components") or {}
+        objective = model_args.get("objective") or {}
+        optimization = model_args.get("optimization") or {}
         trainer_args = config.get("trainer", {})
         trainable = model_args.get("trainable") or {"unet": {}}
         if set(trainable) - {"unet", "text_encoder"} or "unet" not in trainable:
@@ -216,17 +220,17 @@ class PlainLoop:
             )
         torch.manual_seed(int(config.get("seed_everything") or 0))
         parts = load_components(
-            resolve_source(model_args.get("pretrained_model_name_or_path")),
-            model_args.get("revision"),
-            model_args.get("vae_config"),
-            model_args.get("unet_config"),
-            model_args.get("text_encoder_config"),
-            model_args.get("text_encoder_name_or_path"),
-            model_args.get("tokenizer_name_or_path"),
-            model_args.get("scheduler_config"),
+            resolve_source(components.get("pretrained_model_name_or_path")),
+            components.get("revision"),
+            components.get("vae_config"),
+            components.get("unet_config"),
+            components.get("text_encoder_config"),
+            components.get("text_encoder_name_or_path"),
+            components.get("tokenizer_name_or_path"),
+            components.get("scheduler_config"),
         )
-        if model_args.get("prediction_type"):
-            parts.noise_scheduler.register_to_config(prediction_type=model_args["prediction_type"])
+        if components.get("prediction_type"):
+            parts.noise_scheduler.register_to_config(prediction_type=components["prediction_type"])
         self.compute_snr = compute_snr
         self.device = device
         self.precision = str(trainer_args.get("precision", "32-true"))
@@ -238,7 +242,7 @@ class PlainLoop:
         self.text_encoder.requires_grad_(self.train_text)
         self.unet.train()
         self.text_encoder.train(self.train_text)
-        if model_args.get("gradient_checkpointing"):
+        if (model_args.get("speed") or {}).get("gradient_checkpointing"):
             self.unet.enable_gradient_checkpointing()
             if self.train_text:
                 self.text_encoder.gradient_checkpointing_enable()
@@ -252,21 +256,21 @@ class PlainLoop:
         self.trained = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
         self.lr_scheduler = get_scheduler(
-            model_args.get("lr_scheduler", "constant"),
+            optimization.get("lr_scheduler", "constant"),
             optimizer=self.optimizer,
-            num_warmup_steps=int(model_args.get("lr_warmup_steps", 0)),
+            num_warmup_steps=int(optimization.get("lr_warmup_steps", 0)),
             num_training_steps=10_000,
         )
-        ema_decay = model_args.get("ema_decay")
+        ema_decay = (model_args.get("ema") or {}).get("decay")
         self.ema = EMAModel(self.unet.parameters(), decay=ema_decay) if ema_decay else None
         if self.ema is not None:
             self.ema.to(device)
         self.scaler = torch.amp.GradScaler(device.type) if self.weight_dtype == torch.float16 else None
         self.max_grad_norm = trainer_args.get("gradient_clip_val")
-        self.snr_gamma = model_args.get("snr_gamma")
-        self.noise_offset = float(model_args.get("noise_offset", 0.0))
-        self.condition_dropout = float(model_args.get("condition_dropout", 0.1))
-        max_tokens = model_args.get("max_prompt_tokens")
+        self.snr_gamma = objective.get("snr_gamma")
+        self.noise_offset = float(objective.get("noise_offset", 0.0))
+        self.condition_dropout = float(objective.get("condition_dropout", 0.1))
+        max_tokens = (model_args.get("conditioning") or {}).get("max_prompt_tokens")
         tokenizer = parts.tokenizer
         self.tokenize = PromptTokenizer(
             tokenizer, max_tokens or min(getattr(tokenizer, "model_max_length", 77), 512)

@@ -61,6 +61,78 @@ def last_checkpoints(trainer) -> tuple[set[str], list[str]]:
     return found, looked
 
 
+def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
+    """(where, `model` mapping) of each `--config` file and `--model...` option in `args`, in order."""
+    from cxr_ldm.config_files import read_config
+
+    found: list[tuple[str, dict]] = []
+    for index, arg in enumerate(args):
+        path = args[index + 1] if arg == "--config" and index + 1 < len(args) else None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is not None and Path(path).is_file():
+            model = read_config(path).get("model")
+            if isinstance(model, dict):
+                found.append((path, model))
+        elif arg.startswith("--model.init_args."):
+            found.append(("the command line", {"init_args": {arg[18:].split("=")[0].split(".")[0]: None}}))
+        elif arg.startswith("--model.class_path") or arg.startswith("--model="):
+            value = arg.split("=", 1)[1] if "=" in arg else (args[index + 1] if index + 1 < len(args) else "")
+            found.append(("the command line", {"class_path": value}))
+    return found
+
+
+def refuse_flat_model_keys(args: Sequence[str]) -> None:
+    """A LatentDiffusion config from before the model's typed parts (`model.init_args.snr_gamma`, ...) is
+    refused with each old key's new place, instead of jsonargparse's bare "not accepted"."""
+    from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, new_key
+
+    sections = _model_sections(args)
+    class_paths = [model["class_path"] for _, model in sections if model.get("class_path")]
+    if not class_paths or not str(class_paths[-1]).endswith("LatentDiffusion"):
+        return
+    old = [
+        f"{where}: model.init_args.{key} -> {new_key(key)}"
+        for where, model in sections
+        for key in (model.get("init_args") or {})
+        if key in FLAT_ARGUMENTS
+    ]
+    if old:
+        raise ConfigError(
+            "LatentDiffusion's arguments are grouped in typed parts (components, objective, conditioning, ema, "
+            "optimization, speed); rename these keys (docs/variants.md lists every part):\n  "
+            + "\n  ".join(old)
+        )
+
+
+def part_nulls_as_mappings(args: Sequence[str]) -> list[str]:
+    """`--model.init_args.PART.FIELD null` as `--model.init_args.PART {"FIELD": null}`.
+
+    jsonargparse reads a command-line null for a field of a dataclass inside a subclass's init_args as the
+    string "None" (or refuses it); the mapping form sets the same field and keeps the part's other fields.
+    """
+    from cxr_ldm.models.diffusion_parts import PARTS
+
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        key, joined, value = arg.partition("=")
+        if not joined and index + 1 < len(args):
+            value = args[index + 1]
+        names = key.removeprefix("--model.init_args.").split(".")
+        if key.startswith("--model.init_args.") and len(names) == 2 and names[0] in PARTS and value in _NULLS:
+            out.append(f"--model.init_args.{names[0]}={json.dumps({names[1]: None})}")
+            index += 1 if joined else 2
+            continue
+        out.append(arg)
+        index += 1
+    return out
+
+
+_NULLS = {"null", "None", "~", "Null", "NULL"}
+
+
 class CxrLdmCLI(LightningCLI):
     """Subclass mode for model and data, so any config names its classes with `class_path`.
 
@@ -71,6 +143,12 @@ class CxrLdmCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.plugins": [{"class_path": "cxr_ldm.checkpoint_io.AtomicCheckpointIO"}]})
+
+    def parse_arguments(self, parser, args) -> None:
+        if isinstance(args, list | tuple):
+            refuse_flat_model_keys([str(arg) for arg in args])
+            args = part_nulls_as_mappings([str(arg) for arg in args])
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -94,7 +94,7 @@ def export_pipeline(
         ema = model.ema is not None
     if ema and model.ema is None:
         raise ConfigError(
-            "--ema was asked for, but this model was trained without EMA (model.init_args.ema_decay)"
+            "--ema was asked for, but this model was trained without EMA (model.init_args.ema.decay)"
         )
     out = Path(out_dir)
     model = model.cpu()

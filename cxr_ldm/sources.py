@@ -48,7 +48,7 @@ def looks_like_path(name: str) -> bool:
     return "/" in name and Path(head).exists()
 
 
-def check_source(name: str, key: str = "model.init_args.pretrained_model_name_or_path") -> None:
+def check_source(name: str, key: str = "model.init_args.components.pretrained_model_name_or_path") -> None:
     """Fail early, naming the path and the config key, when a local directory is meant but absent."""
     path = Path(name).expanduser()
     if path.exists():

@@ -46,6 +46,34 @@ def run_fit(run_dir: Path, data_root: Path, *extra: str) -> Path:
     return run_dir / "checkpoints"
 
 
+def with_changes(init_args: dict, **changes) -> dict:
+    """LatentDiffusion keyword arguments: a config's `model.init_args` mapping with `changes` applied.
+
+    A change names a whole argument (`trainable`, `lora`, `components`, ...; a part given as a mapping
+    is merged into the config's) or one field of a part by the field's name (`snr_gamma`, `unet_config`;
+    `ema_decay` for `ema.decay`), which lands in its part.
+    """
+    from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS
+
+    args = {key: dict(value) if key in PARTS else value for key, value in init_args.items()}
+    for key, value in changes.items():
+        if key in PARTS:
+            args[key] = {**args.get(key, {}), **(value or {})}
+        elif key in FLAT_ARGUMENTS:
+            part, field = FLAT_ARGUMENTS[key]
+            args[part] = {**args.get(part, {}), field: value}
+        else:
+            args[key] = value
+    return args
+
+
+def tiny_init_args(**changes) -> dict:
+    """The tiny config's model arguments, for models built in Python, with `changes` (see `with_changes`)."""
+    import yaml
+
+    return with_changes(yaml.safe_load(TINY.read_text())["model"]["init_args"], **changes)
+
+
 def load_state(path: Path) -> dict:
     """A Lightning checkpoint file's contents (state_dict, global_step, optimizer states), on the CPU."""
     return torch.load(path, map_location="cpu", weights_only=False)

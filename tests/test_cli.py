@@ -64,9 +64,9 @@ def test_missing_pretrained_directory_names_the_path(tmp_path, phantom_root, cap
     args = fit_args(
         tmp_path,
         phantom_root,
-        "--model.init_args.pretrained_model_name_or_path",
+        "--model.init_args.components.pretrained_model_name_or_path",
         missing,
-        "--model.init_args.unet_config",
+        "--model.init_args.components.unet_config",
         "null",
     )
     _fails_naming(args, capsys, missing, "does not exist")
@@ -78,9 +78,9 @@ def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, phantom_root, capsys,
     args = fit_args(
         tmp_path,
         phantom_root,
-        "--model.init_args.pretrained_model_name_or_path",
+        "--model.init_args.components.pretrained_model_name_or_path",
         "CompVis/stable-diffusion-v1-4",
-        "--model.init_args.unet_config",
+        "--model.init_args.components.unet_config",
         "null",
     )
     _fails_naming(args, capsys, "CompVis/stable-diffusion-v1-4", "huggingface-cli download")

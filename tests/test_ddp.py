@@ -85,7 +85,7 @@ def test_skip_policy_is_refused_under_ddp_before_training(tmp_path, phantom_root
     configuration error at start, not a crash at the first non-finite loss hours later."""
     args = fit_args(
         tmp_path, phantom_root, "--trainer.strategy", "ddp", "--trainer.devices", "2",
-        "--model.init_args.nonfinite_loss", "skip",
+        "--model.init_args.objective.nonfinite_loss", "skip",
     )  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "cxr_ldm", *args],

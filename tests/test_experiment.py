@@ -89,7 +89,7 @@ def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tm
 
     # Another training budget for one arm: that arm's units are cleared and made again, the other is kept.
     arms = json.loads(args[args.index("--arms") + 1])
-    arms[1]["overrides"]["model.init_args.ema_decay"] = None
+    arms[1]["overrides"]["model.init_args.ema.decay"] = None
     changed = [*args[: args.index("--arms") + 1], json.dumps(arms), *args[args.index("--arms") + 2 :]]
     outcome = run_experiment(parse_config([*changed, "--augmentation", "null"]))
     assert outcome.computed == ["unet seed 0", "unet seed 1"]
@@ -174,11 +174,11 @@ def test_an_edited_config_file_changes_the_inputs_its_units_are_keyed_by(tmp_pat
     from cxr_ldm.experiments.spec import ArmSpec
 
     base = tmp_path / "base.yaml"
-    base.write_text("model.init_args.snr_gamma: 1.0\n")
+    base.write_text("model.init_args.objective.snr_gamma: 1.0\n")
     arm_file = tmp_path / "arm.yaml"
     arm_file.write_text("config: base.yaml\ntrainer.max_steps: 5\n")
     arm = ArmSpec(name="a", configs=[str(arm_file)])
     before = config_contents(arm)
     assert config_contents(arm) == before
-    base.write_text("model.init_args.snr_gamma: 5.0\n")  # the base, read through `config:`, changed
+    base.write_text("model.init_args.objective.snr_gamma: 5.0\n")  # the base, read through `config:`, changed
     assert config_contents(arm) != before

@@ -286,7 +286,7 @@ def test_overlong_prompts_are_counted_once(tmp_path, caplog):
 
 def test_overlong_training_prompts_are_counted_once(tmp_path, phantom_root, caplog):
     args = fit_args(
-        tmp_path, phantom_root, "--model.init_args.max_prompt_tokens", "8", "--trainer.max_steps", "1",
+        tmp_path, phantom_root, "--model.init_args.conditioning.max_prompt_tokens", "8", "--trainer.max_steps", "1",
         "--trainer.limit_val_batches", "0",
     )  # fmt: skip
     with caplog.at_level("WARNING", logger="cxr_ldm"):
@@ -303,8 +303,8 @@ def test_a_path_is_never_tried_as_a_hub_id(tmp_path, phantom_root, capsys, monke
         form
     ]
     args = fit_args(
-        tmp_path, phantom_root, "--model.init_args.pretrained_model_name_or_path", name,
-        "--model.init_args.unet_config", "null",
+        tmp_path, phantom_root, "--model.init_args.components.pretrained_model_name_or_path", name,
+        "--model.init_args.components.unet_config", "null",
     )  # fmt: skip
     _refused(args, capsys, name, "does not exist")
 

@@ -103,7 +103,12 @@ def test_nonfinite_loss_stops_with_location(tmp_path, phantom_root):
     with pytest.raises(FloatingPointError, match=r"global step 0, batch 0 .*batch keys"):
         main(
             fit_args(
-                tmp_path, phantom_root, "--trainer.max_steps", "3", "--model.init_args.noise_offset", "1e39"
+                tmp_path,
+                phantom_root,
+                "--trainer.max_steps",
+                "3",
+                "--model.init_args.objective.noise_offset",
+                "1e39",
             )
         )
 
@@ -112,9 +117,9 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, phantom_root):
     args = fit_args(
         tmp_path,
         phantom_root,
-        "--model.init_args.noise_offset",
+        "--model.init_args.objective.noise_offset",
         "1e39",
-        "--model.init_args.nonfinite_loss",
+        "--model.init_args.objective.nonfinite_loss",
         "skip",
         "--trainer.max_steps",
         "2",
@@ -134,11 +139,11 @@ def test_nonfinite_loss_skip_policy_keeps_training(tmp_path, phantom_root):
 
 def test_nonfinite_loss_skip_policy_stops_past_its_limit(tmp_path, phantom_root):
     args = fit_args(
-        tmp_path, phantom_root, "--model.init_args.noise_offset", "1e39", "--model.init_args.nonfinite_loss", "skip",
-        "--model.init_args.nonfinite_max_skips", "2", "--trainer.max_steps", "30",
+        tmp_path, phantom_root, "--model.init_args.objective.noise_offset", "1e39", "--model.init_args.objective.nonfinite_loss", "skip",
+        "--model.init_args.objective.nonfinite_max_skips", "2", "--trainer.max_steps", "30",
     )  # fmt: skip
     with pytest.raises(
-        FloatingPointError, match=r"3 steps skipped, more than model.init_args.nonfinite_max_skips"
+        FloatingPointError, match=r"3 steps skipped, more than model.init_args.objective.nonfinite_max_skips"
     ):
         main(args)
 
@@ -147,11 +152,11 @@ def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, phantom_roo
     args = fit_args(
         tmp_path,
         phantom_root,
-        "--model.init_args.prediction_type",
+        "--model.init_args.components.prediction_type",
         "v_prediction",
-        "--model.init_args.snr_gamma",
+        "--model.init_args.objective.snr_gamma",
         "5.0",
-        "--model.init_args.gradient_checkpointing",
+        "--model.init_args.speed.gradient_checkpointing",
         "true",
         "--trainer.precision",
         "bf16-mixed",

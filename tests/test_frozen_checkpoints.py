@@ -14,6 +14,7 @@ from test_model_correctness import tiny_batches, tiny_trainer
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.models import LatentDiffusion
+from cxr_ldm.models.diffusion_parts import Components, Ema
 
 PRETRAINED = ROOT / "artifacts" / "tiny-pretrained"
 
@@ -21,10 +22,10 @@ PRETRAINED = ROOT / "artifacts" / "tiny-pretrained"
 def lora_model(pretrained=PRETRAINED) -> LatentDiffusion:
     torch.manual_seed(0)  # the same LoRA initialisation in every run
     return LatentDiffusion(
-        pretrained_model_name_or_path=str(pretrained),
+        components=Components(pretrained_model_name_or_path=str(pretrained)),
         trainable={"unet_lora": {"lr": 1e-3, "weight_decay": 0.0}},
         lora={"unet": {"rank": 2, "alpha": 2.0}},
-        ema_decay=0.9,
+        ema=Ema(decay=0.9),
     )
 
 
@@ -107,7 +108,9 @@ def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
     state["conv_in.bias"] = state["conv_in.bias"] + 1
     save_file(state, weights)
     with pytest.raises(FrozenSourceChanged, match=r"frozen unet rebuilt from .*pretrained"):
-        LatentDiffusion.load_from_checkpoint(runs[0], pretrained_model_name_or_path=str(changed))
+        LatentDiffusion.load_from_checkpoint(
+            runs[0], components=Components(pretrained_model_name_or_path=str(changed))
+        )
     with pytest.raises(FrozenSourceChanged, match="frozen unet"):  # resume checks it too
         fit(lora_model(changed), tmp_path / "resume", 4, ckpt_path=runs[1])
 
@@ -118,7 +121,7 @@ def test_only_the_pretrained_tensors_are_left_out():
     from test_model_correctness import domain_encoder_init_args
 
     args = domain_encoder_init_args(
-        unet_config={**domain_encoder_init_args()["unet_config"], "cross_attention_dim": 32},
+        unet_config={**domain_encoder_init_args()["components"]["unet_config"], "cross_attention_dim": 32},
         text_projection="mlp",
         trainable={"unet": {"lr": 1e-4}, "text_projection": {"lr": 1e-3}},
     )

@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 import yaml
-from _tiny_run import ROOT, TINY, run_fit
+from _tiny_run import ROOT, run_fit, tiny_init_args, with_changes
 from lightning import Callback, Trainer
 from torch.utils.data import DataLoader
 
@@ -19,13 +20,6 @@ from cxr_ldm.__main__ import main
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.lora import LoraSpec
 from cxr_ldm.models.trainable import Trainable
-
-
-def tiny_init_args(**overrides) -> dict:
-    """The tiny config's model arguments, for models built in Python."""
-    args = yaml.safe_load(TINY.read_text())["model"]["init_args"]
-    args.update(overrides)
-    return args
 
 
 def tiny_batches(count: int = 4, size: int = 32) -> DataLoader:
@@ -64,7 +58,7 @@ print(json.dumps({"prediction_type": pipe.scheduler.config.prediction_type, "sha
 
 def test_v_prediction_reaches_sampling_and_export(tmp_path, phantom_root):
     checkpoints = run_fit(
-        tmp_path / "run", phantom_root, "--trainer.max_steps", "2", "--model.init_args.prediction_type",
+        tmp_path / "run", phantom_root, "--trainer.max_steps", "2", "--model.init_args.components.prediction_type",
         "v_prediction",
     )  # fmt: skip
     model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
@@ -166,9 +160,10 @@ def domain_encoder_init_args(**overrides) -> dict:
     """Tiny U-Net (384-wide cross-attention) with the pretrained 384-wide MiniLM (BERT family) encoder."""
     args = tiny_init_args()
     for name in ("tiny-components.yaml", "tiny-domain-encoder.yaml"):
-        args.update(yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"])
-    args.update(overrides)
-    return args
+        args = with_changes(
+            args, **yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"]
+        )
+    return with_changes(args, **overrides)
 
 
 def test_bert_padding_is_attended_nowhere(phantom_root):
@@ -290,7 +285,9 @@ def test_checkpoint_saved_at_validation_end_is_checked_for_nonfinite_losses(tmp_
 
     class DivergeAfterFirstStep(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            pl_module.noise_offset = 1e39  # step 0 (a logging step) is finite; step 1 is not
+            pl_module.objective = replace(
+                pl_module.objective, noise_offset=1e39
+            )  # step 0 (a logging step) is finite; step 1 is not
 
     model = LatentDiffusion(**tiny_init_args())
     trainer = tiny_trainer(

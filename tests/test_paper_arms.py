@@ -60,16 +60,16 @@ def test_arm_builds_the_tiny_model_and_trains_what_it_says(arm, tmp_path):
     extra = []
     if arm == "textual-projection":  # stands in for stage 1's output folder
         TextProjection(384, 32, "mlp", 384).save(tmp_path / "projection")
-        extra = ["--model.init_args.text_projection_weights", str(tmp_path / "projection")]
+        extra = ["--model.init_args.conditioning.text_projection_weights", str(tmp_path / "projection")]
     cli = build(
         [FINETUNE / paper, PHANTOM / "finetune.yaml", PHANTOM / "arms" / f"{arm}.yaml"], tmp_path, *extra
     )
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
 
     # the phantom recipe, whatever the paper config said
-    assert model.hparams.pretrained_model_name_or_path == "artifacts/tiny-pretrained"
+    assert model.components_spec.pretrained_model_name_or_path == "artifacts/tiny-pretrained"
     assert model.unet.config.cross_attention_dim == 32
-    assert (model.hparams.snr_gamma, model.hparams.ema_decay, model.hparams.gradient_checkpointing) == (
+    assert (model.objective.snr_gamma, model.ema_spec.decay, model.speed.gradient_checkpointing) == (
         1.0,
         0.99,
         False,
@@ -106,7 +106,7 @@ def test_textual_inversion_arm_has_one_token_per_finding(tmp_path):
     model, data = cli.model, cli.datamodule
     words = data.options.finding_words
     assert sorted(words) == sorted(CHEXPERT_LABELS)
-    tokens = model.hparams.textual_inversion["placeholder_tokens"]
+    tokens = model.conditioning.textual_inversion.placeholder_tokens
     assert sorted(tokens) == sorted(words.values())
     tokenizer = model.text.tokenizer
     base_rows = model.text.encoder.get_input_embeddings().base.num_embeddings
@@ -154,8 +154,8 @@ def test_textual_projection_pretrain_stage_writes_where_the_arm_reads(tmp_path):
     model.trainer = cli.trainer
     assert model.output_folder() == run / "text_projection"
     arm = yaml.safe_load((PHANTOM / "arms" / "textual-projection.yaml").read_text())
-    assert arm["model.init_args.text_projection_weights"].endswith("/text_projection")
-    assert arm["model.init_args.max_prompt_tokens"] == model.hparams.max_prompt_tokens
+    assert arm["model.init_args.conditioning.text_projection_weights"].endswith("/text_projection")
+    assert arm["model.init_args.conditioning.max_prompt_tokens"] == model.hparams.max_prompt_tokens
 
 
 def test_impression_probes_are_impressions_the_phantom_writes():

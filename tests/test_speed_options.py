@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
-from _tiny_run import TINY, write_pairs
+from _tiny_run import tiny_init_args, write_pairs
 from lightning import Callback, Trainer
 
 from cxr_ldm.data.image_text_folder import ImageTextFolderDataModule
@@ -19,9 +18,9 @@ PROMPTS = ["normal", "pleural effusion", "cardiomegaly", "small left pleural eff
 
 
 def tiny_model(**changes) -> LatentDiffusion:
-    args = yaml.safe_load(TINY.read_text())["model"]["init_args"]
-    args["trainable"] = {name: Trainable(**spec) for name, spec in args["trainable"].items()}
-    args.update(changes)
+    args = tiny_init_args(**changes)
+    args["trainable"] = {name: Trainable(**spec) if isinstance(spec, dict) else spec
+                         for name, spec in args["trainable"].items()}  # fmt: skip
     torch.manual_seed(0)
     return LatentDiffusion(**args)
 

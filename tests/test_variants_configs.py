@@ -150,7 +150,7 @@ def runs(tmp_path_factory, phantom_root):
             extra: list[str] = []
             text = (FINETUNE / f"{name}.yaml").read_text()
             if "text_projection_weights:" in text:
-                extra = ["--model.init_args.text_projection_weights", str(projection_folder())]
+                extra = ["--model.init_args.conditioning.text_projection_weights", str(projection_folder())]
             if name == "text-projection-pretrain":
                 extra = ["--model.init_args.output_dir", str(base / name / "text_projection")]
             done[name] = run_variant(FINETUNE / f"{name}.yaml", base / name, phantom_root, *extra)

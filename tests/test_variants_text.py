@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
-from _tiny_run import TINY
+from _tiny_run import tiny_init_args
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models import LatentDiffusion, TextProjection, Trainable
@@ -22,10 +21,7 @@ PROMPTS = [
 
 
 def _tiny(**changes) -> dict:
-    args = yaml.safe_load(TINY.read_text())["model"]["init_args"]
-    args.pop("ema_decay", None)
-    args.update(changes)
-    return args
+    return tiny_init_args(ema_decay=None, **changes)
 
 
 def test_shipped_clip_tokenizer_gives_clips_ids():
@@ -64,7 +60,7 @@ def test_model_uses_77_clip_tokens_without_mask():
 
 
 def test_width_mismatch_needs_a_choice():
-    with pytest.raises(ConfigError, match="model.init_args.text_projection"):
+    with pytest.raises(ConfigError, match="model.init_args.conditioning.text_projection"):
         LatentDiffusion(
             **_tiny(text_encoder_config=None, tokenizer_name_or_path=None, text_encoder_name_or_path=MINILM)
         )
@@ -123,7 +119,7 @@ def test_rebuild_with_frozen_unet_is_refused():
 
 
 def test_trainable_part_the_model_lacks_is_refused():
-    with pytest.raises(ConfigError, match="token_embeddings needs textual_inversion"):
+    with pytest.raises(ConfigError, match="token_embeddings needs conditioning.textual_inversion"):
         LatentDiffusion(**_tiny(trainable={"token_embeddings": Trainable()}))
     with pytest.raises(ConfigError, match="model.init_args.lora names 'vae'"):
         LatentDiffusion(**_tiny(lora={"vae": {}}))

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
             args.ckpt, map_location="cpu", weights_only=True
         )
         model.projection.save(args.out)
-        print(f"wrote {args.out}; use it as model.init_args.text_projection_weights")
+        print(f"wrote {args.out}; use it as model.init_args.conditioning.text_projection_weights")
         return 0
     try:
         model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)

@@ -112,7 +112,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     ]
     main = {
         "trainer.logger.init_args.name": arm.name,
-        "model.init_args.pretrained_model_name_or_path": config.pretrained,
+        "model.init_args.components.pretrained_model_name_or_path": config.pretrained,
     }
     if config.steps is not None:
         main["trainer.max_steps"] = config.steps

@@ -180,8 +180,8 @@ def build_tiny_pretrained(
     unet = _read_done(stage2)
     if unet is None:
         overrides = {**data, "seed_everything": seed + 1, "trainer.max_steps": unet_steps,
-                     "model.init_args.lr_warmup_steps": int(WARMUP_FRACTION * unet_steps),
-                     "model.init_args.pretrained_model_name_or_path": str(stage1),
+                     "model.init_args.optimization.lr_warmup_steps": int(WARMUP_FRACTION * unet_steps),
+                     "model.init_args.components.pretrained_model_name_or_path": str(stage1),
                      "data.init_args.latent_cache_vae": str(stage1)}  # fmt: skip
         unet = run_unet_stage(stage2, overrides, unet_steps)
         _write_done(stage2, unet)

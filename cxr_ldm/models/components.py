@@ -61,16 +61,16 @@ def load_components(
     base = resolve_source(pretrained_model_name_or_path)
     text_encoder_name_or_path = resolve_source(text_encoder_name_or_path)
     tokenizer = tokenizer if tokenizer == CLIP_TOKENIZER else resolve_source(tokenizer)
-    key = "model.init_args.pretrained_model_name_or_path"
+    key = "model.init_args.components.pretrained_model_name_or_path"
     if base is not None:
         check_source(base)
     if text_encoder_name_or_path is not None:
-        check_source(text_encoder_name_or_path, "model.init_args.text_encoder_name_or_path")
+        check_source(text_encoder_name_or_path, "model.init_args.components.text_encoder_name_or_path")
 
     def need_base(what: str) -> str:
         if base is None:
             raise ComponentLoadError(
-                f"no {what}: give model.init_args.{what}_config, or pretrained_model_name_or_path to load it"
+                f"no {what}: give model.init_args.components.{what}_config, or components.pretrained_model_name_or_path to load it"
             )
         return base
 

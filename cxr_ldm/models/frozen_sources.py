@@ -89,7 +89,7 @@ def restore_frozen(
                 f"the frozen {name} rebuilt from {part.source} is not the one this checkpoint was trained with "
                 f"(from {recorded['source']}; content hash {part.sha256[:12]} != {recorded['sha256'][:12]}): "
                 f"the checkpoint does not hold the {name}'s weights, so point the model at the same weights "
-                "(model.init_args.pretrained_model_name_or_path / text_encoder_name_or_path, revision)"
+                "(model.init_args.components.pretrained_model_name_or_path / text_encoder_name_or_path, revision)"
             )
         for key in part.keys:
             checkpoint["state_dict"][key] = state[key].detach()

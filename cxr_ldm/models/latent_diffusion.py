@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -22,6 +22,17 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import latent_scaling_factor, load_components
 from cxr_ldm.models.cross_attention import rebuild_cross_attention
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
+from cxr_ldm.models.diffusion_parts import (
+    PARTS,
+    Components,
+    Conditioning,
+    Ema,
+    Objective,
+    Optimization,
+    Speed,
+    as_part,
+    upgrade_flat_arguments,
+)
 from cxr_ldm.models.ema import EmaWeights
 from cxr_ldm.models.frozen_dtype import FrozenDtype, training_dtype
 from cxr_ldm.models.frozen_sources import drop_frozen, find_frozen_pretrained, restore_frozen
@@ -37,7 +48,7 @@ from cxr_ldm.models.text_embedding_cache import (
     text_cache_ready,
 )
 from cxr_ldm.models.text_projection import TextProjection, load_projection
-from cxr_ldm.models.textual_inversion import TextualInversionConfig, add_placeholder_tokens
+from cxr_ldm.models.textual_inversion import add_placeholder_tokens
 from cxr_ldm.models.trainable import Trainable, as_dataclass, freeze, plain_data
 from cxr_ldm.models.unet_speedups import channels_last_applies, compile_forward, use_channels_last
 
@@ -52,102 +63,58 @@ TRAINABLE_COMPONENTS = (
     "unet_lora",
     "text_encoder_lora",
 )
-TextProjectionChoice = Literal["linear", "mlp", "rebuild_cross_attention"]
 
 
 class LatentDiffusion(LightningModule):
     """Fine-tune a latent diffusion model on image / report-text pairs.
 
+    Built from typed parts (`cxr_ldm.models.diffusion_parts`), each with its own fields and docstring; a
+    config sets them under `model.init_args` as nested mappings or dotted keys.
+
     Args:
-        pretrained_model_name_or_path: diffusers pipeline (hub id or local directory) that supplies every
-            component not given an explicit config.
-        revision: hub revision of the pipeline.
-        vae_config: `AutoencoderKL` config; builds a fresh VAE instead of loading one.
-        unet_config: `UNet2DConditionModel` config; builds a fresh U-Net.
-        text_encoder_config: `CLIPTextConfig` fields; builds a fresh CLIP text encoder.
-        text_encoder_name_or_path: any Hugging Face encoder (hub id or directory) replacing CLIP.
-        tokenizer_name_or_path: tokenizer directory or hub id; `clip` builds CLIP's tokenizer offline.
-        scheduler_config: `DDPMScheduler` config for the training noise schedule.
-        prediction_type: override the schedule's target (`epsilon` or `v_prediction`).
+        components: where the VAE, U-Net, text encoder, tokenizer and noise schedule come from.
         trainable: components that train (`unet`, `text_encoder`, `text_projection`, `token_embeddings`,
             `unet_lora`, `text_encoder_lora`) with their own learning rate; every component not named here
             is frozen.
-        snr_gamma: Min-SNR-gamma loss weighting (5.0 is common); None for plain MSE.
-        noise_offset: offset-noise strength (0.05-0.1 helps very dark / bright images).
-        condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
-        ema_decay: keep an EMA of the trained weights with this decay; None disables it.
-        gradient_checkpointing: trade compute for memory in the U-Net whenever anything trains (gradients
-            pass through it even when it is frozen) and in the text encoder when it, its LoRA or new token
-            rows train.
-        nonfinite_loss: `raise` stops the run at a non-finite loss (checked on the host only at logging
-            steps and before a checkpoint is written, so the step never waits for the device); `skip`
-            skips that step (single process; checked every step).
-        nonfinite_max_skips: with `skip`, the run stops with an error once more steps than this were
-            skipped (a diverged run does not skip its way to the end).
-        lr_scheduler: diffusers scheduler name (`constant`, `cosine`, `linear`, ...).
-        lr_warmup_steps: warm-up steps of the learning rate.
-        max_prompt_tokens: token limit of the text encoder (default: the tokenizer's own, 77 for CLIP).
-        text_projection: how a text encoder meets the U-Net: `linear` or `mlp` (a learned per-token
-            projection to `cross_attention_dim`), or `rebuild_cross_attention` (fresh `attn2.to_k/to_v`
-            layers of the encoder's width; the U-Net must train). Required when the widths differ.
-        text_projection_hidden: hidden width of the `mlp` projection (default: the larger width).
-        text_projection_weights: folder written by `TextProjectionPretrainer`; initialises the projection.
-        textual_inversion: placeholder tokens added to the tokenizer, trained as `token_embeddings`.
         lora: LoRA adapters per component (`unet`, `text_encoder`), trained as `unet_lora` /
             `text_encoder_lora`.
-        fused_adamw: use PyTorch's fused AdamW kernel when every trained parameter is on a CUDA device
-            (the same update, fewer kernel launches); ignored on CPU.
-        channels_last: store the U-Net in channels-last memory format (faster convolutions on Tensor
-            Cores); None turns it on when training on CUDA and off elsewhere.
-        compile_unet: `torch.compile` the U-Net's forward at fit start (first steps are slow while it
-            compiles); weights, checkpoints, EMA and export are unchanged.
-        frozen_in_training_dtype: under `bf16-mixed` / `16-mixed`, store the frozen weights (VAE, frozen
-            text encoder, the frozen U-Net under LoRA) in that dtype for the fit instead of re-casting them
-            on every forward; checkpoints keep their float32 values and they come back when the fit ends.
-        text_embedding_cache: when no text part trains, encode every distinct training and validation
-            prompt once at fit start into a cache folder (beside the data module's `cache_dir`, else under
-            the run's root dir) and read the U-Net's context from it. Disk: prompts x tokens x width values
-            (about 11 GB for 100,000 report prompts with CLIP at bf16).
+        objective: the loss (Min-SNR weighting, offset noise, condition dropout) and what a non-finite loss does.
+        conditioning: how the text reaches the U-Net (token limit, projection, textual inversion, cache).
+        ema: an exponential moving average of the trained weights.
+        optimization: the learning-rate schedule and AdamW kernel.
+        speed: options that change speed and memory only (checkpointing, channels-last, compile, dtype).
+        flat_arguments: the flat keyword arguments of checkpoints written before the parts existed
+            (`snr_gamma`, `ema_decay`, ...), moved into their part with a warning.
     """
 
     def __init__(
         self,
-        pretrained_model_name_or_path: str | None = None,
-        revision: str | None = None,
-        vae_config: dict | None = None,
-        unet_config: dict | None = None,
-        text_encoder_config: dict | None = None,
-        text_encoder_name_or_path: str | None = None,
-        tokenizer_name_or_path: str | None = None,
-        scheduler_config: dict | None = None,
-        prediction_type: Literal["epsilon", "v_prediction"] | None = None,
+        components: Components = Components(),
         trainable: dict[str, Trainable] | None = None,
-        snr_gamma: float | None = None,
-        noise_offset: float = 0.0,
-        condition_dropout: float = 0.1,
-        ema_decay: float | None = None,
-        gradient_checkpointing: bool = False,
-        nonfinite_loss: Literal["raise", "skip"] = "raise",
-        nonfinite_max_skips: int = 10,
-        lr_scheduler: str = "constant",
-        lr_warmup_steps: int = 0,
-        max_prompt_tokens: int | None = None,
-        text_projection: TextProjectionChoice | None = None,
-        text_projection_hidden: int | None = None,
-        text_projection_weights: str | None = None,
-        textual_inversion: TextualInversionConfig | None = None,
         lora: dict[str, LoraSpec] | None = None,
-        fused_adamw: bool = True,
-        channels_last: bool | None = None,
-        compile_unet: bool = False,
-        frozen_in_training_dtype: bool = True,
-        text_embedding_cache: bool = False,
+        objective: Objective = Objective(),
+        conditioning: Conditioning = Conditioning(),
+        ema: Ema = Ema(),
+        optimization: Optimization = Optimization(),
+        speed: Speed = Speed(),
+        **flat_arguments: Any,
     ) -> None:
         super().__init__()
+        given = {"components": components, "objective": objective, "conditioning": conditioning,
+                 "ema": ema, "optimization": optimization, "speed": speed}  # fmt: skip
+        given = upgrade_flat_arguments(given, flat_arguments)
+        parts = {
+            name: as_part(PARTS[name], value, f"model.init_args.{name}") for name, value in given.items()
+        }
+        self.components_spec: Components = parts["components"]
+        self.objective: Objective = parts["objective"]
+        self.conditioning: Conditioning = parts["conditioning"]
+        self.ema_spec: Ema = parts["ema"]
+        self.optimization: Optimization = parts["optimization"]
+        self.speed: Speed = parts["speed"]
         # Hyperparameters hold plain data only, so checkpoints load with torch's weights_only=True; the
-        # dataclasses are rebuilt below.
+        # dataclasses are rebuilt from them on load.
         trainable = plain_data({"unet": Trainable()} if trainable is None else trainable)
-        textual_inversion = plain_data(textual_inversion)
         lora = plain_data(lora)
         unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
         if unknown:
@@ -156,58 +123,55 @@ class LatentDiffusion(LightningModule):
                 f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
                 f"choose from {list(TRAINABLE_COMPONENTS)}"
             )
-        if nonfinite_max_skips < 0:
-            raise ConfigError("model.init_args.nonfinite_max_skips must be >= 0")
-        if not 0.0 <= condition_dropout < 1.0:
-            raise ConfigError("model.init_args.condition_dropout must be in [0, 1)")
-        self.save_hyperparameters()
-        trainable = {name: as_dataclass(Trainable, spec) for name, spec in trainable.items()}
-        parts = load_components(
-            pretrained_model_name_or_path,
-            revision,
-            vae_config,
-            unet_config,
-            text_encoder_config,
-            text_encoder_name_or_path,
-            tokenizer_name_or_path,
-            scheduler_config,
+        self.save_hyperparameters(
+            {"trainable": trainable, "lora": lora, **{name: plain_data(part) for name, part in parts.items()}}
         )
-        if prediction_type is not None:
+        trainable = {name: as_dataclass(Trainable, spec) for name, spec in trainable.items()}
+        spec = self.components_spec
+        loaded_parts = load_components(
+            spec.pretrained_model_name_or_path,
+            spec.revision,
+            spec.vae_config,
+            spec.unet_config,
+            spec.text_encoder_config,
+            spec.text_encoder_name_or_path,
+            spec.tokenizer_name_or_path,
+            spec.scheduler_config,
+        )
+        if spec.prediction_type is not None:
             # from_config (not register_to_config): diffusers drops values it thinks are defaults when a
             # config is copied into another scheduler, which would lose the override at sampling and export.
-            parts.noise_scheduler = type(parts.noise_scheduler).from_config(
-                parts.noise_scheduler.config, prediction_type=prediction_type
+            loaded_parts.noise_scheduler = type(loaded_parts.noise_scheduler).from_config(
+                loaded_parts.noise_scheduler.config, prediction_type=spec.prediction_type
             )
-        loaded = self._pretrained_tensors(parts)
-        if getattr(parts.text_encoder, "pooler", None) is not None:
+        loaded = self._pretrained_tensors(loaded_parts)
+        if getattr(loaded_parts.text_encoder, "pooler", None) is not None:
             # Only the hidden states condition the U-Net: a pooler (BERT family) would get no gradient,
             # which DDP refuses on the next step, and would sit in the optimizer for nothing.
-            parts.text_encoder.pooler = None
-        self.vae = parts.vae
-        self.unet = parts.unet
-        projection = self._build_projection(parts, "unet" in trainable)
-        tokenizer = parts.tokenizer
+            loaded_parts.text_encoder.pooler = None
+        self.vae = loaded_parts.vae
+        self.unet = loaded_parts.unet
+        projection = self._build_projection(loaded_parts, "unet" in trainable)
+        tokenizer = loaded_parts.tokenizer
         # Nested parts (new token rows, LoRA adapters) live inside the U-Net / encoder; this dict only
         # points at them, so they are not registered twice (no duplicate checkpoint state).
         self._nested: dict[str, nn.Module] = {}
-        if textual_inversion is not None:
-            textual_inversion = as_dataclass(TextualInversionConfig, textual_inversion)
-            tokenizer, spliced = add_placeholder_tokens(parts.text_encoder, tokenizer, textual_inversion)
+        if self.conditioning.textual_inversion is not None:
+            tokenizer, spliced = add_placeholder_tokens(
+                loaded_parts.text_encoder, tokenizer, self.conditioning.textual_inversion
+            )
             self._nested["token_embeddings"] = spliced.added
-        self.text = TextConditioner(parts.text_encoder, tokenizer, projection, max_prompt_tokens)
-        for component, spec in (lora or {}).items():
+        self.text = TextConditioner(
+            loaded_parts.text_encoder, tokenizer, projection, self.conditioning.max_prompt_tokens
+        )
+        for component, lora_spec in (lora or {}).items():
             targets = {"unet": self.unet, "text_encoder": self.text.encoder}
             if component not in targets:
                 raise ConfigError(f"model.init_args.lora names {component!r}; choose from {sorted(targets)}")
-            spec = as_dataclass(LoraSpec, spec)
-            self._nested[f"{component}_lora"] = add_lora(targets[component], spec, component)
-        self.noise_scheduler = parts.noise_scheduler
+            lora_spec = as_dataclass(LoraSpec, lora_spec)
+            self._nested[f"{component}_lora"] = add_lora(targets[component], lora_spec, component)
+        self.noise_scheduler = loaded_parts.noise_scheduler
         self.trainable = trainable
-        self.snr_gamma = snr_gamma
-        self.noise_offset = noise_offset
-        self.condition_dropout = condition_dropout
-        self.nonfinite_loss = nonfinite_loss
-        self.nonfinite_max_skips = nonfinite_max_skips
         self.nonfinite_steps_skipped = 0
         self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
         self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
@@ -219,14 +183,15 @@ class LatentDiffusion(LightningModule):
         if missing:
             raise ConfigError(
                 f"model.init_args.trainable names {missing}, which this model does not have "
-                "(token_embeddings needs textual_inversion, *_lora needs lora, text_projection a projection)"
+                "(token_embeddings needs conditioning.textual_inversion, *_lora needs lora, "
+                "text_projection needs conditioning.text_projection)"
             )
         for name, module in self.components().items():  # parents first: nested parts decide last
             if name not in trainable:
                 freeze(module)
                 continue
             module.requires_grad_(True)
-        if gradient_checkpointing:
+        if self.speed.gradient_checkpointing:
             for module in self._gradient_path():
                 self._enable_checkpointing(module)
             if "text_encoder" not in trainable and self.text.encoder in self._gradient_path():
@@ -235,7 +200,8 @@ class LatentDiffusion(LightningModule):
                 for layer in self.text.encoder.modules():
                     if getattr(layer, "gradient_checkpointing", False) is True:
                         layer.training = True
-        self.ema = EmaWeights(self.trained_named_parameters(), ema_decay) if ema_decay else None
+        decay = self.ema_spec.decay
+        self.ema = EmaWeights(self.trained_named_parameters(), decay) if decay else None
         self.frozen_dtype = FrozenDtype()
         self.text_cache: TextEmbeddingCache | None = None
         self._prompt_tokenizer = PromptTokenizer(self.text.tokenizer, self.text.max_length)
@@ -248,13 +214,13 @@ class LatentDiffusion(LightningModule):
 
         The tensors themselves, not their ids: a tensor dropped meanwhile (a BERT pooler) could otherwise
         hand its id to a new one (a fresh projection), which would then pass for pretrained."""
-        hp = self.hparams
-        base = f"{hp.pretrained_model_name_or_path}{f'@{hp.revision}' if hp.revision else ''}"
+        spec = self.components_spec
+        base = f"{spec.pretrained_model_name_or_path}{f'@{spec.revision}' if spec.revision else ''}"
         candidates = (
-            ("vae", parts.vae, hp.vae_config, f"{base} (vae)"),
-            ("unet", parts.unet, hp.unet_config, f"{base} (unet)"),
-            ("text_encoder", parts.text_encoder, hp.text_encoder_config,
-             hp.text_encoder_name_or_path or f"{base} (text_encoder)"),
+            ("vae", parts.vae, spec.vae_config, f"{base} (vae)"),
+            ("unet", parts.unet, spec.unet_config, f"{base} (unet)"),
+            ("text_encoder", parts.text_encoder, spec.text_encoder_config,
+             spec.text_encoder_name_or_path or f"{base} (text_encoder)"),
         )  # fmt: skip
         return {
             name: (source, [*module.parameters(), *module.buffers()])
@@ -265,23 +231,23 @@ class LatentDiffusion(LightningModule):
     # ----------------------------------------------------------------- components and freezing
     def _build_projection(self, parts, unet_trains: bool) -> nn.Module | None:
         """The configured bridge between text encoder width and U-Net `cross_attention_dim`."""
-        hp = self.hparams
+        spec = self.conditioning
         width = getattr(parts.text_encoder.config, "hidden_size", None)
         target = parts.unet.config.cross_attention_dim
-        choice = hp.text_projection
-        key = "model.init_args.text_projection"
-        if hp.text_projection_weights is not None:
+        choice = spec.text_projection
+        key = "model.init_args.conditioning.text_projection"
+        weights_key = "model.init_args.conditioning.text_projection_weights"
+        if spec.text_projection_weights is not None:
             if choice == "rebuild_cross_attention":
                 raise ConfigError(f"{key}: rebuild_cross_attention takes no text_projection_weights")
-            projection = load_projection(hp.text_projection_weights)
+            projection = load_projection(spec.text_projection_weights, weights_key)
             if choice is not None and projection.kind != choice:
                 raise ConfigError(
-                    f"{key} is {choice!r} but model.init_args.text_projection_weights holds a "
-                    f"{projection.kind!r} projection"
+                    f"{key} is {choice!r} but {weights_key} holds a {projection.kind!r} projection"
                 )
             if (projection.in_features, projection.out_features) != (width, target):
                 raise ConfigError(
-                    f"model.init_args.text_projection_weights maps {projection.in_features} -> "
+                    f"{weights_key} maps {projection.in_features} -> "
                     f"{projection.out_features}, but this text encoder is {width} wide and the U-Net's "
                     f"cross_attention_dim is {target}"
                 )
@@ -289,7 +255,7 @@ class LatentDiffusion(LightningModule):
         if choice in ("linear", "mlp"):
             if width is None:
                 raise ConfigError(f"{key}: the text encoder's config has no hidden_size")
-            return TextProjection(width, target, choice, hp.text_projection_hidden)
+            return TextProjection(width, target, choice, spec.text_projection_hidden)
         if choice == "rebuild_cross_attention":
             if not unet_trains:
                 raise ConfigError(
@@ -378,9 +344,10 @@ class LatentDiffusion(LightningModule):
 
     def _dropped_rows(self, count: int, generator: torch.Generator | None = None) -> list[bool]:
         """Which rows train on the empty prompt (classifier-free guidance)."""
-        if not self.condition_dropout:
+        dropout = self.objective.condition_dropout
+        if not dropout:
             return [False] * count
-        return (torch.rand(count, generator=generator) < self.condition_dropout).tolist()
+        return (torch.rand(count, generator=generator) < dropout).tolist()
 
     def condition(
         self, batch: dict, dropped: Sequence[bool] | None = None
@@ -439,17 +406,17 @@ class LatentDiffusion(LightningModule):
         dropped = self._dropped_rows(len(batch["prompt"]), cpu_generator) if stage == "train" else None
         context, mask = self.condition(batch, dropped)
         noisy, noise, timesteps = add_training_noise(
-            latents, self.noise_scheduler, self.noise_offset, generator
+            latents, self.noise_scheduler, self.objective.noise_offset, generator
         )
         prediction = self.unet(
             noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype), encoder_attention_mask=mask
         ).sample
         target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
-        return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.snr_gamma)
+        return diffusion_loss(prediction, target, self.noise_scheduler, timesteps, self.objective.snr_gamma)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss = self._shared_step(batch, "train", *self.training_generators(batch_idx))
-        if self.nonfinite_loss == "skip":
+        if self.objective.nonfinite_loss == "skip":
             if not torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
                 return self._skip_nonfinite(loss, batch, batch_idx)
         else:
@@ -483,7 +450,7 @@ class LatentDiffusion(LightningModule):
         step, _, where = unchecked[int(first)]
         raise FloatingPointError(
             f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
-            "over 16-mixed, check the images, or set model.init_args.nonfinite_loss: skip to skip such steps."
+            "over 16-mixed, check the images, or set model.init_args.objective.nonfinite_loss: skip to skip such steps."
         )
 
     def _skip_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
@@ -491,10 +458,11 @@ class LatentDiffusion(LightningModule):
             batch, batch_idx
         )
         self.nonfinite_steps_skipped += 1
-        if self.nonfinite_steps_skipped > self.nonfinite_max_skips:
+        limit = self.objective.nonfinite_max_skips
+        if self.nonfinite_steps_skipped > limit:
             raise FloatingPointError(
                 f"{where}: {self.nonfinite_steps_skipped} steps skipped, more than "
-                f"model.init_args.nonfinite_max_skips ({self.nonfinite_max_skips}); the run has diverged. "
+                f"model.init_args.objective.nonfinite_max_skips ({limit}); the run has diverged. "
                 "Lower the learning rate, prefer bf16-mixed over 16-mixed, or check the images."
             )
         log.warning("skipping step: %s (%d skipped so far)", where, self.nonfinite_steps_skipped)
@@ -531,7 +499,7 @@ class LatentDiffusion(LightningModule):
 
     # ----------------------------------------------------------------- checkpoint contents
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.nonfinite_loss == "raise" and self._fitting():
+        if self.objective.nonfinite_loss == "raise" and self._fitting():
             # Never write weights a non-finite step has reached, whether the save comes from a training
             # hook or from validation's end (ModelCheckpoint with validation, or monitoring val/loss).
             self.check_nonfinite()
@@ -571,12 +539,12 @@ class LatentDiffusion(LightningModule):
             groups.append(
                 {"params": params, "lr": settings.lr, "weight_decay": settings.weight_decay, "name": name}
             )
-        optimizer = make_adamw(groups, fused=self.hparams.fused_adamw)
+        optimizer = make_adamw(groups, fused=self.optimization.fused_adamw)
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
         scheduler = get_scheduler(
-            self.hparams.lr_scheduler,
+            self.optimization.lr_scheduler,
             optimizer,
-            num_warmup_steps=self.hparams.lr_warmup_steps,
+            num_warmup_steps=self.optimization.lr_warmup_steps,
             num_training_steps=int(total) if total and total != float("inf") else None,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -589,14 +557,14 @@ class LatentDiffusion(LightningModule):
             datamodule.set_prompt_tokenizer(self._prompt_tokenizer)
         if stage != "fit":
             return
-        if self.nonfinite_loss == "skip" and self.trainer.world_size > 1:
+        if self.objective.nonfinite_loss == "skip" and self.trainer.world_size > 1:
             raise ConfigError(
-                "model.init_args.nonfinite_loss: skip works in a single process only (Lightning cannot skip "
+                "model.init_args.objective.nonfinite_loss: skip works in a single process only (Lightning cannot skip "
                 f"a step on one of {self.trainer.world_size} DDP ranks); use raise under DDP"
             )
-        if channels_last_applies(self.hparams.channels_last, self.trainer.strategy.root_device):
+        if channels_last_applies(self.speed.channels_last, self.trainer.strategy.root_device):
             use_channels_last(self.unet)
-        if self.hparams.compile_unet:
+        if self.speed.compile_unet:
             compile_forward(self.unet)
 
     def on_fit_start(self) -> None:
@@ -604,15 +572,17 @@ class LatentDiffusion(LightningModule):
         self.nonfinite_steps_skipped = 0
         self._unchecked, self._first_nonfinite, self._batches_since_step = [], None, 0
         dtype = training_dtype(self.trainer.precision)
-        if self.hparams.frozen_in_training_dtype and dtype is not None:
+        if self.speed.frozen_in_training_dtype and dtype is not None:
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
             self.frozen_dtype.cast(self, frozen, dtype)
-        if self.hparams.text_embedding_cache:
+        if self.conditioning.text_embedding_cache:
             self.text_cache = self._open_text_cache()
 
     def _open_text_cache(self) -> TextEmbeddingCache | None:
         if self.text_trains():
-            log.warning("text_embedding_cache is on but a text part trains; encoding prompts every step")
+            log.warning(
+                "conditioning.text_embedding_cache is on but a text part trains; encoding prompts every step"
+            )
             return None
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "all_prompts"):

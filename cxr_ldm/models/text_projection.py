@@ -78,7 +78,9 @@ def read_projection_config(path: str | Path, key: str) -> dict:
     return json.loads((folder / CONFIG_FILE).read_text())
 
 
-def load_projection(path: str | Path, key: str = "model.init_args.text_projection_weights") -> TextProjection:
+def load_projection(
+    path: str | Path, key: str = "model.init_args.conditioning.text_projection_weights"
+) -> TextProjection:
     """Rebuild a saved projection; `key` names the config entry in error messages."""
     config = read_projection_config(path, key)
     projection = TextProjection(

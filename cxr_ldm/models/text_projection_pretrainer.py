@@ -133,4 +133,6 @@ class TextProjectionPretrainer(LightningModule):
     @rank_zero_only
     def on_train_end(self) -> None:
         folder = self.projection.save(self.output_folder())
-        print(f"wrote the text projection to {folder} (model.init_args.text_projection_weights: {folder})")
+        print(
+            f"wrote the text projection to {folder} (model.init_args.conditioning.text_projection_weights: {folder})"
+        )

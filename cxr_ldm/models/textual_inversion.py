@@ -82,7 +82,7 @@ def add_placeholder_tokens(encoder: nn.Module, tokenizer, config: TextualInversi
     Returns `(tokenizer, spliced_embedding)`. The tokenizer is copied first because the CLIP tokenizer is
     shared (cached) across models.
     """
-    key = "model.init_args.textual_inversion"
+    key = "model.init_args.conditioning.textual_inversion"
     tokens = list(config.placeholder_tokens)
     if not tokens:
         raise ConfigError(f"{key}.placeholder_tokens is empty")
