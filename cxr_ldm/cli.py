@@ -67,7 +67,7 @@ def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
 
     found: list[tuple[str, dict]] = []
     for index, arg in enumerate(args):
-        path = args[index + 1] if arg == "--config" and index + 1 < len(args) else None
+        path = args[index + 1] if arg in ("--config", "-c") and index + 1 < len(args) else None
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1]
         if path is not None and Path(path).is_file():
