@@ -76,7 +76,7 @@ def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
                 found.append((path, model))
         elif arg.startswith("--model.init_args."):
             found.append(("the command line", {"init_args": {arg[18:].split("=")[0].split(".")[0]: None}}))
-        elif arg.startswith("--model.class_path") or arg.startswith("--model="):
+        elif arg in ("--model", "--model.class_path") or arg.startswith(("--model=", "--model.class_path=")):
             value = arg.split("=", 1)[1] if "=" in arg else (args[index + 1] if index + 1 < len(args) else "")
             found.append(("the command line", {"class_path": value}))
     return found
@@ -110,6 +110,8 @@ def part_nulls_as_mappings(args: Sequence[str]) -> list[str]:
 
     jsonargparse reads a command-line null for a field of a dataclass inside a subclass's init_args as the
     string "None" (or refuses it); the mapping form sets the same field and keeps the part's other fields.
+    Only a part's own fields are rewritten; a null deeper inside one (a field of
+    `conditioning.textual_inversion`) is set in a config file, where YAML's null is read right.
     """
     from cxr_ldm.models.diffusion_parts import PARTS
 

@@ -71,6 +71,10 @@ def test_flat_keys_of_other_models_are_not_refused(tmp_path):
     # the same keys after a LatentDiffusion config are refused
     with pytest.raises(ConfigError, match="lr_scheduler -> model.init_args.optimization.lr_scheduler"):
         refuse_flat_model_keys(["fit", "--config", str(TINY), "--model.init_args.lr_scheduler", "cosine"])
+    with pytest.raises(ConfigError, match="noise_offset -> model.init_args.objective.noise_offset"):
+        refuse_flat_model_keys(
+            ["fit", "--model", "cxr_ldm.models.LatentDiffusion", "--model.init_args.noise_offset=0.1"]
+        )
 
 
 def test_a_checkpoint_with_flat_hyperparameters_loads_into_its_parts(tmp_path):
@@ -81,7 +85,12 @@ def test_a_checkpoint_with_flat_hyperparameters_loads_into_its_parts(tmp_path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     # The same checkpoint as written before the parts existed: every part's fields flat.
     hparams = checkpoint["hyper_parameters"]
-    flat = {"trainable": hparams["trainable"], "lora": hparams["lora"]}
+    # as `fit` wrote it: LightningCLI's class path and instantiator beside the arguments
+    flat = {
+        "_class_path": "cxr_ldm.models.LatentDiffusion",
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+    }
+    flat.update(trainable=hparams["trainable"], lora=hparams["lora"])
     for part in PARTS:
         for name, value in hparams[part].items():
             flat["ema_decay" if (part, name) == ("ema", "decay") else name] = value
@@ -98,7 +107,8 @@ def test_a_checkpoint_with_flat_hyperparameters_loads_into_its_parts(tmp_path):
     assert reloaded.ema_spec.decay == 0.999 and reloaded.ema is not None  # tiny.yaml's EMA
     state = model.state_dict()
     assert all(torch.equal(value, reloaded.state_dict()[key]) for key, value in state.items())
-    assert dict(reloaded.hparams) == hparams  # saved again in the new form
+    assert reloaded.trainable == model.trainable
+    assert {part: reloaded.hparams[part] for part in PARTS} == {part: hparams[part] for part in PARTS}  # new form
 
 
 def test_misspelt_keyword_and_bad_part_are_errors():
@@ -107,7 +117,8 @@ def test_misspelt_keyword_and_bad_part_are_errors():
     with pytest.raises(ConfigError, match=r"model.init_args.objective has unknown field\(s\) \['snr_gama'\]"):
         LatentDiffusion(**{**tiny_init_args(), "objective": {"snr_gama": 1.0}})
     with pytest.raises(ConfigError, match="model.init_args.ema.decay must be in"):
-        Ema(decay=1.5)
+        Ema(decay=1.0)
+    assert LatentDiffusion(**tiny_init_args(ema_decay=0.0)).ema is None  # 0 keeps no EMA, as null does
 
 
 def test_a_null_for_one_field_on_the_command_line(tmp_path):
@@ -123,3 +134,15 @@ def test_a_null_for_one_field_on_the_command_line(tmp_path):
     assert model.components_spec.revision is None and model.components_spec.tokenizer_name_or_path == "clip"
     assert model.objective.snr_gamma is None and model.objective.condition_dropout == 0.1
     assert model.ema is None
+
+
+def test_load_errors_name_the_models_own_keys(tmp_path):
+    """A missing tokenizer folder names the LatentDiffusion part's key; a missing VAE of the Autoencoder names
+    the Autoencoder's own (flat) key."""
+    from cxr_ldm.models.autoencoder import Autoencoder
+
+    with pytest.raises(ConfigError, match=r"model\.init_args\.components\.tokenizer_name_or_path"):
+        LatentDiffusion(**tiny_init_args(tokenizer_name_or_path=str(tmp_path / "no-tokenizer")))
+    with pytest.raises(ConfigError) as caught:
+        Autoencoder._load_vae(str(tmp_path / "no-vae"), None, None)
+    assert "model.init_args.pretrained_model_name_or_path" in str(caught.value), caught.value

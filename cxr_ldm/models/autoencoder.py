@@ -112,7 +112,7 @@ class Autoencoder(LightningModule):
             return AutoencoderKL(**vae_config)
         if name is None:
             raise ConfigError(f"give {key} (a pipeline or VAE) or model.init_args.vae_config")
-        check_source(name)
+        check_source(name, key)
         try:
             return AutoencoderKL.from_pretrained(name, subfolder="vae", revision=revision)
         except (OSError, ValueError):

@@ -87,7 +87,12 @@ def load_components(
         )
 
     text_encoder, tok = load_text_side(
-        base, revision, text_encoder_config, text_encoder_name_or_path, tokenizer
+        base,
+        revision,
+        text_encoder_config,
+        text_encoder_name_or_path,
+        tokenizer,
+        "model.init_args.components.",
     )
 
     if scheduler_config is not None:

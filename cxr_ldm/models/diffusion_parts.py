@@ -113,14 +113,14 @@ class Ema:
     """An exponential moving average of the trained weights; validation, sampling and export may use it.
 
     Args:
-        decay: the EMA's decay per optimizer step (0.9999 at real scale); None keeps no EMA.
+        decay: the EMA's decay per optimizer step (0.9999 at real scale); null (or 0) keeps no EMA.
     """
 
     decay: float | None = None
 
     def __post_init__(self) -> None:
-        if self.decay is not None and not 0.0 < self.decay < 1.0:
-            raise ConfigError(f"model.init_args.ema.decay must be in (0, 1) or null, got {self.decay!r}")
+        if self.decay is not None and not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"model.init_args.ema.decay must be in [0, 1) or null, got {self.decay!r}")
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def upgrade_flat_arguments(parts: dict[str, Any], flat: dict[str, Any]) -> dict[
     warnings.warn(
         "LatentDiffusion arguments from before its typed parts ("
         + ", ".join(f"{name} -> {new_key(name)}" for name in sorted(flat))
-        + "); moved into their parts. Update configs and code to the new keys.",
+        + "); moved into their parts. A checkpoint keeps loading this way; configs and code should use "
+        "the new keys.",
         FutureWarning,
         stacklevel=3,
     )

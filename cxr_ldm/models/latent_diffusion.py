@@ -90,6 +90,7 @@ class LatentDiffusion(LightningModule):
     def __init__(
         self,
         components: Components = Components(),
+        *,
         trainable: dict[str, Trainable] | None = None,
         lora: dict[str, LoraSpec] | None = None,
         objective: Objective = Objective(),

@@ -2,7 +2,7 @@
 
 Both encoders stay frozen; only the projection (linear, or one hidden layer) trains, regressing its output
 on the frozen CLIP text embeddings of the same prompts (the data module's `prompt` strings). The result is
-a projection folder that `LatentDiffusion(text_projection_weights=...)` starts from, so the U-Net sees
+a projection folder that `LatentDiffusion(conditioning=Conditioning(text_projection_weights=...))` starts from, so the U-Net sees
 domain-encoder prompts in (approximately) the space it was pretrained on.
 
 Token positions are aligned by index (`align: position`, both sides padded to `max_prompt_tokens`): the
