@@ -108,7 +108,8 @@ def test_a_checkpoint_with_flat_hyperparameters_loads_into_its_parts(tmp_path):
     state = model.state_dict()
     assert all(torch.equal(value, reloaded.state_dict()[key]) for key, value in state.items())
     assert reloaded.trainable == model.trainable
-    assert {part: reloaded.hparams[part] for part in PARTS} == {part: hparams[part] for part in PARTS}  # new form
+    # saved again in the new form
+    assert {part: reloaded.hparams[part] for part in PARTS} == {part: hparams[part] for part in PARTS}
 
 
 def test_misspelt_keyword_and_bad_part_are_errors():
