@@ -74,6 +74,47 @@ def tiny_init_args(**changes) -> dict:
     return with_changes(yaml.safe_load(TINY.read_text())["model"]["init_args"], **changes)
 
 
+def domain_encoder_init_args(**overrides) -> dict:
+    """Tiny U-Net (384-wide cross-attention) with the pretrained 384-wide MiniLM (BERT family) encoder."""
+    import yaml
+
+    args = tiny_init_args()
+    for name in ("tiny-components.yaml", "tiny-domain-encoder.yaml"):
+        layer = yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"]
+        args = with_changes(args, **layer)
+    return with_changes(args, **overrides)
+
+
+def tiny_batches(count: int = 4, size: int = 32):
+    """Batches of random images with two prompts, for fits of models built in Python."""
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [
+        {"pixel_values": torch.rand(1, size, size, generator=generator) * 2 - 1, "prompt": p}
+        for p in ["normal", "pleural effusion"] * (count // 2)
+    ]
+    return DataLoader(rows, batch_size=2)
+
+
+def tiny_trainer(root, **overrides):
+    """A quiet CPU Trainer of two steps writing nothing unless `overrides` say so."""
+    from lightning import Trainer
+
+    settings = dict(
+        accelerator="cpu",
+        max_steps=2,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    settings.update(overrides)
+    return Trainer(**settings)
+
+
 def load_state(path: Path) -> dict:
     """A Lightning checkpoint file's contents (state_dict, global_step, optimizer states), on the CPU."""
     return torch.load(path, map_location="cpu", weights_only=False)

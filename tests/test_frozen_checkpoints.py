@@ -7,10 +7,9 @@ import shutil
 
 import pytest
 import torch
-from _tiny_run import ROOT
+from _tiny_run import ROOT, domain_encoder_init_args, tiny_batches, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file, save_file
-from test_model_correctness import tiny_batches, tiny_trainer
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.models import LatentDiffusion
@@ -118,8 +117,6 @@ def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
 def test_only_the_pretrained_tensors_are_left_out():
     """A BERT encoder (its pooler dropped) with a fresh projection: only encoder tensors count as
     pretrained, never the projection that is built after the pooler is freed."""
-    from test_model_correctness import domain_encoder_init_args
-
     args = domain_encoder_init_args(
         unet_config={**domain_encoder_init_args()["components"]["unet_config"], "cross_attention_dim": 32},
         text_projection="mlp",

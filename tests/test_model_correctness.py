@@ -11,40 +11,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-import yaml
-from _tiny_run import ROOT, run_fit, tiny_init_args, with_changes
-from lightning import Callback, Trainer
-from torch.utils.data import DataLoader
+from _tiny_run import ROOT, domain_encoder_init_args, run_fit, tiny_batches, tiny_init_args, tiny_trainer
+from lightning import Callback
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.lora import LoraSpec
 from cxr_ldm.models.trainable import Trainable
-
-
-def tiny_batches(count: int = 4, size: int = 32) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    rows = [
-        {"pixel_values": torch.rand(1, size, size, generator=generator) * 2 - 1, "prompt": p}
-        for p in ["normal", "pleural effusion"] * (count // 2)
-    ]
-    return DataLoader(rows, batch_size=2)
-
-
-def tiny_trainer(root, **overrides) -> Trainer:
-    settings = dict(
-        accelerator="cpu",
-        max_steps=2,
-        default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    settings.update(overrides)
-    return Trainer(**settings)
-
 
 PLAIN_V = """
 import sys, json, torch
@@ -154,16 +127,6 @@ def test_training_step_path_has_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     model.check_nonfinite()  # the one sync, at a logging step: all losses were finite
-
-
-def domain_encoder_init_args(**overrides) -> dict:
-    """Tiny U-Net (384-wide cross-attention) with the pretrained 384-wide MiniLM (BERT family) encoder."""
-    args = tiny_init_args()
-    for name in ("tiny-components.yaml", "tiny-domain-encoder.yaml"):
-        args = with_changes(
-            args, **yaml.safe_load((ROOT / "configs" / "overrides" / name).read_text())["model"]["init_args"]
-        )
-    return with_changes(args, **overrides)
 
 
 def test_bert_padding_is_attended_nowhere(phantom_root):

@@ -7,8 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from _tiny_run import ROOT, TINY, fit_args, tiny_init_args
-from test_model_correctness import tiny_batches, tiny_trainer
+from _tiny_run import ROOT, TINY, fit_args, tiny_batches, tiny_init_args, tiny_trainer
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.cli import refuse_flat_model_keys, run_lightning_cli
