@@ -21,12 +21,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cxr_ldm.__main__ import main as cli  # noqa: E402
+from cxr_ldm.checkpoints import load_checkpoint  # noqa: E402
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
 from cxr_ldm.data.real_split import read_split  # noqa: E402
-from cxr_ldm.evaluation.retriever_quality import retriever_quality  # noqa: E402
-from cxr_ldm.evaluators import ImageTextRetriever  # noqa: E402
-from cxr_ldm.loaders.checkpoint import load_checkpoint  # noqa: E402
-from cxr_ldm.loaders.datamodule import load_datamodule  # noqa: E402
+from cxr_ldm.evaluation.evaluators import ImageTextRetriever  # noqa: E402
+from cxr_ldm.evaluation.metrics.retriever_quality import retriever_quality  # noqa: E402
+from cxr_ldm.training.datamodule import load_datamodule  # noqa: E402
 
 KEYS = ["t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "t2i_recall_chance@1", "i2i_precision@5",
         "i2i_precision_chance"]  # fmt: skip

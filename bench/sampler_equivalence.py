@@ -39,26 +39,26 @@ if str(REPO) not in sys.path:
 
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
 from cxr_ldm.data.real_split import read_split  # noqa: E402
-from cxr_ldm.evaluation.diversity import ms_ssim_diversity  # noqa: E402
-from cxr_ldm.evaluation.metric_names import (  # noqa: E402
-    COND_BALANCED_ACCURACY,
-    FID,
-    KID,
-    MS_SSIM,
-    current_names,
-)
-from cxr_ldm.evaluation.operating_points import operating_points  # noqa: E402
-from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
-from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
-from cxr_ldm.experiments.real_references import distances  # noqa: E402
-from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
-from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (  # noqa: E402
+from cxr_ldm.evaluation.evaluators.classifier_training import (  # noqa: E402
     build_classifier,
     classify_image_set,
     finding_labels,
     image_set_probabilities,
     train_classifier,
 )
+from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity  # noqa: E402
+from cxr_ldm.evaluation.metrics.metric_names import (  # noqa: E402
+    COND_BALANCED_ACCURACY,
+    FID,
+    KID,
+    MS_SSIM,
+    current_names,
+)
+from cxr_ldm.evaluation.metrics.operating_points import operating_points  # noqa: E402
+from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
+from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
+from cxr_ldm.experiments.real_references import distances  # noqa: E402
+from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
 from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for  # noqa: E402
 from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records  # noqa: E402
 from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402

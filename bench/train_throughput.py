@@ -94,7 +94,7 @@ LOW_DTYPE = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # ----------------------------------------------------------------------------- configs
 def load_config(path: str | Path) -> dict:
     """The config as a nested mapping, its `config:` base applied (composed variants work too)."""
-    from cxr_ldm.config_files import read_config
+    from cxr_ldm.training.config_files import read_config
 
     return read_config(path)
 
@@ -142,7 +142,7 @@ def timed_config(config: dict, run_dir: Path, data_root: Path, total_steps: int)
 
 def build_cli(config: dict, run_dir: Path):
     """Model, data module and Trainer exactly as `python -m cxr_ldm fit --config ...` builds them."""
-    from cxr_ldm.cli import run_lightning_cli
+    from cxr_ldm.training import run_lightning_cli
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"

@@ -1,7 +1,7 @@
 """Entry point: `python -m cxr_ldm <command>`.
 
 Lightning's own subcommands (fit, validate, test, predict) go to the LightningCLI; every other command is
-one module under `cxr_ldm.commands` that exposes `DESCRIPTION` and `main(argv) -> int`.
+one module of `cxr_ldm.commands.COMMANDS`, with `DESCRIPTION` and `main(argv) -> int`.
 
 A user error (`cxr_ldm.errors.ConfigError` and the errors derived from it, anywhere in an exception's chain)
 is printed as one line and exits with status 2; `--debug` (before the command) or CXR_LDM_DEBUG=1 shows the
@@ -10,46 +10,19 @@ traceback instead.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
-LIGHTNING_COMMANDS = {
-    "fit": "train a model (LightningCLI)",
-    "validate": "run the validation loop once (LightningCLI)",
-    "test": "run the test loop once (LightningCLI)",
-    "predict": "run the predict loop (LightningCLI)",
-}
-
-# name -> module under cxr_ldm.commands; each has DESCRIPTION and main(argv) -> int
-TOOL_COMMANDS = {
-    "phantom": "phantom",
-    "prepare": "prepare",
-    "generate": "generate",
-    "evaluate": "evaluate",
-    "export": "export",
-    "augment": "augment",
-    "experiment": "experiment",
-}
-
-
-def _load_tool(name: str):
-    try:
-        return importlib.import_module(f"cxr_ldm.commands.{TOOL_COMMANDS[name]}")
-    except ModuleNotFoundError as error:
-        if error.name == f"cxr_ldm.commands.{TOOL_COMMANDS[name]}":
-            return None
-        raise
+from cxr_ldm import cli
+from cxr_ldm.commands import COMMANDS
 
 
 def _usage() -> str:
     lines = ["usage: python -m cxr_ldm <command> [options]", "", "commands:"]
-    for name, text in LIGHTNING_COMMANDS.items():
+    for name, text in cli.LIGHTNING_COMMANDS.items():
         lines.append(f"  {name:<10} {text}")
-    for name in TOOL_COMMANDS:
-        module = _load_tool(name)
-        text = module.DESCRIPTION if module is not None else "(not available in this version)"
-        lines.append(f"  {name:<10} {text}")
+    for name, module in COMMANDS.items():
+        lines.append(f"  {name:<10} {module.DESCRIPTION}")
     lines += [
         "",
         "`python -m cxr_ldm <command> --help` describes each command's options.",
@@ -76,16 +49,9 @@ def debug_enabled() -> bool:
 
 
 def _run(command: str, rest: list[str]) -> int:
-    if command in LIGHTNING_COMMANDS:
-        from cxr_ldm.cli import run_lightning_cli
-
-        run_lightning_cli([command, *rest])
-        return 0
-    module = _load_tool(command)
-    if module is None:
-        print(f"cxr_ldm: the '{command}' command is not available in this version", file=sys.stderr)
-        return 2
-    return int(module.main(rest) or 0)
+    if command in cli.LIGHTNING_COMMANDS:
+        return cli.main([command, *rest])
+    return int(COMMANDS[command].main(rest) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in LIGHTNING_COMMANDS and command not in TOOL_COMMANDS:
+    if command not in cli.LIGHTNING_COMMANDS and command not in COMMANDS:
         print(f"cxr_ldm: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
     try:

@@ -11,7 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 KILLED_MID_SAVE = """
 import os, signal, sys, torch
-from cxr_ldm.checkpoint_io import AtomicCheckpointIO
+from cxr_ldm.checkpoints import AtomicCheckpointIO
 
 io, target = AtomicCheckpointIO(), sys.argv[1]
 io.save_checkpoint({"w": torch.zeros(100_000)}, target)
@@ -40,7 +40,7 @@ def test_checkpoint_gets_the_mode_a_plain_write_gives(tmp_path):
     (mkstemp alone leaves it owner-only, 0600)."""
     import os
 
-    from cxr_ldm.checkpoint_io import AtomicCheckpointIO
+    from cxr_ldm.checkpoints import AtomicCheckpointIO
 
     target = tmp_path / "last.ckpt"
     old = os.umask(0o022)

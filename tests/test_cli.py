@@ -9,7 +9,8 @@ import sys
 import pytest
 from _tiny_run import ROOT, fit_args
 
-from cxr_ldm.__main__ import TOOL_COMMANDS, main
+from cxr_ldm.__main__ import main
+from cxr_ldm.commands import COMMANDS as TOOL_COMMANDS
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:

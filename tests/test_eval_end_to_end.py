@@ -17,6 +17,7 @@ from _tiny_run import ROOT, run_fit
 from PIL import Image
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation import (
     conditioned_classification,
@@ -24,11 +25,10 @@ from cxr_ldm.evaluation import (
     kid_classifier,
     t2i_recall_at_k,
 )
-from cxr_ldm.evaluation.features import batched
+from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
+from cxr_ldm.evaluation.metrics.features import batched
 from cxr_ldm.evaluation.suite import column_indices
-from cxr_ldm.evaluators import CxrClassifier, ImageTextRetriever
-from cxr_ldm.loaders.checkpoint import load_checkpoint
-from cxr_ldm.loaders.datamodule import load_datamodule
+from cxr_ldm.training.datamodule import load_datamodule
 
 DATA = {
     "class_path": "cxr_ldm.data.MimicCxrDataModule",

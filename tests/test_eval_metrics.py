@@ -16,8 +16,8 @@ from cxr_ldm.evaluation import (
     reconstruction_metrics,
     t2i_recall_at_k,
 )
-from cxr_ldm.evaluation.operating_points import operating_points, youden_threshold
-from cxr_ldm.evaluation.report_agreement import label_f1, report_agreement
+from cxr_ldm.evaluation.metrics.operating_points import operating_points, youden_threshold
+from cxr_ldm.evaluation.metrics.report_agreement import label_f1, report_agreement
 
 
 @pytest.mark.parametrize("side", [16, 32, 64, 512])
@@ -126,13 +126,13 @@ def test_memorization_finds_copies_in_pixel_and_feature_space(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from cxr_ldm.evaluation.memorization import (
+    from cxr_ldm.evaluation.evaluators import CxrClassifier
+    from cxr_ldm.evaluation.metrics.memorization import (
         distance_summary,
         memorization_grid,
         nearest_feature_neighbours,
         nearest_pixel_neighbours,
     )
-    from cxr_ldm.evaluators import CxrClassifier
 
     torch.manual_seed(0)
 

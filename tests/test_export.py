@@ -67,7 +67,7 @@ def test_export_loads_in_plain_diffusers(tmp_path, checkpoint, flag):
 def test_export_without_ema_weights_is_refused(tmp_path, checkpoint, capsys):
     model = LatentDiffusion.load_from_checkpoint(checkpoint, map_location="cpu")
     model.ema = None
-    from cxr_ldm.export import export_pipeline
+    from cxr_ldm.generation.export import export_pipeline
 
     with pytest.raises(ValueError, match="without EMA"):
         export_pipeline(model, tmp_path / "x", ema=True)

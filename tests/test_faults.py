@@ -260,7 +260,7 @@ def test_truncated_tables_are_noticed_in_every_format(phantom_root, tmp_path, fo
 
 def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
     from cxr_ldm.data.table_files import TruncatedTableError
-    from cxr_ldm.generation.prompt_source import read_prompt_file
+    from cxr_ldm.generation.prompt_records import read_prompt_file
 
     good = tmp_path / "prompts.csv"
     good.write_text("prompt,Pleural Effusion\n,1\nnormal,0")  # no final newline: fine for a hand-written file

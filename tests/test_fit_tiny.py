@@ -66,7 +66,7 @@ def test_resume_continues_step_ema_and_optimizer(tmp_path, phantom_root, monkeyp
     checkpoints = run_fit(run, phantom_root, "--trainer.max_steps", "2")
     saved = load_state(checkpoints / "last.ckpt")
     probe = _Probe()
-    import cxr_ldm.cli as cli
+    import cxr_ldm.training.lightning_cli as cli
 
     original = cli.CxrLdmCLI.before_fit if hasattr(cli.CxrLdmCLI, "before_fit") else None
 

@@ -98,7 +98,7 @@ def test_export_and_generate_from_small_checkpoint(runs, tmp_path):
 
 
 def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
-    from cxr_ldm.models.frozen_sources import FrozenSourceChanged
+    from cxr_ldm.checkpoints import FrozenSourceChanged
 
     changed = tmp_path / "pretrained"
     shutil.copytree(PRETRAINED, changed)

@@ -18,9 +18,9 @@ from cxr_ldm.data.image_set import ImageSet, ImageSetDataset, to_uint8
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.generated_folder import GenerationSettings, metadata_text, read_generated, save_png
-from cxr_ldm.generation.prompt_source import PromptRecord
+from cxr_ldm.generation.prompt_records import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
-from cxr_ldm.loaders.datamodule import load_datamodule
+from cxr_ldm.training.datamodule import load_datamodule
 
 
 def image_set(values: list[int], side: int = 2, prompts=None, prompt_index=None, reports=None) -> ImageSet:

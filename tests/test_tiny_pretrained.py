@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from cxr_ldm.cli import fit_args, run_lightning_cli
 from cxr_ldm.experiments.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
+from cxr_ldm.training import build_run
 
 BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "batch_size": 8, "seed": 0}
 CAPTIONS = {"a pa chest x-ray", "a ap chest x-ray"}
@@ -67,7 +67,7 @@ def test_the_pipeline_vae_is_stage_1s_trained_vae(built: dict) -> None:
     assert all(torch.equal(trained[k], exported[k]) for k in trained)
     # The stage-1 config, built without running (same seed): its initial VAE differs from the trained one.
     overrides = {"data.init_args.root": str(built["work"]), "seed_everything": BUDGET["seed"]}
-    initial = run_lightning_cli(fit_args([VAE_STAGE_CONFIG], overrides)[1:], run=False).model.vae.state_dict()
+    initial = build_run([VAE_STAGE_CONFIG], overrides).model.vae.state_dict()
     assert initial.keys() == exported.keys()
     assert not all(torch.equal(initial[k], exported[k]) for k in initial)
 
@@ -104,9 +104,9 @@ def test_a_second_build_reuses_both_stages(built: dict) -> None:
 def test_autoencoder_one_cycle_schedule_and_its_errors() -> None:
     from lightning import Trainer
 
-    from cxr_ldm.config_files import read_config
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.models import Autoencoder
+    from cxr_ldm.training.config_files import read_config
 
     vae_config = read_config(VAE_STAGE_CONFIG)["model"]["init_args"]["vae_config"]
     model = Autoencoder(vae_config=vae_config, lr=1e-3, lr_scheduler="cosine", lr_warmup_steps=2)

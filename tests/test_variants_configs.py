@@ -16,8 +16,8 @@ from _tiny_run import ROOT, cli_args, load_state
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
-from cxr_ldm.config_files import read_config
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.training.config_files import read_config
 
 FINETUNE = ROOT / "configs" / "finetune"
 CONFIGS = sorted(FINETUNE.glob("*.yaml"))

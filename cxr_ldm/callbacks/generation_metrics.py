@@ -7,13 +7,13 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
-from cxr_ldm.evaluation.diversity import ms_ssim_diversity
-from cxr_ldm.evaluation.features import batched
-from cxr_ldm.evaluation.fid import fid_classifier
-from cxr_ldm.evaluation.metric_names import FID, MS_SSIM
+from cxr_ldm.checkpoints import load_checkpoint
+from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
+from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
+from cxr_ldm.evaluation.metrics.features import batched
+from cxr_ldm.evaluation.metrics.fid import fid_classifier
+from cxr_ldm.evaluation.metrics.metric_names import FID, MS_SSIM
 from cxr_ldm.labels import CHEXPERT_LABELS
-from cxr_ldm.loaders.checkpoint import load_checkpoint
 
 
 class GenerationMetrics(Callback):
@@ -64,7 +64,7 @@ class GenerationMetrics(Callback):
 
     def classifier(self, device: torch.device):
         if self._classifier is None:
-            from cxr_ldm.evaluators import CxrClassifier
+            from cxr_ldm.evaluation.evaluators import CxrClassifier
 
             self._classifier = load_checkpoint(
                 self.classifier_ckpt, CxrClassifier, "GenerationMetrics.classifier_ckpt"

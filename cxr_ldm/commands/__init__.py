@@ -1,1 +1,16 @@
-"""The project's own subcommands of `python -m cxr_ldm`; each module has DESCRIPTION and main(argv)."""
+"""The commands beside Lightning's: one module each, with `DESCRIPTION` and `main(argv) -> int`."""
+
+from cxr_ldm.commands import augment, evaluate, experiment, export, generate, phantom, prepare
+
+# name -> module, in the order `python -m cxr_ldm --help` lists them
+COMMANDS = {
+    "phantom": phantom,
+    "prepare": prepare,
+    "generate": generate,
+    "evaluate": evaluate,
+    "export": export,
+    "augment": augment,
+    "experiment": experiment,
+}
+
+__all__ = ["COMMANDS"]

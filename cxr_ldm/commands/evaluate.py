@@ -55,11 +55,12 @@ def main(argv: list[str]) -> int:
     if args.model is None and args.generated is None:
         parser.error("give --model (to generate) or --generated (an existing folder)")
 
+    from cxr_ldm.checkpoints import load_checkpoint
     from cxr_ldm.data.real_split import read_split
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.evaluation import EvaluationOptions, evaluate_generated
+    from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
-    from cxr_ldm.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.generation import (
         GenerationSettings,
         generate_images,
@@ -67,8 +68,7 @@ def main(argv: list[str]) -> int:
         prompts_from_datamodule,
         read_generated,
     )
-    from cxr_ldm.loaders.checkpoint import load_checkpoint
-    from cxr_ldm.loaders.datamodule import load_datamodule
+    from cxr_ldm.training.datamodule import load_datamodule
 
     started = time.perf_counter()
     device = pick_device(args.device)

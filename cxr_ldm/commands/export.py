@@ -16,7 +16,7 @@ DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors
 
 def checkpoint_kind(path: Path) -> str:
     """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
-    from cxr_ldm.checkpoint_io import read_checkpoint
+    from cxr_ldm.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
     prefixes = {key.split(".", 1)[0] for key in checkpoint["state_dict"]}
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.export import export_pipeline, export_vae
+    from cxr_ldm.generation.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
     try:

@@ -99,8 +99,8 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.generation import GenerationSettings, generate_images, load_image_source
     from cxr_ldm.generation.finding_prompts import finding_prompts
-    from cxr_ldm.generation.prompt_source import prompts_from_datamodule, read_prompt_file
-    from cxr_ldm.loaders.datamodule import load_datamodule
+    from cxr_ldm.generation.prompt_records import prompts_from_datamodule, read_prompt_file
+    from cxr_ldm.training.datamodule import load_datamodule
 
     try:
         if args.prompts is not None:

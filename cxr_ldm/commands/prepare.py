@@ -13,13 +13,13 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser
 
-from cxr_ldm.config_files import read_config
 from cxr_ldm.data.bad_samples import BadSampleError
 from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
 from cxr_ldm.data.mimic_tables import MimicTableError
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.training.config_files import read_config
 
 DESCRIPTION = (
     "build the MIMIC-CXR index (views, split, section, length, cap) and report what each filter kept"

@@ -93,7 +93,7 @@ def load_vae(source: str):
     from diffusers import AutoencoderKL
 
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.sources import check_source
+    from cxr_ldm.pretrained import check_source
 
     check_source(source, "data.init_args.latent_cache_vae")
     folder = Path(source).expanduser()

@@ -261,7 +261,7 @@ def _token_lengths(texts: list[str], tokenizer_name: str) -> np.ndarray:
     """Token counts including the tokenizer's special tokens (CLIP's 77 counts BOS and EOS)."""
     from transformers import AutoTokenizer
 
-    from cxr_ldm.sources import check_source
+    from cxr_ldm.pretrained import check_source
 
     check_source(tokenizer_name, "data.init_args.tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from cxr_ldm.data.image_set import ImageSet
-from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
-from cxr_ldm.evaluation.diversity import ms_ssim_diversity
-from cxr_ldm.evaluation.features import batched
-from cxr_ldm.evaluation.fid import fid_from_features, fid_inception, kid_from_features
-from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
-from cxr_ldm.evaluation.memorization import (
+from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
+from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
+from cxr_ldm.evaluation.metrics.features import batched
+from cxr_ldm.evaluation.metrics.fid import fid_from_features, fid_inception, kid_from_features
+from cxr_ldm.evaluation.metrics.image_retrieval import i2i_precision_at_k
+from cxr_ldm.evaluation.metrics.memorization import (
     distance_summary,
     memorization_grid,
     memorization_side,
@@ -22,13 +22,13 @@ from cxr_ldm.evaluation.memorization import (
     nearest_pixel_neighbours,
     pixel_memorization,
 )
-from cxr_ldm.evaluation.metric_names import CONDITIONED, FID, KID
-from cxr_ldm.evaluation.operating_points import operating_points
-from cxr_ldm.evaluation.reconstruction import reconstruct, reconstruction_metrics
-from cxr_ldm.evaluation.report_agreement import report_agreement
-from cxr_ldm.evaluation.results import MetricReport
+from cxr_ldm.evaluation.metrics.metric_names import CONDITIONED, FID, KID
+from cxr_ldm.evaluation.metrics.operating_points import operating_points
+from cxr_ldm.evaluation.metrics.reconstruction import reconstruct, reconstruction_metrics
+from cxr_ldm.evaluation.metrics.report_agreement import report_agreement
+from cxr_ldm.evaluation.metrics.results import MetricReport
+from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.evaluation.sharding import run_sharded
-from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 log = logging.getLogger("cxr_ldm.evaluation")

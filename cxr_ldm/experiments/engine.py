@@ -33,6 +33,7 @@ from cxr_ldm.experiments.units import (
     read_result,
     write_result,
 )
+from cxr_ldm.training import fit
 
 RESULT = "result.json"
 
@@ -86,8 +87,6 @@ def _substitute(value: Any, names: dict[str, str]) -> Any:
 def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) -> Path:
     """The arm's prepare fits and its own fit for `seed` (each resumed from its last checkpoint, skipped when
     done); returns the fit's last checkpoint."""
-    from cxr_ldm.cli import run_fit
-
     if seed in arm.checkpoints:
         checkpoint = Path(arm.checkpoints[seed])
         if not checkpoint.is_file():
@@ -120,7 +119,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     for folder, configs, overrides, own in stages:
         if (folder / "done").is_file():
             continue
-        run_fit(
+        fit(
             configs,
             {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
             ckpt_path="auto",
@@ -145,7 +144,7 @@ def _judge(
 def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References):
     """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
     a sentence template, tokens of textual inversion, or the report's text)."""
-    from cxr_ldm.loaders import load_datamodule
+    from cxr_ldm.training.datamodule import load_datamodule
 
     out = Path(config.out)
     overrides = {
@@ -161,14 +160,14 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
 
 def config_contents(arm: ArmSpec) -> str:
     """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
-    from cxr_ldm.config_files import read_config
+    from cxr_ldm.training.config_files import read_config
 
     files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
     return digest([read_config(path) for path in files])
 
 
 def reference_inputs(config: ExperimentConfig) -> dict:
-    from cxr_ldm.config_files import read_config
+    from cxr_ldm.training.config_files import read_config
 
     return {"data": asdict(config.data), "data_config": digest(read_config(config.data.config)),
             "evaluator": asdict(config.evaluator)}  # fmt: skip
@@ -193,7 +192,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     claim_folder(out / "evaluator", refs_inputs, log.line)
     retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
     if config.retriever.config is not None:
-        from cxr_ldm.config_files import read_config
+        from cxr_ldm.training.config_files import read_config
 
         retriever["retriever_config"] = digest(read_config(config.retriever.config))
     claim_folder(out / "retriever", retriever, log.line)

@@ -13,18 +13,19 @@ import torch
 from cxr_ldm.data.atomic import atomic_path, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet, to_uint8
 from cxr_ldm.data.real_split import read_split
-from cxr_ldm.evaluation.fid import fid_classifier, kid_classifier
-from cxr_ldm.evaluation.metric_names import FID, KID, on_real_images
-from cxr_ldm.evaluation.operating_points import operating_points
-from cxr_ldm.evaluation.reconstruction import reconstruct
-from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import (
+from cxr_ldm.evaluation.evaluators.classifier_training import (
     classify_image_set,
     finding_labels,
     image_set_probabilities,
     train_classifier,
 )
+from cxr_ldm.evaluation.metrics.fid import fid_classifier, kid_classifier
+from cxr_ldm.evaluation.metrics.metric_names import FID, KID, on_real_images
+from cxr_ldm.evaluation.metrics.operating_points import operating_points
+from cxr_ldm.evaluation.metrics.reconstruction import reconstruct
+from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for
+from cxr_ldm.training import fit
 
 
 @dataclass
@@ -70,8 +71,8 @@ def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
 def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: Path):
     """The evaluator classifier: `evaluator.checkpoint`, or trained on the real training split and kept as
     `out/evaluator/evaluator.ckpt` so that a rerun judges with the same network."""
-    from cxr_ldm.evaluators import CxrClassifier
-    from cxr_ldm.loaders.checkpoint import load_checkpoint
+    from cxr_ldm.checkpoints import load_checkpoint
+    from cxr_ldm.evaluation.evaluators import CxrClassifier
 
     spec = config.evaluator
     if spec.checkpoint is not None:
@@ -79,7 +80,7 @@ def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: P
     saved = out / "evaluator" / "evaluator.pt"
     settings = spec.classifier
     if saved.is_file():
-        from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import build_classifier
+        from cxr_ldm.evaluation.evaluators.classifier_training import build_classifier
 
         model = build_classifier(settings)
         model.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
@@ -93,16 +94,14 @@ def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: P
 
 def load_or_train_retriever(config: ExperimentConfig, out: Path):
     """The retriever: `retriever.checkpoint`, or `retriever.config` fit once on the real training split."""
-    from cxr_ldm.evaluators import ImageTextRetriever
-    from cxr_ldm.loaders.checkpoint import load_checkpoint
+    from cxr_ldm.checkpoints import load_checkpoint
+    from cxr_ldm.evaluation.evaluators import ImageTextRetriever
 
     spec = config.retriever
     if spec.checkpoint is not None:
         return load_checkpoint(spec.checkpoint, ImageTextRetriever, "retriever.checkpoint").cpu().eval()
     if spec.config is None:
         return None
-    from cxr_ldm.cli import run_fit
-
     run_dir = out / "retriever"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / "done").is_file():
@@ -114,7 +113,7 @@ def load_or_train_retriever(config: ExperimentConfig, out: Path):
         }
         if spec.max_epochs is not None:
             overrides["trainer.max_epochs"] = spec.max_epochs
-        run_fit([spec.config], overrides, ckpt_path="auto")
+        fit([spec.config], overrides, ckpt_path="auto")
         (run_dir / "done").touch()
     return load_checkpoint(checkpoint, ImageTextRetriever, "retriever").cpu().eval()
 

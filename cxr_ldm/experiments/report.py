@@ -13,7 +13,7 @@ import torch
 from torchvision.utils import save_image
 
 from cxr_ldm.data.atomic import write_text_atomic
-from cxr_ldm.evaluation.metric_names import (
+from cxr_ldm.evaluation.metrics.metric_names import (
     AUROC,
     BALANCED_ACCURACY,
     COND_AUROC,

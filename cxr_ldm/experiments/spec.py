@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.experiments.synthetic_augmentation.config import ClassifierSettings, condition_parts
+from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
+from cxr_ldm.experiments.synthetic_augmentation.config import condition_parts
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -7,7 +7,7 @@ the stages the trained VAE encodes the training images once more to measure its 
 the posterior means (as Stable Diffusion's 0.18215 scales its VAE's latents to unit variance), and is saved
 with that `scaling_factor` in its config. Stage 2, `configs/pretrain/tiny-unet.yaml`, trains the U-Net and
 the CLIP text encoder with the diffusion loss on that frozen VAE's latent cache. Both stages run through
-`cxr_ldm.cli.run_fit`, as `python -m cxr_ldm fit --config ...` would; the result is exported with
+`cxr_ldm.training.fit`, as `python -m cxr_ldm fit --config ...` would; the result is exported with
 `export_pipeline` as a diffusers `StableDiffusionPipeline` directory plus `pretrain.json`.
 
 Resumable: each stage works in its own folder under `work`, named by everything that decides it (budgets,
@@ -28,6 +28,8 @@ from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
+
+from cxr_ldm.training import fit
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 VAE_STAGE_CONFIG = CONFIG_DIR / "tiny-vae.yaml"
@@ -73,10 +75,8 @@ def _train_seconds(trainer) -> float | None:
 
 
 def _fit(config: Path, folder: Path, overrides: dict, steps: int):
-    from cxr_ldm.cli import run_fit
-
     started = time.perf_counter()
-    cli = run_fit([config], {**overrides, "trainer.default_root_dir": str(folder)}, ckpt_path="auto")
+    cli = fit([config], {**overrides, "trainer.default_root_dir": str(folder)}, ckpt_path="auto")
     train = _train_seconds(cli.trainer)
     timing = {
         "steps": steps,
@@ -120,7 +120,7 @@ def run_vae_stage(folder: Path, overrides: dict, steps: int) -> dict:
 
 def run_unet_stage(folder: Path, overrides: dict, steps: int) -> dict:
     """Stage 2: fit the U-Net and text encoder on the frozen stage-1 VAE; export to `folder/pipeline`."""
-    from cxr_ldm.export import export_pipeline
+    from cxr_ldm.generation.export import export_pipeline
 
     cli, timing = _fit(UNET_STAGE_CONFIG, folder, overrides, steps)
     pipeline = folder / "pipeline"
@@ -149,7 +149,7 @@ def build_tiny_pretrained(
     images; `seed` seeds stage 1 (stage 2 uses seed + 1). `stop_after="vae"` runs stage 1 only and exports
     nothing. Returns what was done, also written to `out/pretrain.json`.
     """
-    from cxr_ldm.config_files import read_config
+    from cxr_ldm.training.config_files import read_config
 
     out, work = Path(out), Path(work)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ as an image source (a checkpoint or a diffusers pipeline), and sampling into a r
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated
 from cxr_ldm.generation.image_source import load_image_source
-from cxr_ldm.generation.prompt_source import PromptRecord, prompts_from_datamodule, read_prompt_file
+from cxr_ldm.generation.prompt_records import PromptRecord, prompts_from_datamodule, read_prompt_file
 
 __all__ = [
     "GenerationSettings",

@@ -14,7 +14,7 @@ import numpy as np
 
 from cxr_ldm.data.prompts import DEFAULT_TEMPLATE, make_prompt, validate_finding_words
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.generation.prompt_source import PromptRecord
+from cxr_ldm.generation.prompt_records import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
 

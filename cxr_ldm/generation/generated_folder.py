@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cxr_ldm.data.atomic import atomic_path, clean_stale_temporaries, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.generation.prompt_source import PromptRecord
+from cxr_ldm.generation.prompt_records import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 METADATA = "metadata.csv"

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import torch
 
+from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.loaders.checkpoint import load_checkpoint
 from cxr_ldm.models.samplers import make_sampler
 
 

@@ -1,6 +1,6 @@
 """The generator: the latent diffusion LightningModule, the VAE fine-tuning module and their parts.
 
-The networks that judge generated images (classifier, retriever) are in `cxr_ldm.evaluators`."""
+The networks that judge generated images (classifier, retriever) are in `cxr_ldm.evaluation.evaluators`."""
 
 from cxr_ldm.models.autoencoder import Autoencoder
 from cxr_ldm.models.components import ComponentLoadError

@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedModel
 
 from cxr_ldm.models.clip_tokenizer import clip_tokenizer
-from cxr_ldm.sources import (  # noqa: F401 - the sources part of this module's interface
+from cxr_ldm.pretrained import (  # noqa: F401 - the sources part of this module's interface
     PACKAGE_PREFIX,
     ComponentLoadError,
     check_source,

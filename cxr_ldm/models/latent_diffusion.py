@@ -17,6 +17,7 @@ from diffusers.optimization import get_scheduler
 from lightning import Callback, LightningModule
 from torch import nn
 
+from cxr_ldm.checkpoints import drop_frozen, find_frozen_pretrained, restore_frozen
 from cxr_ldm.data.prompt_tokens import PromptTokenizer
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import latent_scaling_factor, load_components
@@ -35,7 +36,6 @@ from cxr_ldm.models.diffusion_parts import (
 )
 from cxr_ldm.models.ema import EmaWeights
 from cxr_ldm.models.frozen_dtype import FrozenDtype, training_dtype
-from cxr_ldm.models.frozen_sources import drop_frozen, find_frozen_pretrained, restore_frozen
 from cxr_ldm.models.fused_adamw import make_adamw
 from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.samplers import make_sampler

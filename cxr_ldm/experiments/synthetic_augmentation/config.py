@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
+import yaml
+
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
+from cxr_ldm.labels import CHEXPERT_LABELS
 
 # A condition is '+'-joined parts: `real` or `synthetic_<k>x` (k synthetic images per real prompt).
 _PART = re.compile(r"^(real|synthetic_(\d+)x)$")
 DEFAULT_CONDITIONS = ("real", "synthetic_1x", "synthetic_5x", "real+synthetic_1x")
-
-
-@dataclass
-class ClassifierSettings:
-    """The evaluator trained in every arm: same architecture, steps and batch size for all arms."""
-
-    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
-    image_size: int = 224
-    growth_rate: int = 32
-    block_config: list[int] = field(default_factory=lambda: [6, 12, 24, 16])
-    num_init_features: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    steps: int = 2000
-    batch_size: int = 32
-    accelerator: str = "auto"
-    precision: str = "32-true"
 
 
 @dataclass
@@ -48,12 +35,35 @@ class DiffusionSettings:
 
     `model`: a LatentDiffusion .ckpt or a diffusers pipeline directory, used for every size.
     `finetune_config`: a `fit` config fine-tuned once per size on exactly that size's subset (its data
-    section must describe the same data as the experiment's); `finetune_args` are extra `fit` options.
+    section must describe the same data as the experiment's); `finetune_overrides` are further `fit` values
+    by dotted key (`{trainer.max_steps: 1000}`). `finetune_args` (`["--trainer.max_steps", "1000"]`, the
+    older form) is read as the same overrides, with a warning.
     """
 
     model: str | None = None
     finetune_config: str | None = None
+    finetune_overrides: dict = field(default_factory=dict)
     finetune_args: list[str] = field(default_factory=list)
+
+    def overrides(self) -> dict:
+        """`finetune_overrides` with the older `finetune_args` pairs read into it (YAML values)."""
+        if not self.finetune_args:
+            return dict(self.finetune_overrides)
+        args = list(self.finetune_args)
+        if len(args) % 2 or not all(str(key).startswith("--") for key in args[::2]):
+            raise ConfigError(
+                f"diffusion.finetune_args {args}: give `--key value` pairs, or better "
+                "diffusion.finetune_overrides: {key: value}"
+            )
+        warnings.warn(
+            "diffusion.finetune_args is read as diffusion.finetune_overrides; write it as a mapping",
+            FutureWarning,
+            stacklevel=2,
+        )
+        older = {
+            str(key)[2:]: yaml.safe_load(str(value)) for key, value in zip(args[::2], args[1::2], strict=True)
+        }
+        return {**older, **self.finetune_overrides}
 
 
 @dataclass

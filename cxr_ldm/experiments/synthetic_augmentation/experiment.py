@@ -8,8 +8,8 @@ from pathlib import Path
 
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
-from cxr_ldm.evaluation.metric_names import AUROC
-from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import run_arm
+from cxr_ldm.evaluation.evaluators.classifier_training import run_arm
+from cxr_ldm.evaluation.metrics.metric_names import AUROC
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
 from cxr_ldm.experiments.synthetic_augmentation.plan import plan_arms
@@ -51,7 +51,7 @@ def _source_for_size(config: AugmentationConfig, size: int, subset: ImageSet, so
         return load_image_source(d.model, config.synthesis.device)
     run_dir = Path(config.out) / "finetune" / f"size{size}"
     checkpoint = finetune_for_size(
-        d.finetune_config, run_dir, size, dict(config.data_overrides), list(d.finetune_args), subset.ids
+        d.finetune_config, run_dir, size, dict(config.data_overrides), d.overrides(), subset.ids
     )
     return load_image_source(checkpoint, config.synthesis.device)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.training import fit
 
 DONE_FILE = "finetune-done.json"
 
@@ -27,12 +28,11 @@ def finetune_for_size(
     run_dir: str | Path,
     size: int,
     data_overrides: dict,
-    extra: list[str],
+    extra: dict,
     subset_ids: list[str],
 ) -> Path:
     """Fine-tune (or resume, or reuse a finished run) and return its `last.ckpt`."""
-    from cxr_ldm.cli import run_fit
-    from cxr_ldm.loaders.datamodule import load_datamodule
+    from cxr_ldm.training.datamodule import load_datamodule
 
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -47,7 +47,7 @@ def finetune_for_size(
             f"diffusion.finetune_config {config_path}: its data section selects other training images than the "
             "experiment's `data` for size {size}; give both the same data options (views, filters, split, seed)"
         )
-    run_fit([config_path], finetune_overrides(run_dir, size, data_overrides), args=extra, ckpt_path="auto")
+    fit([config_path], {**finetune_overrides(run_dir, size, data_overrides), **extra}, ckpt_path="auto")
     if not last.is_file():
         raise RuntimeError(
             f"fine-tuning for size {size} wrote no {last}; keep RunCheckpoint(save_last: true)"

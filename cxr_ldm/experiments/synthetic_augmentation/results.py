@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cxr_ldm.data.atomic import write_text_atomic
-from cxr_ldm.evaluation.metric_names import ACCURACY, AUROC, BALANCED_ACCURACY, CLASSIFICATION
+from cxr_ldm.evaluation.metrics.metric_names import ACCURACY, AUROC, BALANCED_ACCURACY, CLASSIFICATION
 from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.loaders.datamodule import load_datamodule
+from cxr_ldm.training.datamodule import load_datamodule
 
 
 def load_datamodule_for(

@@ -15,7 +15,7 @@ import pandas as pd
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.experiments.synthetic_augmentation.config import SynthesisSettings
 from cxr_ldm.generation.generated_folder import METADATA, GenerationSettings, generate_images
-from cxr_ldm.generation.prompt_source import PromptRecord
+from cxr_ldm.generation.prompt_records import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 

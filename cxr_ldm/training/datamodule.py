@@ -9,8 +9,8 @@ from typing import Any
 
 from lightning import LightningDataModule
 
-from cxr_ldm.config_files import read_config
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.training.config_files import read_config
 
 DEFAULT_DATA_CLASS = "cxr_ldm.data.MimicCxrDataModule"
 FIT_SECTIONS = {"data", "model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"}

@@ -9,7 +9,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.features import ClassifierFeatures
+from cxr_ldm.evaluation.metrics.features import ClassifierFeatures
 
 
 def _update(metric, images01: torch.Tensor, real: bool, batch_size: int = 64) -> None:

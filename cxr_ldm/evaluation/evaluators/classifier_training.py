@@ -1,4 +1,4 @@
-"""Train the evaluator classifier for one arm with a fixed budget and test it on real images.
+"""Train the CXR classifier with a fixed budget and judge image sets with it.
 
 Every arm gets exactly `steps` optimizer steps of `batch_size` images, drawn with replacement, so a
 bigger training set buys variety, never extra compute.
@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader, RandomSampler
 
 from cxr_ldm.data.image_set import ImageSet, ImageSetDataset
-from cxr_ldm.evaluation.conditioned_classification import conditioned_classification
-from cxr_ldm.evaluation.metric_names import on_real_images
-from cxr_ldm.evaluators.cxr_classifier import CxrClassifier
-from cxr_ldm.experiments.synthetic_augmentation.config import ClassifierSettings
-from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
+from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
+from cxr_ldm.evaluation.metrics.metric_names import on_real_images
+from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+
+
+@dataclass
+class ClassifierSettings:
+    """The CXR classifier's architecture and training budget: the evaluator of an experiment, and every arm
+    of the augmentation experiment (same architecture, steps and batch size for all)."""
+
+    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
+    image_size: int = 224
+    growth_rate: int = 32
+    block_config: list[int] = field(default_factory=lambda: [6, 12, 24, 16])
+    num_init_features: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    steps: int = 2000
+    batch_size: int = 32
+    accelerator: str = "auto"
+    precision: str = "32-true"
 
 
 def build_classifier(settings: ClassifierSettings) -> CxrClassifier:

@@ -56,7 +56,7 @@ class PretrainedTextEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         from cxr_ldm.errors import ConfigError
-        from cxr_ldm.sources import resolve_source
+        from cxr_ldm.pretrained import resolve_source
 
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"model.init_args.text_pooling must be 'mean' or 'cls', got {pooling!r}")

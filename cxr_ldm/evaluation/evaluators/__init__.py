@@ -2,7 +2,7 @@
 image-text retriever. LightningModules trained with `fit` like the generator (configs/classifier/,
 configs/retriever/)."""
 
-from cxr_ldm.evaluators.cxr_classifier import CxrClassifier
-from cxr_ldm.evaluators.image_text_retriever import ImageTextRetriever
+from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
+from cxr_ldm.evaluation.evaluators.image_text_retriever import ImageTextRetriever
 
 __all__ = ["CxrClassifier", "ImageTextRetriever"]

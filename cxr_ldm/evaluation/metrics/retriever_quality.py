@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from cxr_ldm.data.image_set import ImageSet
-from cxr_ldm.evaluation.features import batched
-from cxr_ldm.evaluation.image_retrieval import i2i_precision_at_k
+from cxr_ldm.evaluation.metrics.features import batched
+from cxr_ldm.evaluation.metrics.image_retrieval import i2i_precision_at_k
+from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.evaluation.suite import column_indices
-from cxr_ldm.evaluation.text_retrieval import t2i_recall_at_k
 from cxr_ldm.labels import HEADLINE_FINDINGS
 
 

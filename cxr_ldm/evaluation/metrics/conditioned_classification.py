@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from cxr_ldm.evaluation.metric_names import COND_AUROC, CONDITIONED
+from cxr_ldm.evaluation.metrics.metric_names import COND_AUROC, CONDITIONED
 
 NAMES = CONDITIONED
 

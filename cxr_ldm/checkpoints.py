@@ -1,0 +1,237 @@
+"""Checkpoints, in one place: written atomically, read safely, slim of frozen pretrained weights, found to resume.
+
+- Written atomically (`AtomicCheckpointIO`): a crash mid-write leaves the previous file intact.
+- Read with torch's `weights_only=True` (`read_checkpoint`, `load_checkpoint`): tensors and plain data only,
+  so a checkpoint from elsewhere cannot run code when it is opened; a file of another model kind is refused
+  by name.
+- Frozen pretrained weights stay out of checkpoints (`find_frozen_pretrained`, `drop_frozen`,
+  `restore_frozen`). A LoRA or textual-inversion run trains megabytes on top of gigabytes that never change.
+  A component that is both frozen and loaded from a pretrained source (hub id or directory) is rebuilt from
+  that source whenever the model is built, so its weights are left out of every checkpoint. The checkpoint
+  records the source and a hash of the left-out tensors; on resume and `load_from_checkpoint` the rebuilt
+  weights must hash the same (otherwise the error names the component and its source), and they are put
+  back into the state dict before it is loaded. Components built from a config (random weights) cannot be
+  rebuilt and are always saved, as are the trained parts nested in a frozen component (LoRA adapters, new
+  token rows).
+- Found to resume (`RunCheckpoint`, `last_checkpoints`): checkpoints live in `<default_root_dir>/checkpoints`,
+  so a restarted run finds `last.ckpt`. Lightning's default folder includes the logger's version, which a
+  restart increments: `--ckpt_path last` would then find nothing and silently start from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from cxr_ldm.data.atomic import clean_stale_temporaries, make_temporary
+from cxr_ldm.errors import ConfigError
+
+M = TypeVar("M", bound=LightningModule)
+
+# --- written atomically, read safely
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A checkpoint holds more than tensors and plain data; it was not opened."""
+
+
+def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any) -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`; a file that needs arbitrary unpickling is refused, by name."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except Exception as error:
+        if "weights_only" not in str(error) and "Weights only" not in str(error):
+            raise
+        first = str(error).strip().splitlines()
+        raise UnsafeCheckpointError(
+            f"{option}: {path} holds objects other than tensors and plain data, so it was not opened "
+            "(loading it could run code). Use a checkpoint written by this project's training, or, if you "
+            f"trust the file, re-save its tensors. ({first[0] if first else error.__class__.__name__})"
+        ) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save to a temporary file in the same folder, fsync it, then rename over the target.
+
+    The temporary file names its host and process, so the next run (`RunCheckpoint`) can remove one that a
+    killed run left behind.
+
+    Why not Lightning's own `TorchCheckpointIO` (Lightning 2.6): it serialises into memory and writes
+    through an fsspec transaction, whose local file is a `tempfile.mkstemp()` in the system temporary
+    folder, committed with `shutil.move`. Where that folder is another file system than the checkpoint's
+    (a tmpfs `/tmp`, node-local disk with checkpoints on shared storage) the move is a copy that writes
+    the target in place, so a kill mid-copy leaves a half-written `last.ckpt`; nothing is fsynced; and a
+    killed run's temporary file stays in `/tmp` (checkpoint-sized) with no name to find it by.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        target = Path(path)
+        handle, tmp = make_temporary(target)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+# The first parameter prefix of each model kind, to tell checkpoints apart before loading them.
+KIND_PREFIXES = {
+    "LatentDiffusion": "unet.",
+    "CxrClassifier": "net.",
+    "ImageTextRetriever": "image_encoder.",
+}
+
+
+def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
+    """Which of this project's models a checkpoint holds, from its parameter names; None if unknown."""
+    checkpoint = read_checkpoint(path, option, mmap=True)
+    # frozen pretrained components are left out of the state dict (see "frozen pretrained weights left out" below)
+    keys = [*checkpoint.get("state_dict", {}), *(f"{c}." for c in checkpoint.get("frozen_pretrained", {}))]
+    for kind, prefix in KIND_PREFIXES.items():
+        if any(key.startswith(prefix) for key in keys):
+            return kind
+    return None
+
+
+def load_checkpoint(path: str | Path, cls: type[M], option: str) -> M:
+    """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
+        )
+    kind = checkpoint_kind(path, option)
+    if kind != cls.__name__:
+        found = f"a {kind}" if kind else "no model this project knows"
+        raise ConfigError(f"{option}: {path} holds {found}, not a {cls.__name__} checkpoint")
+    model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    model.eval()
+    return model
+
+
+# --- frozen pretrained weights left out
+
+CHECKPOINT_KEY = "frozen_pretrained"
+
+
+class FrozenSourceChanged(ConfigError):
+    """A frozen component rebuilt from its source differs from the one the checkpoint was trained with."""
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@dataclass
+class FrozenPretrained:
+    """One frozen component loaded from `source`: its state-dict keys and their content hash."""
+
+    source: str
+    keys: list[str]
+    sha256: str
+
+
+def find_frozen_pretrained(
+    state: dict[str, torch.Tensor], loaded: dict[str, tuple[str, list[torch.Tensor]]], frozen: set[str]
+) -> dict[str, FrozenPretrained]:
+    """Per frozen component in `loaded` ({name: (source, the tensors read from it)}), the state-dict keys
+    (`state` from `state_dict(keep_vars=True)`) that hold those very tensors, and their hash."""
+    found = {}
+    for name, (source, tensors) in loaded.items():
+        if name not in frozen:
+            continue
+        ids = {id(t) for t in tensors}  # `tensors` keeps them alive: no id is reused meanwhile
+        keys = [key for key, tensor in state.items() if id(tensor) in ids]
+        if keys:
+            found[name] = FrozenPretrained(source, keys, content_hash({k: state[k] for k in keys}))
+    return found
+
+
+def drop_frozen(checkpoint: dict, frozen: dict[str, FrozenPretrained]) -> None:
+    """Leave the frozen pretrained tensors out of `checkpoint["state_dict"]`; record source and hash."""
+    state = checkpoint["state_dict"]
+    for part in frozen.values():
+        for key in part.keys:
+            state.pop(key, None)
+    checkpoint[CHECKPOINT_KEY] = {
+        name: {"source": part.source, "sha256": part.sha256, "num_tensors": len(part.keys)}
+        for name, part in frozen.items()
+    }
+
+
+def restore_frozen(
+    checkpoint: dict, frozen: dict[str, FrozenPretrained], state: dict[str, torch.Tensor]
+) -> None:
+    """Check the rebuilt components against the checkpoint's record and put their tensors back."""
+    for name, recorded in checkpoint.get(CHECKPOINT_KEY, {}).items():
+        part = frozen.get(name)
+        if part is None:
+            raise FrozenSourceChanged(
+                f"the checkpoint left out the frozen {name}, to be rebuilt from {recorded['source']}, but this "
+                f"model does not load a frozen {name} from a pretrained source; build it as the checkpoint's "
+                "hyperparameters say (model.init_args)"
+            )
+        if part.sha256 != recorded["sha256"] or len(part.keys) != recorded["num_tensors"]:
+            raise FrozenSourceChanged(
+                f"the frozen {name} rebuilt from {part.source} is not the one this checkpoint was trained with "
+                f"(from {recorded['source']}; content hash {part.sha256[:12]} != {recorded['sha256'][:12]}): "
+                f"the checkpoint does not hold the {name}'s weights, so point the model at the same weights "
+                "(model.init_args.components.pretrained_model_name_or_path / text_encoder_name_or_path, revision)"
+            )
+        for key in part.keys:
+            checkpoint["state_dict"][key] = state[key].detach()
+
+
+# --- found to resume
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` with a folder that does not change between restarts of the same run."""
+
+    def _pin_dirpath(self, trainer: Trainer) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._pin_dirpath(trainer)
+        if trainer.is_global_zero:  # temporary files of a killed run's checkpoint writes
+            clean_stale_temporaries(self.dirpath, recursive=False)
+        super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:
+        self._pin_dirpath(trainer)
+        return super()._find_last_checkpoints(trainer)
+
+
+def last_checkpoints(trainer: Trainer) -> tuple[set[str], list[str]]:
+    """The last-checkpoint files `--ckpt_path last` would resume from, and the folders searched."""
+    found: set[str] = set()
+    looked: list[str] = []
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        if isinstance(callback, RunCheckpoint):
+            callback._pin_dirpath(trainer)
+        if callback.dirpath is None:
+            continue
+        looked.append(str(callback.dirpath))
+        found |= set(callback._find_last_checkpoints(trainer))
+    return found, looked

@@ -1,0 +1,1 @@
+"""The numbers that judge generated images: classification, FID / KID, diversity, retrieval, memorization."""
