@@ -94,9 +94,9 @@ LOW_DTYPE = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # ----------------------------------------------------------------------------- configs
 def load_config(path: str | Path) -> dict:
     """The config as a nested mapping, its `config:` base applied (composed variants work too)."""
-    from cxr_ldm.training.config_files import read_config
+    from cxr_ldm.training.config_files import composed
 
-    return read_config(path)
+    return composed(path)
 
 
 def sd_shapes(config: dict, train_text_encoder: bool, batch_size: int, vae_dir: Path) -> dict:

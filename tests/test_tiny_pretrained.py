@@ -106,9 +106,9 @@ def test_autoencoder_one_cycle_schedule_and_its_errors() -> None:
 
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.models import Autoencoder
-    from cxr_ldm.training.config_files import read_config
+    from cxr_ldm.training.config_files import composed
 
-    vae_config = read_config(VAE_STAGE_CONFIG)["model"]["init_args"]["vae_config"]
+    vae_config = composed(VAE_STAGE_CONFIG)["model"]["init_args"]["vae_config"]
     model = Autoencoder(vae_config=vae_config, lr=1e-3, lr_scheduler="cosine", lr_warmup_steps=2)
     model.trainer = Trainer(
         max_steps=10, max_epochs=-1, logger=False, accelerator="cpu", enable_progress_bar=False

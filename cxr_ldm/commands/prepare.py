@@ -19,7 +19,7 @@ from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
 from cxr_ldm.data.mimic_tables import MimicTableError
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
-from cxr_ldm.training.config_files import read_config
+from cxr_ldm.training.datamodule import data_section
 
 DESCRIPTION = (
     "build the MIMIC-CXR index (views, split, section, length, cap) and report what each filter kept"
@@ -50,20 +50,13 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
-def data_section(config: dict) -> dict:
-    """The data module's init arguments from a config: `data:` (plain or class_path/init_args), or the
-    whole file when it has no data: key. model:, trainer: and other keys are ignored."""
-    section = config.get("data", config) if isinstance(config, dict) else {}
-    if isinstance(section, dict) and "class_path" in section:
-        name = str(section["class_path"]).rsplit(".", 1)[-1]
-        if name != MimicCxrDataModule.__name__:
-            raise ConfigError(
-                f"the config's data.class_path is {section['class_path']}, not MimicCxrDataModule"
-            )
-        section = section.get("init_args") or {}
-    if not isinstance(section, dict):
-        raise ConfigError("the config's data: section must be a mapping of MimicCxrDataModule arguments")
-    return section
+def data_arguments(config: str) -> dict:
+    """The MimicCxrDataModule arguments of a config's `data:` section (a full fit config works too), as
+    `fit --config` composes them (its `config:` base included)."""
+    class_path, init_args = data_section(config)
+    if class_path.rsplit(".", 1)[-1] != MimicCxrDataModule.__name__:
+        raise ConfigError(f"the config's data.class_path is {class_path}, not MimicCxrDataModule")
+    return init_args
 
 
 def _bar(count: int, top: int, width: int = 40) -> str:
@@ -117,7 +110,7 @@ def main(argv: list[str]) -> int:
     config = _config_path(argv)
     if config is not None:
         try:
-            section = data_section(read_config(config))
+            section = data_arguments(config)
         except (OSError, ValueError, yaml.YAMLError, ConfigError) as error:
             print(f"prepare: cannot use --config {config}: {error}", file=sys.stderr)
             return 2

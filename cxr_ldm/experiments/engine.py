@@ -34,6 +34,7 @@ from cxr_ldm.experiments.units import (
     write_result,
 )
 from cxr_ldm.training import fit
+from cxr_ldm.training.config_files import composed
 
 RESULT = "result.json"
 
@@ -160,16 +161,11 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
 
 def config_contents(arm: ArmSpec) -> str:
     """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
-    from cxr_ldm.training.config_files import read_config
-
-    files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
-    return digest([read_config(path) for path in files])
+    return digest([composed(arm.configs), *(composed(prep.configs) for prep in arm.prepare)])
 
 
 def reference_inputs(config: ExperimentConfig) -> dict:
-    from cxr_ldm.training.config_files import read_config
-
-    return {"data": asdict(config.data), "data_config": digest(read_config(config.data.config)),
+    return {"data": asdict(config.data), "data_config": digest(composed(config.data.config)),
             "evaluator": asdict(config.evaluator)}  # fmt: skip
 
 
@@ -192,9 +188,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     claim_folder(out / "evaluator", refs_inputs, log.line)
     retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
     if config.retriever.config is not None:
-        from cxr_ldm.training.config_files import read_config
-
-        retriever["retriever_config"] = digest(read_config(config.retriever.config))
+        retriever["retriever_config"] = digest(composed(config.retriever.config))
     claim_folder(out / "retriever", retriever, log.line)
     pretrained_source = load_image_source(config.pretrained)
     references = build_references(config, out, pretrained_source.vae())

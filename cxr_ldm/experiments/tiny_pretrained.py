@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxr_ldm.training import fit
+from cxr_ldm.training.config_files import parse_fit_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 VAE_STAGE_CONFIG = CONFIG_DIR / "tiny-vae.yaml"
@@ -149,11 +150,9 @@ def build_tiny_pretrained(
     images; `seed` seeds stage 1 (stage 2 uses seed + 1). `stop_after="vae"` runs stage 1 only and exports
     nothing. Returns what was done, also written to `out/pretrain.json`.
     """
-    from cxr_ldm.training.config_files import read_config
-
     out, work = Path(out), Path(work)
     started = time.perf_counter()
-    image_size = int(read_config(VAE_STAGE_CONFIG)["data"]["init_args"]["image_size"])
+    image_size = int(parse_fit_config(VAE_STAGE_CONFIG).data.init_args.image_size)
     phantom = work / f"phantom-seed{PHANTOM_SEED}-{studies}"
     ensure_phantom(phantom, studies, image_size)
     data = {"data.init_args.root": str(phantom), "data.init_args.cache_dir": str(work / "cache"),

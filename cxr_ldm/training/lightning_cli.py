@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile
+from jsonargparse import ActionConfigFile, ArgumentError
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
@@ -39,6 +39,7 @@ class FitRequest:
 
     configs: Sequence[str | Path]
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    complete: bool = True  # False: parse a part of a fit (a data-only file), without checking the rest
 
 
 def nested(overrides: Mapping[str, Any]) -> dict:
@@ -71,12 +72,20 @@ def compose(parser, request: FitRequest):
     for path in request.configs:
         if not Path(path).is_file():
             raise ConfigError(f"config {path} does not exist")
-        ActionConfigFile.apply_config(parser, config, "config", str(path))
-    if request.overrides:
-        config = parser.parse_object(nested(request.overrides), namespace=config, _skip_required=True)
-    files = config.pop("config", None)
-    config.pop("__path__", None)
-    config = parser.parse_object(config.as_dict())  # every init_args default in place, and checked
+        try:
+            ActionConfigFile.apply_config(parser, config, "config", str(path))
+        except (TypeError, ValueError, ArgumentError) as error:
+            raise ConfigError(f"config {path}: {error}") from error
+    try:
+        if request.overrides:
+            config = parser.parse_object(nested(request.overrides), namespace=config, _skip_required=True)
+        files = config.pop("config", None)
+        config.pop("__path__", None)
+        # every init_args default in place, and checked
+        config = parser.parse_object(config.as_dict(), _skip_required=not request.complete)
+    except (TypeError, ValueError, ArgumentError) as error:
+        shown = ", ".join(map(str, request.configs))
+        raise ConfigError(f"configs [{shown}] with overrides {dict(request.overrides)}: {error}") from error
     config["config"] = files
     return config
 
@@ -195,4 +204,6 @@ def run_lightning_cli(args: list[str] | FitRequest, run: bool = True, instantiat
         save_config_kwargs={"overwrite": True},
         args=args if isinstance(args, FitRequest) else list(args),
         run=run,
+        # from Python, a bad config raises (ConfigError) instead of exiting the process
+        parser_kwargs={"exit_on_error": False} if isinstance(args, FitRequest) else None,
     )
