@@ -39,12 +39,11 @@ if str(REPO) not in sys.path:
 
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
 from cxr_ldm.data.real_split import read_split  # noqa: E402
-from cxr_ldm.evaluation.evaluators.classifier_training import (  # noqa: E402
-    build_classifier,
+from cxr_ldm.evaluation.evaluators.classifier_training import build_classifier, train_classifier  # noqa: E402
+from cxr_ldm.evaluation.metrics.conditioned_classification import (  # noqa: E402
     classify_image_set,
     finding_labels,
     image_set_probabilities,
-    train_classifier,
 )
 from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity  # noqa: E402
 from cxr_ldm.evaluation.metrics.metric_names import (  # noqa: E402

@@ -21,3 +21,8 @@ CHEXPERT_LABELS: tuple[str, ...] = (
 
 # The findings every evaluation reports on first: visible, common, and studied by the papers.
 HEADLINE_FINDINGS: tuple[str, ...] = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding")
+
+
+def label_columns(findings) -> list[int]:
+    """The columns of `findings` in a label matrix ordered as CHEXPERT_LABELS."""
+    return [CHEXPERT_LABELS.index(f) for f in findings]

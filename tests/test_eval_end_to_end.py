@@ -27,7 +27,7 @@ from cxr_ldm.evaluation import (
 )
 from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
 from cxr_ldm.evaluation.metrics.features import batched
-from cxr_ldm.evaluation.suite import column_indices
+from cxr_ldm.labels import label_columns
 from cxr_ldm.training.datamodule import load_datamodule
 
 DATA = {
@@ -99,7 +99,7 @@ def real_test(data_yaml):
 
 def test_classifier_is_good_on_real_and_chance_on_noise(classifier_ckpt, real_test):
     classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
-    labels = real_test.labels[:, column_indices(classifier.findings)]
+    labels = real_test.labels[:, label_columns(classifier.findings)]
     probs = batched(lambda x: torch.sigmoid(classifier(x)), real_test.pixels01())
     real, _ = conditioned_classification(probs, labels, classifier.findings)
     noise_images = torch.rand_like(real_test.pixels01())

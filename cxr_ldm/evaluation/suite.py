@@ -29,7 +29,7 @@ from cxr_ldm.evaluation.metrics.report_agreement import report_agreement
 from cxr_ldm.evaluation.metrics.results import MetricReport
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.evaluation.sharding import run_sharded
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.labels import HEADLINE_FINDINGS, label_columns
 
 log = logging.getLogger("cxr_ldm.evaluation")
 
@@ -44,10 +44,6 @@ class EvaluationOptions:
     memorization_threshold: float = 0.02
     vae_images: int = 64
     ks: tuple[int, ...] = (1, 5, 10)
-
-
-def column_indices(names) -> list[int]:
-    return [CHEXPERT_LABELS.index(n) for n in names]
 
 
 def feature_jobs(generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier, retriever=None):
@@ -152,21 +148,21 @@ def metrics_from_features(
 
     # Conditioned classification and image-to-image retrieval need the prompts' labels.
     real_probs = found["real_probs"]
-    prompt_labels = generated.labels[:, column_indices(findings)]
+    prompt_labels = generated.labels[:, label_columns(findings)]
     if torch.isnan(generated.labels).all():
         report.skip(
             [*CONDITIONED, "i2i_precision@5", *REPORT_KEYS],
             "the prompts have no labels",
         )
     else:
-        cuts = operating_points(real_probs, real_test.labels[:, column_indices(findings)], findings)
+        cuts = operating_points(real_probs, real_test.labels[:, label_columns(findings)], findings)
         report.info["thresholds"] = {finding: round(cut, 4) for finding, cut in cuts.items()}
         values, skipped = conditioned_classification(
             found["fake_probs"], prompt_labels, findings, thresholds=cuts
         )
         report.add(values)
         report.skipped.update(skipped)
-        headline = column_indices([f for f in HEADLINE_FINDINGS])
+        headline = label_columns([f for f in HEADLINE_FINDINGS])
         report.add(
             i2i_precision_at_k(
                 found["fake_features"],

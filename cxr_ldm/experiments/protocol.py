@@ -11,7 +11,7 @@ import torch
 
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.evaluators.classifier_training import classify_image_set
+from cxr_ldm.evaluation.metrics.conditioned_classification import classify_image_set
 from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.metric_names import MS_SSIM
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k

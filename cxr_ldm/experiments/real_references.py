@@ -13,11 +13,11 @@ import torch
 from cxr_ldm.data.atomic import atomic_path, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet, to_uint8
 from cxr_ldm.data.real_split import read_split
-from cxr_ldm.evaluation.evaluators.classifier_training import (
+from cxr_ldm.evaluation.evaluators.classifier_training import train_classifier
+from cxr_ldm.evaluation.metrics.conditioned_classification import (
     classify_image_set,
     finding_labels,
     image_set_probabilities,
-    train_classifier,
 )
 from cxr_ldm.evaluation.metrics.fid import fid_classifier, kid_classifier
 from cxr_ldm.evaluation.metrics.metric_names import FID, KID, on_real_images

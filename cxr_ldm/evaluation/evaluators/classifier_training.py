@@ -1,4 +1,4 @@
-"""Train the CXR classifier with a fixed budget and judge image sets with it.
+"""Train the CXR classifier with a fixed budget.
 
 Every arm gets exactly `steps` optimizer steps of `batch_size` images, drawn with replacement, so a
 bigger training set buys variety, never extra compute.
@@ -6,7 +6,6 @@ bigger training set buys variety, never extra compute.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -16,9 +15,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cxr_ldm.data.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
-from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
-from cxr_ldm.evaluation.metrics.metric_names import on_real_images
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.labels import HEADLINE_FINDINGS
 
 
 @dataclass
@@ -82,46 +79,3 @@ def train_classifier(train: ImageSet, settings: ClassifierSettings, seed: int) -
         warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
         trainer.fit(model, train_dataloaders=loader)
     return model.cpu().eval()
-
-
-def image_set_probabilities(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
-    """The classifier's probabilities (N, findings) on a uint8 image set."""
-    return model.predict_proba(images.pixels())
-
-
-def finding_labels(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
-    """The set's labels (N, findings) in the classifier's finding order."""
-    return images.labels[:, [CHEXPERT_LABELS.index(f) for f in model.findings]]
-
-
-def classify_image_set(
-    model: CxrClassifier, images: ImageSet, thresholds: dict[str, float] | None = None
-) -> dict[str, float]:
-    """`conditioned_classification` of the classifier on a labelled image set (cuts from `thresholds`, else 0.5)."""
-    found, _ = conditioned_classification(
-        image_set_probabilities(model, images),
-        finding_labels(model, images),
-        model.findings,
-        thresholds=thresholds,
-    )
-    return found
-
-
-def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float]:
-    """AUROC and accuracy (threshold 0.5) per finding and their macro means, on real test images."""
-    return on_real_images(classify_image_set(model, test))
-
-
-def run_arm(train: ImageSet, test: ImageSet, settings: ClassifierSettings, seed: int) -> dict:
-    """Train and test one arm; the result dict is what the arm's JSON file holds."""
-    start = time.perf_counter()
-    model = train_classifier(train, settings, seed)
-    metrics = evaluate_classifier(model, test)
-    return {
-        "metrics": metrics,
-        "train_images": len(train),
-        "test_images": len(test),
-        "steps": settings.steps,
-        "batch_size": settings.batch_size,
-        "seconds": round(time.perf_counter() - start, 2),
-    }

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics.classification import MultilabelAUROC
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS, label_columns
 from cxr_ldm.xrv import xrv
 
 XRV_RANGE = 1024.0
@@ -65,7 +65,7 @@ class CxrClassifier(LightningModule):
             )
         self.save_hyperparameters()
         self.findings = list(findings)
-        self.label_index = [CHEXPERT_LABELS.index(f) for f in self.findings]
+        self.label_index = label_columns(self.findings)
         self.image_size = image_size
         self.net = self._build_backbone(
             weights, weights_dir, growth_rate, tuple(block_config), num_init_features

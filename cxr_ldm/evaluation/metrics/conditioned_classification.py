@@ -1,11 +1,15 @@
-"""Does the evaluator find, in each generated image, the findings its prompt asked for?"""
+"""Does the evaluator find, in each generated image, the findings its prompt asked for? (And the same
+measure of a trained classifier on any labelled image set, real test images included.)"""
 
 from __future__ import annotations
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from cxr_ldm.evaluation.metrics.metric_names import COND_AUROC, CONDITIONED
+from cxr_ldm.data.image_set import ImageSet
+from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
+from cxr_ldm.evaluation.metrics.metric_names import COND_AUROC, CONDITIONED, on_real_images
+from cxr_ldm.labels import label_columns
 
 NAMES = CONDITIONED
 
@@ -51,3 +55,31 @@ def conditioned_classification(
         if values:
             metrics[name] = sum(values) / len(values)
     return metrics, skipped
+
+
+def image_set_probabilities(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
+    """The classifier's probabilities (N, findings) on a uint8 image set."""
+    return model.predict_proba(images.pixels())
+
+
+def finding_labels(model: CxrClassifier, images: ImageSet) -> torch.Tensor:
+    """The set's labels (N, findings) in the classifier's finding order."""
+    return images.labels[:, label_columns(model.findings)]
+
+
+def classify_image_set(
+    model: CxrClassifier, images: ImageSet, thresholds: dict[str, float] | None = None
+) -> dict[str, float]:
+    """`conditioned_classification` of the classifier on a labelled image set (cuts from `thresholds`, else 0.5)."""
+    found, _ = conditioned_classification(
+        image_set_probabilities(model, images),
+        finding_labels(model, images),
+        model.findings,
+        thresholds=thresholds,
+    )
+    return found
+
+
+def evaluate_classifier(model: CxrClassifier, test: ImageSet) -> dict[str, float]:
+    """AUROC and accuracy (threshold 0.5) per finding and their macro means, on real test images."""
+    return on_real_images(classify_image_set(model, test))

@@ -8,8 +8,7 @@ from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.evaluation.metrics.features import batched
 from cxr_ldm.evaluation.metrics.image_retrieval import i2i_precision_at_k
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
-from cxr_ldm.evaluation.suite import column_indices
-from cxr_ldm.labels import HEADLINE_FINDINGS
+from cxr_ldm.labels import HEADLINE_FINDINGS, label_columns
 
 
 @torch.no_grad()
@@ -26,7 +25,7 @@ def retriever_quality(retriever, test: ImageSet, gallery: ImageSet, ks: tuple[in
     text = retriever.encode_texts(queries).cpu()
     images = batched(retriever.encode_images, test.pixels01(), retriever.device)
     gallery_images = batched(retriever.encode_images, gallery.pixels01(), retriever.device)
-    headline = column_indices(HEADLINE_FINDINGS)
+    headline = label_columns(HEADLINE_FINDINGS)
     return {
         **t2i_recall_at_k(text, queries, images, test.prompts, ks),
         **i2i_precision_at_k(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
-from cxr_ldm.evaluation.evaluators.classifier_training import run_arm
 from cxr_ldm.evaluation.metrics.metric_names import AUROC
+from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import run_arm
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
 from cxr_ldm.experiments.synthetic_augmentation.plan import plan_arms
