@@ -103,22 +103,15 @@ def evaluate_generated(
     found = run_sharded(feature_jobs(generated, real_test, real_train, classifier, retriever), rank, world)
     if found is None:
         return None
-    return metrics_from_features(
+    return _metrics_from_features(
         found, generated, real_test, real_train, classifier, retriever, vae, options, out
     )
 
 
-def metrics_from_features(
-    found: dict[str, torch.Tensor],
-    generated: ImageSet,
-    real_test: ImageSet,
-    real_train: ImageSet,
-    classifier,
-    retriever=None,
-    vae=None,
-    options: EvaluationOptions | None = None,
-    out: str | Path | None = None,
-) -> MetricReport:
+def _metrics_from_features(
+    found: dict[str, torch.Tensor], generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier,
+    retriever, vae, options: EvaluationOptions | None, out: str | Path | None,
+) -> MetricReport:  # fmt: skip
     """The metrics from the merged per-image results of `feature_jobs` (on one process)."""
     options = options or EvaluationOptions()
     findings = classifier.findings

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MultilabelAUROC
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.evaluators.input_pixels import gray_at
+from cxr_ldm.evaluation.evaluators.shared_step import SharedStepModule
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS, label_columns
 from cxr_ldm.xrv import xrv
 
@@ -31,7 +32,7 @@ def xrv_weights_path(weights: str, weights_dir: str | os.PathLike) -> Path:
     return Path(weights_dir).expanduser() / os.path.basename(url)
 
 
-class CxrClassifier(LightningModule):
+class CxrClassifier(SharedStepModule):
     """Multi-label finding classifier on 1-channel images, used as the evaluator of generated images.
 
     Args:
@@ -104,12 +105,7 @@ class CxrClassifier(LightningModule):
     # ------------------------------------------------------------------ forward
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """Batch-contract pixels (B, C, H, W) in [-1, 1] -> 1-channel xrv range [-1024, 1024] at image_size."""
-        if pixels.shape[1] != 1:
-            pixels = pixels.mean(dim=1, keepdim=True)
-        if pixels.shape[-2:] != (self.image_size, self.image_size):
-            pixels = F.interpolate(
-                pixels, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
-            )
+        pixels = gray_at(pixels, self.image_size)
         return pixels.clamp(-1, 1) * XRV_RANGE
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -160,15 +156,6 @@ class CxrClassifier(LightningModule):
             metric = self.val_auroc if stage == "val" else self.test_auroc
             metric.update(torch.sigmoid(logits), torch.where(known, target, -1).long())
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
 
     def _log_auroc(self, metric: MultilabelAUROC, stage: str) -> None:
         values = metric.compute()

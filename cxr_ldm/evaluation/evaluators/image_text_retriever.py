@@ -15,8 +15,10 @@ import zlib
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
 from torch import nn
+
+from cxr_ldm.evaluation.evaluators.input_pixels import gray_at
+from cxr_ldm.evaluation.evaluators.shared_step import SharedStepModule
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -109,7 +111,7 @@ class SmallImageEncoder(nn.Module):
         return self.proj(F.adaptive_avg_pool2d(self.body(pixels), 1).flatten(1))
 
 
-class ImageTextRetriever(LightningModule):
+class ImageTextRetriever(SharedStepModule):
     """CLIP-style dual encoder for text-to-image retrieval of generated images.
 
     Args:
@@ -153,12 +155,7 @@ class ImageTextRetriever(LightningModule):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.shape[1] != 1:
-            pixels = pixels.mean(dim=1, keepdim=True)
-        if pixels.shape[-2:] != (self.image_size, self.image_size):
-            pixels = F.interpolate(
-                pixels, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
-            )
+        pixels = gray_at(pixels, self.image_size)
         return pixels
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -192,15 +189,6 @@ class ImageTextRetriever(LightningModule):
             hits = sum(prompts[j] == prompts[i] for i, j in enumerate(top1)) / len(prompts)
             self.log(f"{stage}/i2t_top1_in_batch", hits, batch_size=len(prompts), sync_dist=True)
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
 
     def configure_optimizers(self):
         tower = self.text_encoder.model if isinstance(self.text_encoder, PretrainedTextEncoder) else None
