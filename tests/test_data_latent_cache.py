@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from _tiny_run import TINY, fit_args
+from _tiny_run import ROOT, TINY, cli_args, fit_args
 from diffusers import AutoencoderKL
 
 from cxr_ldm.__main__ import main
@@ -88,3 +88,41 @@ def test_fit_from_the_latent_cache_never_runs_the_encoder(tmp_path, phantom_root
     )
     assert main(args) == 0
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def _fit_in_own_process(run_dir, phantom_root, cache_dir, pipeline) -> dict:
+    """A 3-step tiny fit from the latent cache in a fresh Python process; its last checkpoint's tensors."""
+    import os
+    import subprocess
+    import sys
+
+    args = cli_args(
+        [TINY], run_dir, phantom_root, cache_dir,
+        "--model.init_args.components.pretrained_model_name_or_path", str(pipeline),
+        "--model.init_args.components.vae_config", "null", "--model.init_args.components.unet_config", "null",
+        "--model.init_args.components.text_encoder_config", "null",
+        "--model.init_args.components.tokenizer_name_or_path", "null",
+        "--data.init_args.latent_cache_vae", str(pipeline), "--trainer.max_steps", "3",
+        "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "true",
+    )  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "cxr_ldm", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (checkpoint,) = (run_dir).rglob("*.ckpt")
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_a_fit_that_builds_the_latent_cache_trains_the_model_a_fit_that_finds_it_trains(
+    tmp_path, phantom_root, tiny_pipeline
+):
+    """Building the cache must not move training's random state: the same unit gives the same model whether
+    its process encoded the images or found them encoded on disk (and the found cache is used, not rebuilt)."""
+    cache = tmp_path / "cache"
+    built = _fit_in_own_process(tmp_path / "first", phantom_root, cache, tiny_pipeline)
+    (latents,) = cache.rglob("latents.npy")
+    stamp = latents.stat().st_mtime_ns, latents.stat().st_ino
+    found = _fit_in_own_process(tmp_path / "second", phantom_root, cache, tiny_pipeline)
+    assert (latents.stat().st_mtime_ns, latents.stat().st_ino) == stamp  # reused, not encoded again
+    assert built.keys() == found.keys()
+    differing = [key for key in built if not torch.equal(built[key], found[key])]
+    assert differing == []

@@ -12,6 +12,7 @@ made them, so a model whose own VAE differs is refused (`check_latent_cache_vae`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -107,6 +108,17 @@ def load_vae(source: str):
         ) from error
 
 
+def _leaves_random_state(function):
+    """Run `function` on a copy of torch's CPU generator state, restored afterwards."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 class _Images(Dataset):
     def __init__(self, paths: list[Path], image_size: int, resize: ResizePolicy) -> None:
         self.paths, self.image_size, self.resize = paths, image_size, resize
@@ -122,6 +134,7 @@ class _Images(Dataset):
             return row, torch.zeros(3, self.image_size, self.image_size), f"{error.reason}"
 
 
+@_leaves_random_state
 @torch.no_grad()
 def build_latent_cache(
     paths: list[Path],
@@ -138,6 +151,8 @@ def build_latent_cache(
     """Encode every image with the VAE (on the GPU when there is one) into `folder/latents.npy` (float16).
 
     With `model_vae_hash` (the training model's VAE), a VAE that differs is refused before encoding anything.
+    The caller's random state is left as it was (a data loader draws its base seed from torch's generator):
+    a fit that builds the cache trains the same model as one that finds it on disk.
     """
     folder = Path(folder)
     log = log if log is not None else SkipLog()
