@@ -58,11 +58,11 @@ from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
 from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
 from cxr_ldm.experiments.real_references import distances  # noqa: E402
 from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for  # noqa: E402
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records  # noqa: E402
 from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated  # noqa: E402
+from cxr_ldm.generation.prompt_records import prompt_records  # noqa: E402
 from cxr_ldm.labels import HEADLINE_FINDINGS  # noqa: E402
+from cxr_ldm.training.datamodule import load_datamodule_for  # noqa: E402
 
 # the demo's fine-tune (configs/experiments/demo.yaml's arm) and the data it reads
 CONFIGS = [str(REPO / p) for p in ("configs/finetune/sd14-unet-text-pa.yaml", "configs/experiments/_phantom/finetune.yaml",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _tiny_run import ROOT
 
-from cxr_ldm.commands.experiment import main, parse_config
+from cxr_ldm.commands.experiment import main, parse_experiment
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.engine import run_experiment
 
@@ -77,7 +77,7 @@ def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tm
     checkpoint = unit / "fit" / "checkpoints" / "last.ckpt"
     stamp = checkpoint.stat().st_mtime_ns
     kept = (out / "arms" / "unet-text" / "seed0" / "result.json").stat().st_mtime_ns
-    outcome = run_experiment(parse_config(args))
+    outcome = run_experiment(*parse_experiment(args))
     assert outcome.computed == ["unet seed 1"]
     assert sorted(outcome.reused) == ["baseline", "unet seed 0", "unet-text seed 0", "unet-text seed 1"]
     assert checkpoint.stat().st_mtime_ns == stamp  # the fit was not run again
@@ -91,30 +91,32 @@ def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tm
     arms = json.loads(args[args.index("--arms") + 1])
     arms[1]["overrides"]["model.init_args.ema.decay"] = None
     changed = [*args[: args.index("--arms") + 1], json.dumps(arms), *args[args.index("--arms") + 2 :]]
-    outcome = run_experiment(parse_config([*changed, "--augmentation", "null"]))
+    outcome = run_experiment(*parse_experiment([*changed, "--augmentation", "null"]))
     assert outcome.computed == ["unet seed 0", "unet seed 1"]
 
 
 def test_experiment_config_errors_name_the_key(tmp_path: Path) -> None:
     args = toy_args(tmp_path)
     with pytest.raises(ConfigError, match="augmentation.arm 'nope' is not an arm"):
-        run_experiment(parse_config([*args, "--augmentation.arm", "nope"]))
+        run_experiment(*parse_experiment([*args, "--augmentation.arm", "nope"]))
     with pytest.raises(ConfigError, match="claims C4: 'augment/50/real"):
-        run_experiment(parse_config([*args, "--augmentation.sizes", "[60]"]))
+        run_experiment(*parse_experiment([*args, "--augmentation.sizes", "[60]"]))
     with pytest.raises(ConfigError, match="names must be distinct"):
-        run_experiment(parse_config([*args, "--arms", json.dumps([{"name": "a", "configs": ["x"]}] * 2)]))
+        run_experiment(
+            *parse_experiment([*args, "--arms", json.dumps([{"name": "a", "configs": ["x"]}] * 2)])
+        )
     not_a_phantom = tmp_path / "mine"
     not_a_phantom.mkdir()
     (not_a_phantom / "keep.txt").write_text("user data")
     with pytest.raises(ConfigError, match="holds no phantom-manifest.json"):
-        run_experiment(parse_config([*args, "--data.root", str(not_a_phantom)]))
+        run_experiment(*parse_experiment([*args, "--data.root", str(not_a_phantom)]))
     assert (not_a_phantom / "keep.txt").read_text() == "user data"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "experiments").glob("*.yaml")))
 def test_every_experiment_config_parses_and_validates(name: str) -> None:
-    config = parse_config(["--config", str(ROOT / "configs" / "experiments" / name)])
-    config.validate()
+    config, followups = parse_experiment(["--config", str(ROOT / "configs" / "experiments" / name)])
+    config.validate(followups)
     for arm in config.arms:
         for path in [*arm.configs, *(c for prep in arm.prepare for c in prep.configs)]:
             assert (ROOT / path).is_file(), f"{name}: arm {arm.name} names a missing config {path}"
@@ -140,12 +142,12 @@ def test_a_phantom_of_other_settings_is_made_anew_and_foreign_folders_are_refuse
 
 def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) -> None:
     args = toy_args(tmp_path)
-    first = run_experiment(parse_config([*args, "--seeds", "[0]", "--augmentation", "null"]))
+    first = run_experiment(*parse_experiment([*args, "--seeds", "[0]", "--augmentation", "null"]))
     trained = first.results["arms"]["unet-text"]["seed0"]
     arms = [{"name": "unet-text", "configs": UNET_TEXT,
              "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
     judged = run_experiment(
-        parse_config(
+        *parse_experiment(
             [
                 *args,
                 "--seeds",
@@ -165,7 +167,9 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) 
     missing = [{**arms[0], "checkpoints": {0: str(tmp_path / "none.ckpt")}}]
     with pytest.raises(ConfigError, match="checkpoints\\[0\\]"):
         run_experiment(
-            parse_config([*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(missing)])
+            *parse_experiment(
+                [*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(missing)]
+            )
         )
 
 

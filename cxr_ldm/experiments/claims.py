@@ -87,6 +87,12 @@ def compare(comparison: Comparison, a: list[float], b: list[float]) -> Compariso
     return ComparisonResult(comparison, verdict, a, b, difference, spread)
 
 
+def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict[str, float]) -> None:
+    """Append one seed's metrics (`{metric: value}`) to `values[group][metric]`."""
+    for metric, value in flat.items():
+        values.setdefault(group, {}).setdefault(metric, []).append(value)
+
+
 def check_claims(claims: list[ClaimSpec], values: dict[str, dict[str, list[float]]]) -> list[ClaimResult]:
     """`values[group][metric]` = one value per seed. Each claim's verdict from its comparisons."""
     results = []

@@ -1,12 +1,12 @@
 """Run an experiment: references once, the pretrained baseline, every (arm, seed) fit and evaluation, the
-augmentation experiment, then the claims and the report. Each unit's result is written atomically under
+follow-up experiments (experiments/followup.py), then the claims and the report. Each unit's result is written atomically under
 `out`, keyed by its inputs, so a rerun computes only what is missing or was made from other inputs.
 
 Layout of `out`:
     evaluator/, retriever/       the references (kept for reruns)
     baseline/                    the pretrained pipeline judged by the protocol
     arms/<arm>/seed<k>/          fit/ (checkpoints), prepare-<i>/, eval/ (images), result.json
-    augment/                     the augmentation experiment
+    <follow-up>/                 each follow-up's own folder (augment/: the augmentation experiment)
     tensorboard/<arm>/seed<k>/   every fit's logs; hparams/ holds the HPARAMS view of every run
     report.md, results.json, figures/
 """
@@ -16,23 +16,23 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.progress import StageLog
 from cxr_ldm.experiments.protocol import evaluate_model, prompting
-from cxr_ldm.experiments.real_references import References, build_references, data_overrides
-from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import (
-    claim_folder,
-    digest,
-    file_digest,
-    folder_digest,
-    read_result,
-    write_result,
+from cxr_ldm.experiments.real_references import (
+    References,
+    build_references,
+    data_overrides,
+    reference_inputs,
 )
+from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
+from cxr_ldm.experiments.units import claim_folder, digest, folder_digest, read_result, write_result
 from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import composed
 
@@ -164,16 +164,12 @@ def config_contents(arm: ArmSpec) -> str:
     return digest([composed(arm.configs), *(composed(prep.configs) for prep in arm.prepare)])
 
 
-def reference_inputs(config: ExperimentConfig) -> dict:
-    return {"data": asdict(config.data), "data_config": digest(composed(config.data.config)),
-            "evaluator": asdict(config.evaluator)}  # fmt: skip
-
-
-def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
-    """Everything `config` declares, resuming whatever an earlier run of the same inputs finished."""
+def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> ExperimentOutcome:
+    """Everything `config` declares, then `followups` (experiments run after the arms with the model of one
+    arm), resuming whatever an earlier run of the same inputs finished."""
     from cxr_ldm.generation.image_source import load_image_source
 
-    config.validate()
+    config.validate(followups)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     units = [(arm, seed) for arm in config.arms for seed in config.arm_seeds(arm)]
@@ -241,59 +237,15 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
         arm_results.setdefault(arm.name, {})[seed] = result
         outcome.computed.append(label)
 
-    augmentation = None
-    if config.augmentation is not None:
-        augmentation = run_augmentation(config, arm_results, log)
-        log.stage("augmentation experiment")
+    ran = run_followups(config, followups, arm_results, log, data_overrides(config, out))
 
     from cxr_ldm.experiments.report import assemble_results, write_report
 
-    outcome.results = assemble_results(
-        config, references.ceilings, baseline, arm_results, augmentation, log.times
-    )
-    outcome.report = write_report(out, config, outcome.results)
+    outcome.results = assemble_results(config, references.ceilings, baseline, arm_results, ran, log.times)
+    sections = [run.result.report for run in ran if run.result is not None]
+    outcome.report = write_report(out, config, outcome.results, sections)
     log.stage("claims and report")
     return outcome
-
-
-def run_augmentation(config: ExperimentConfig, arm_results: dict, log: StageLog) -> dict:
-    """The synthetic-data augmentation experiment with the model of `augmentation.arm` (its first seed, or
-    `augmentation.seed`); every classifier has the evaluator's architecture and the same budget."""
-    from cxr_ldm.experiments.synthetic_augmentation import (
-        AugmentationConfig,
-        DiffusionSettings,
-        SynthesisSettings,
-    )
-    from cxr_ldm.experiments.synthetic_augmentation import run_experiment as run_augment
-
-    spec = config.augmentation
-    arm = next(a for a in config.arms if a.name == spec.arm)
-    seed = spec.seed if spec.seed is not None else config.arm_seeds(arm)[0]
-    checkpoint = arm_results[arm.name][seed]["checkpoint"]
-    p = config.protocol
-    augment = AugmentationConfig(
-        out=str(Path(config.out) / "augment"), data=config.data.config,
-        data_overrides=data_overrides(config, Path(config.out)), sizes=list(spec.sizes),
-        conditions=list(spec.conditions), seeds=list(spec.seeds),
-        classifier=replace(config.evaluator.classifier, steps=spec.classifier_steps),
-        synthesis=SynthesisSettings(num_inference_steps=p.sample_steps, guidance_scale=p.guidance,
-                                    scheduler=p.scheduler, batch_size=p.batch_size),
-        diffusion=DiffusionSettings(model=checkpoint),
-    )  # fmt: skip
-    inputs = {
-        "augmentation": asdict(spec),
-        "data": reference_inputs(config),
-        "model": str(checkpoint),
-        "weights": file_digest(Path(checkpoint)),  # a refit under the same path draws other synthetic sets
-        "classifier": asdict(augment.classifier),
-        "synthesis": asdict(augment.synthesis),
-    }
-    claim_folder(Path(augment.out), inputs, log.line)
-    summary = run_augment(augment)
-    return {
-        "arm": arm.name, "seed": seed, "results": summary.results,
-        "table": str(summary.outputs["table"]), "chart": str(summary.outputs.get("chart", "")),
-    }  # fmt: skip
 
 
 __all__ = ["ExperimentOutcome", "run_experiment"]

@@ -17,10 +17,9 @@ from cxr_ldm.evaluation.metrics.metric_names import MS_SSIM
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.experiments.real_references import References, distances
 from cxr_ldm.experiments.spec import ProtocolSpec
-from cxr_ldm.experiments.synthetic_augmentation.synthetic import prompt_records
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated
-from cxr_ldm.generation.prompt_records import PromptRecord
+from cxr_ldm.generation.prompt_records import PromptRecord, prompt_records
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 PROBE_SEED, TEST_SEED, DIVERSITY_SEED = 1000, 2000, 3000

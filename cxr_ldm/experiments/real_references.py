@@ -5,7 +5,7 @@ reconstructions, and how far two real samples are apart)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,8 +24,10 @@ from cxr_ldm.evaluation.metrics.metric_names import FID, KID, on_real_images
 from cxr_ldm.evaluation.metrics.operating_points import operating_points
 from cxr_ldm.evaluation.metrics.reconstruction import reconstruct
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for
+from cxr_ldm.experiments.units import digest
 from cxr_ldm.training import fit
+from cxr_ldm.training.config_files import composed
+from cxr_ldm.training.datamodule import load_datamodule_for
 
 
 @dataclass
@@ -47,6 +49,13 @@ class References:
 
 def data_overrides(config: ExperimentConfig, out: Path) -> dict:
     return {"root": config.data.root, "cache_dir": str(out / "cache")}
+
+
+def reference_inputs(config: ExperimentConfig) -> dict:
+    """What the references are made from (the data, its config file's contents, the evaluator): the inputs
+    of every unit that reads the real data."""
+    return {"data": asdict(config.data), "data_config": digest(composed(config.data.config)),
+            "evaluator": asdict(config.evaluator)}  # fmt: skip
 
 
 def read_real_splits(config: ExperimentConfig, out: Path) -> RealSplits:

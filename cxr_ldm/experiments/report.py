@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +23,8 @@ from cxr_ldm.evaluation.metrics.metric_names import (
     KID,
     MS_SSIM,
 )
-from cxr_ldm.experiments.claims import check_claims
+from cxr_ldm.experiments.claims import add_values, check_claims
+from cxr_ldm.experiments.followup import FollowupRun, Values
 from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import plain
@@ -47,24 +49,23 @@ HEADLINE = (
 )
 
 
-def group_values(ceilings: dict, baseline: dict | None, arms: dict, augmentation: dict | None) -> dict:
+def group_values(
+    ceilings: dict, baseline: dict | None, arms: dict, followups: Sequence[FollowupRun] = ()
+) -> Values:
     """`values[group][metric]` = one value per seed, for every group a claim may name."""
-    values: dict[str, dict[str, list[float]]] = {}
-
-    def add(group: str, flat: dict) -> None:
-        for key, value in flat.items():
-            values.setdefault(group, {}).setdefault(key, []).append(value)
-
+    values: Values = {}
     for name in ("real_test", "vae_reconstructions"):
-        add(name, flatten(ceilings[name]))
-    add("real_validation", flatten(ceilings["validate_vs_test"]))
+        add_values(values, name, flatten(ceilings[name]))
+    add_values(values, "real_validation", flatten(ceilings["validate_vs_test"]))
     if baseline is not None:
-        add("baseline", flatten(baseline))
+        add_values(values, "baseline", flatten(baseline))
     for name, seeds in arms.items():
         for seed in sorted(seeds):
-            add(name, flatten(seeds[seed]["metrics"]))
-    for row in (augmentation or {}).get("results", []):
-        add(f"augment/{row['size']}/{row['condition']}", flatten(row["metrics"]))
+            add_values(values, name, flatten(seeds[seed]["metrics"]))
+    for run in followups:
+        for group, metrics in (run.result.values if run.result else {}).items():
+            for metric, seq in metrics.items():
+                values.setdefault(group, {}).setdefault(metric, []).extend(seq)
     return values
 
 
@@ -83,14 +84,23 @@ def summarize(values: dict) -> dict:
     return out
 
 
+def config_document(config: ExperimentConfig, followups: Sequence[FollowupRun]) -> dict:
+    """The experiment config as data, each follow-up's settings under its key (before the claims)."""
+    document = plain(config)
+    claims = document.pop("claims")
+    document.update({run.followup.key: plain(run.followup.settings) for run in followups})
+    return {**document, "claims": claims}
+
+
 def assemble_results(
-    config: ExperimentConfig, ceilings: dict, baseline, arms: dict, augmentation, times
+    config: ExperimentConfig, ceilings: dict, baseline, arms: dict, followups: Sequence[FollowupRun], times
 ) -> dict:
-    values = group_values(ceilings, baseline, arms, augmentation)
+    """The results document: every run, the mean ± sd per group, the claims, each follow-up under its key."""
+    values = group_values(ceilings, baseline, arms, followups)
     claims = check_claims(config.claims, values)
     return {
         "name": config.name,
-        "config": plain(config),
+        "config": config_document(config, followups),
         "references": ceilings,
         "baseline": baseline,
         "arms": {name: {f"seed{s}": r for s, r in sorted(seeds.items())} for name, seeds in arms.items()},
@@ -113,7 +123,7 @@ def assemble_results(
             }
             for c in claims
         ],  # fmt: skip
-        "augmentation": augmentation,
+        **{run.followup.key: run.result.results if run.result else None for run in followups},
         "times_s": times,
     }
 
@@ -286,7 +296,10 @@ def log_hparams(out: Path, config: ExperimentConfig, results: dict) -> Path:
     return folder
 
 
-def write_report(out: Path, config: ExperimentConfig, results: dict) -> Path:
+def write_report(
+    out: Path, config: ExperimentConfig, results: dict, sections: Sequence[list[str]] = ()
+) -> Path:
+    """`report.md` (with `sections`, the follow-ups' markdown lines, after every run) and `results.json`."""
     refs = results["references"]
     images = refs.get("images", {})
     p = config.protocol
@@ -314,13 +327,8 @@ def write_report(out: Path, config: ExperimentConfig, results: dict) -> Path:
         "## Every run", "",
         *runs_table(config, results), "",
     ]  # fmt: skip
-    augmentation = results.get("augmentation")
-    if augmentation:
-        lines += [
-            f"## Augmentation experiment (model: {augmentation['arm']}, seed {augmentation['seed']}; "
-            "mean ± sd over classifier seeds)", "",
-            Path(augmentation["table"]).read_text(), "![augmentation](augment/results.png)", "",
-        ]  # fmt: skip
+    for section in sections:
+        lines += section
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}]({path.relative_to(out)})" for path in figure_paths]
     lines += ["", "probe-images.png: per probe prompt (in the order of the findings above) one row per model: "

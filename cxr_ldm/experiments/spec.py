@@ -2,22 +2,28 @@
 
 An experiment = real data (a MIMIC-CXR root, or a phantom made when missing) + a pretrained pipeline + an
 evaluator trained on the real training split + arms (each a `fit` config composition, trained once per seed
-with the same budget) + the evaluation protocol + optionally the synthetic-data augmentation experiment on
-one arm + the claims checked against the results. `configs/experiments/*.yaml` are instances.
+with the same budget) + the evaluation protocol + the claims checked against the results.
+`configs/experiments/*.yaml` are instances; a follow-up experiment run after the arms (experiments/followup.py,
+e.g. the synthetic-data augmentation experiment) brings its own section, composed in by the command.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
-from cxr_ldm.experiments.synthetic_augmentation.config import condition_parts
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
+if TYPE_CHECKING:
+    from cxr_ldm.experiments.followup import Followup
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Groups of every experiment besides its arms (claims may name them; no arm may take these names).
+BUILTIN_GROUPS = ("baseline", "real_test", "vae_reconstructions")
 
 
 @dataclass
@@ -132,25 +138,12 @@ class ProtocolSpec:
 
 
 @dataclass
-class AugmentationSpec:
-    """The synthetic-data augmentation experiment (docs/augmentation.md) with the model of one arm and seed."""
-
-    arm: str
-    seed: int | None = None
-    sizes: list[int] = field(default_factory=lambda: [50, 100])
-    conditions: list[str] = field(
-        default_factory=lambda: ["real", "synthetic_1x", "synthetic_2x", "real+synthetic_1x"]
-    )
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    classifier_steps: int = 150
-
-
-@dataclass
 class Comparison:
     """`a` against `b` on `metric` (a results key, e.g. `probe/cond_balanced_accuracy`).
 
     relation: `greater` (a above b beyond the spread) or `at_least` (a not below b - margin beyond the spread).
-    A group is an arm name, `baseline`, `real_test`, `vae_reconstructions`, or `augment/<size>/<condition>`.
+    A group is an arm name, `baseline`, `real_test`, `vae_reconstructions`, or a group of a follow-up
+    experiment (e.g. `augment/<size>/<condition>` of the augmentation experiment).
     """
 
     a: str
@@ -181,7 +174,7 @@ class ExperimentConfig:
         build_pretrained: build the tiny pretrained pipeline at `pretrained` when it is missing (phantom world).
         seeds: every arm's seeds unless the arm names its own.
         steps: the training budget of every arm (`trainer.max_steps`); null keeps each config's.
-        data / evaluator / retriever / protocol / augmentation / claims: see their types.
+        data / evaluator / retriever / protocol / claims: see their types.
         arms: the fine-tuning strategies compared.
     """
 
@@ -196,27 +189,24 @@ class ExperimentConfig:
     retriever: RetrieverSpec = field(default_factory=RetrieverSpec)
     arms: list[ArmSpec] = field(default_factory=list)
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
-    augmentation: AugmentationSpec | None = None
     claims: list[ClaimSpec] = field(default_factory=list)
 
     def arm_seeds(self, arm: ArmSpec) -> list[int]:
         return list(self.seeds if arm.seeds is None else arm.seeds)
 
-    def validate(self) -> ExperimentConfig:
-        """Check every value; raise ConfigError naming the key and the fix."""
+    def validate(self, followups: Sequence[Followup] = ()) -> ExperimentConfig:
+        """Check every value, and the follow-ups run after the arms against them (the groups they provide
+        are what claims may name besides the arms and BUILTIN_GROUPS); raise ConfigError naming the key and
+        the fix."""
         if not self.arms:
             raise ConfigError("arms: name at least one arm (name, configs)")
         names = [arm.name for arm in self.arms]
+        reserved = [*BUILTIN_GROUPS, *(f.prefix for f in followups)]
         for index, arm in enumerate(self.arms):
-            if not _NAME.match(arm.name) or arm.name in (
-                "baseline",
-                "real_test",
-                "vae_reconstructions",
-                "augment",
-            ):
+            if not _NAME.match(arm.name) or arm.name in reserved:
                 raise ConfigError(
                     f"arms[{index}].name {arm.name!r}: use letters, digits, '-', '_' or '.', and not a reserved "
-                    "group name (baseline, real_test, vae_reconstructions, augment)"
+                    f"group name ({', '.join(reserved)})"
                 )
             if not arm.configs:
                 raise ConfigError(
@@ -244,32 +234,22 @@ class ExperimentConfig:
             )
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
-        if self.augmentation is not None:
-            a = self.augmentation
-            if a.arm not in names:
-                raise ConfigError(f"augmentation.arm {a.arm!r} is not an arm; choose from {names}")
-            arm = self.arms[names.index(a.arm)]
-            if a.seed is not None and a.seed not in self.arm_seeds(arm):
-                raise ConfigError(f"augmentation.seed {a.seed} is not a seed of arm {a.arm!r}")
-            for condition in a.conditions:
-                condition_parts(condition)
+        for followup in followups:
+            followup.validate(self)
+        groups = [*BUILTIN_GROUPS, *(f.groups for f in followups)]
         for claim in self.claims:
             for comparison in claim.comparisons:
                 for group in (comparison.a, comparison.b):
-                    if not _known_group(group, names, self):
+                    if not _known_group(group, names, followups):
                         raise ConfigError(
-                            f"claims {claim.id}: {group!r} is neither an arm ({names}) nor baseline, real_test, "
-                            "vae_reconstructions or augment/<size>/<condition> of the augmentation experiment"
+                            f"claims {claim.id}: {group!r} is neither an arm ({names}) nor "
+                            f"{', '.join(groups[:-1])} or {groups[-1]}"
                         )
         return self
 
 
-def _known_group(group: str, arms: list[str], config: ExperimentConfig) -> bool:
-    if group in arms or group in ("baseline", "real_test", "vae_reconstructions"):
+def _known_group(group: str, arms: list[str], followups: Sequence[Followup]) -> bool:
+    if group in arms or group in BUILTIN_GROUPS:
         return True
-    parts = group.split("/")
-    if len(parts) != 3 or parts[0] != "augment" or not parts[1].isdigit():
-        return False
-    if config.augmentation is None:  # switched off (`--augmentation null`): its claims are "not measured"
-        return True
-    return int(parts[1]) in config.augmentation.sizes and parts[2] in config.augmentation.conditions
+    prefix = group.split("/", 1)[0]
+    return any(f.prefix == prefix and f.provides(group) for f in followups)

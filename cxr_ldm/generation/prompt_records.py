@@ -1,4 +1,4 @@
-"""Prompts to generate from, with their labels when known: a CSV / text file or a data split."""
+"""Prompts to generate from, with their labels when known: a CSV / text file, a data split or an image set."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
@@ -82,4 +83,14 @@ def prompts_from_datamodule(datamodule, split: str = "test") -> list[PromptRecor
         values = data.labels[i].tolist()
         labels = {n: v for n, v in zip(CHEXPERT_LABELS, values, strict=True) if not math.isnan(v)}
         records.append(PromptRecord(prompt, labels, str(data.study_ids[i]), str(data.dicom_ids[i])))
+    return records
+
+
+def prompt_records(images: ImageSet) -> list[PromptRecord]:
+    """The prompts of an image set with their known labels (NaN left out) and source ids: drawing from these
+    asks a model for the same images again."""
+    records = []
+    for prompt, values, source in zip(images.prompts, images.labels.tolist(), images.ids, strict=True):
+        labels = {n: v for n, v in zip(CHEXPERT_LABELS, values, strict=True) if not math.isnan(v)}
+        records.append(PromptRecord(prompt, labels, "", source))
     return records

@@ -39,3 +39,16 @@ def load_datamodule(paths: str | Path | Sequence[str | Path], **overrides: Any) 
     except Exception as error:
         raise ConfigError(f"{paths}: data section {class_path}: {error}") from error
     return parser.instantiate_classes(config).data
+
+
+def load_datamodule_for(
+    data: str | Path, overrides: dict, image_size: int, size: int | None = None, channels: int = 1
+) -> LightningDataModule:
+    """The data module of `data` at a classifier's resolution (set up, no worker processes), limited to
+    `size` training images (the module's own seeded `max_images: {train: size}` selection)."""
+    args = {**overrides, "image_size": image_size, "channels": channels, "num_workers": 0}
+    if size is not None:
+        args["max_images"] = {"train": int(size)}
+    datamodule = load_datamodule(data, **args)
+    datamodule.setup()
+    return datamodule

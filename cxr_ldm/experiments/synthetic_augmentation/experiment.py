@@ -18,9 +18,10 @@ from cxr_ldm.experiments.synthetic_augmentation.results import (
     write_arm_result,
     write_outputs,
 )
-from cxr_ldm.experiments.synthetic_augmentation.subsets import load_datamodule_for, real_subset
+from cxr_ldm.experiments.synthetic_augmentation.subsets import real_subset
 from cxr_ldm.experiments.synthetic_augmentation.synthetic import ensure_synthetic
 from cxr_ldm.generation.generated_folder import read_generated
+from cxr_ldm.training.datamodule import load_datamodule_for
 
 LOG = logging.getLogger("cxr_ldm.experiments.synthetic_augmentation")
 

@@ -11,19 +11,7 @@ from pathlib import Path
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training.datamodule import load_datamodule
-
-
-def load_datamodule_for(
-    data: str | Path, overrides: dict, image_size: int, size: int | None = None, channels: int = 1
-):
-    """The experiment's data module at the classifier's resolution, limited to `size` training images."""
-    args = {**overrides, "image_size": image_size, "channels": channels, "num_workers": 0}
-    if size is not None:
-        args["max_images"] = {"train": int(size)}
-    datamodule = load_datamodule(data, **args)
-    datamodule.setup()
-    return datamodule
+from cxr_ldm.training.datamodule import load_datamodule_for
 
 
 def real_subset(data: str | Path, overrides: dict, image_size: int, size: int) -> ImageSet:

@@ -7,7 +7,6 @@ generation, resumable image by image, happens once per size.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -15,17 +14,7 @@ import pandas as pd
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.experiments.synthetic_augmentation.config import SynthesisSettings
 from cxr_ldm.generation.generated_folder import METADATA, GenerationSettings, generate_images
-from cxr_ldm.generation.prompt_records import PromptRecord
-from cxr_ldm.labels import CHEXPERT_LABELS
-
-
-def prompt_records(subset: ImageSet) -> list[PromptRecord]:
-    """The subset's prompts with their known labels (NaN left out) and source ids."""
-    records = []
-    for prompt, values, source in zip(subset.prompts, subset.labels.tolist(), subset.ids, strict=True):
-        labels = {n: v for n, v in zip(CHEXPERT_LABELS, values, strict=True) if not math.isnan(v)}
-        records.append(PromptRecord(prompt, labels, "", source))
-    return records
+from cxr_ldm.generation.prompt_records import prompt_records
 
 
 def ensure_synthetic(
