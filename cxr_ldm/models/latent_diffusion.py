@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -324,7 +324,7 @@ class LatentDiffusion(LightningModule):
         if self.ema is not None and real:
             self.ema.update()
 
-    def ema_scope(self, enabled: bool = True):
+    def ema_scope(self, enabled: bool = True) -> AbstractContextManager[None]:
         """Use the EMA weights inside the block when EMA is on."""
         return ema_applied(self.ema, enabled)
 
