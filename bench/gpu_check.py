@@ -74,6 +74,8 @@ def max_batches(config: dict, data_root: Path, work: Path, peak_at_8: float) -> 
 
 def sampling_speed(config: dict, work: Path, images: int, steps: dict[str, int]) -> dict:
     """Seconds per image for each sampler, batch of `images`, guidance 4, in the trainer's precision."""
+    from cxr_ldm.generation.sampling import sample
+
     cli = tt.build_cli(config, work / "sampling")
     model = cli.model.to(cli.trainer.strategy.root_device).eval()
     dtype = tt.LOW_DTYPE.get(str(config["trainer"].get("precision")))
@@ -82,11 +84,11 @@ def sampling_speed(config: dict, work: Path, images: int, steps: dict[str, int])
     seeds = list(range(images))
     out = {"images": images}
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        model.sample(prompts[:1], seeds[:1], num_inference_steps=2, scheduler="pndm")  # warm-up
+        sample(model, prompts[:1], seeds[:1], num_inference_steps=2, scheduler="pndm")  # warm-up
         for name, count in steps.items():
             tt.synchronize(device)
             start = time.perf_counter()
-            model.sample(prompts, seeds, num_inference_steps=count, scheduler=name)
+            sample(model, prompts, seeds, num_inference_steps=count, scheduler=name)
             tt.synchronize(device)
             out[f"{name}_{count}_s_per_image"] = round((time.perf_counter() - start) / images, 4)
     return out

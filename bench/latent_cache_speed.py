@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import SD_V1_VAE  # noqa: E402
 
 from cxr_ldm.data import MimicCxrDataModule  # noqa: E402
+from cxr_ldm.generation.sampling import build_pipeline  # noqa: E402
 from cxr_ldm.models import LatentDiffusion  # noqa: E402
 from cxr_ldm.phantom import generate_phantom  # noqa: E402
 
@@ -55,7 +56,7 @@ def main() -> None:
     init_args.pop("trainable")
     torch.manual_seed(0)
     model = LatentDiffusion(**init_args)
-    model.build_pipeline().save_pretrained(work / "pipeline")
+    build_pipeline(model).save_pretrained(work / "pipeline")
     common = dict(
         root=str(work / "phantom"),
         image_size=args.image_size,

@@ -13,6 +13,8 @@
   back into the state dict before it is loaded. Components built from a config (random weights) cannot be
   rebuilt and are always saved, as are the trained parts nested in a frozen component (LoRA adapters, new
   token rows).
+- A `LatentDiffusion`'s own entries (`write_model_entries`, `read_model_entries`): EMA shadows, skipped
+  non-finite steps, and the older formats (EMA as module buffers, a text encoder's pooler) still load.
 - Found to resume (`RunCheckpoint`, `last_checkpoints`): checkpoints live in `<default_root_dir>/checkpoints`,
   so a restarted run finds `last.ckpt`. Lightning's default folder includes the logger's version, which a
   restart increments: `--ckpt_path last` would then find nothing and silently start from scratch.
@@ -198,6 +200,51 @@ def restore_frozen(
             )
         for key in part.keys:
             checkpoint["state_dict"][key] = state[key].detach()
+
+
+# --- a LatentDiffusion's own entries
+
+EMA_KEY = "ema"
+NONFINITE_KEY = "nonfinite_steps_skipped"
+
+
+def write_model_entries(
+    checkpoint: dict, frozen: dict[str, FrozenPretrained], ema, nonfinite_steps_skipped: int, frozen_dtype
+) -> None:
+    """What a `LatentDiffusion` adds to a checkpoint Lightning is writing: the EMA shadows (`ema`, an
+    `EmaWeights` or None), the count of skipped non-finite steps; frozen pretrained weights are left out,
+    and frozen weights cast for the fit (`frozen_dtype`, a `FrozenDtype`) are saved with their original
+    values."""
+    if ema is not None:
+        checkpoint[EMA_KEY] = ema.state_dict()
+    checkpoint[NONFINITE_KEY] = nonfinite_steps_skipped
+    drop_frozen(checkpoint, frozen)  # rebuilt from their source on load
+    # Only the cast weights still in the checkpoint (after the pretrained ones were dropped) are copied back.
+    if frozen_dtype.active and "state_dict" in checkpoint:
+        frozen_dtype.mend_state_dict(checkpoint["state_dict"])
+
+
+def read_model_entries(
+    checkpoint: dict, frozen: dict[str, FrozenPretrained], state: dict[str, torch.Tensor], ema
+) -> int:
+    """Ready a checkpoint's state dict for a `LatentDiffusion` (`state` from its `state_dict(keep_vars=True)`)
+    and load its EMA into `ema` (an `EmaWeights` or None); returns the count of skipped non-finite steps.
+
+    Older checkpoints load too: EMA shadows kept as module buffers (`ema.shadow_<i>`, `ema.num_updates`)
+    and the weights of a text encoder's pooler, which is no longer built."""
+    restore_frozen(checkpoint, frozen, state)
+    weights = checkpoint["state_dict"]
+    legacy = {k: weights.pop(k) for k in [k for k in weights if k.startswith("ema.")]}  # EMA as buffers
+    for key in [k for k in weights if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
+        del weights[key]
+    if ema is not None:
+        if EMA_KEY in checkpoint:
+            ema.load_state_dict(checkpoint[EMA_KEY])
+        elif legacy:
+            names = list(ema.named_shadows())
+            shadows = {name: legacy[f"ema.shadow_{i}"] for i, name in enumerate(names)}
+            ema.load_state_dict({"shadows": shadows, "num_updates": legacy["ema.num_updates"]})
+    return int(checkpoint.get(NONFINITE_KEY, 0))
 
 
 # --- found to resume

@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.data import MimicCxrDataModule
+from cxr_ldm.generation.sampling import build_pipeline
 from cxr_ldm.models import LatentDiffusion
 
 
@@ -20,7 +21,7 @@ def tiny_pipeline(tmp_path_factory):
     torch.manual_seed(0)
     model = LatentDiffusion(**init_args)
     folder = tmp_path_factory.mktemp("tiny-pipeline")
-    model.build_pipeline().save_pretrained(folder)
+    build_pipeline(model).save_pretrained(folder)
     return folder
 
 

@@ -15,6 +15,7 @@ from _tiny_run import ROOT, domain_encoder_init_args, run_fit, tiny_batches, tin
 from lightning import Callback
 
 from cxr_ldm.__main__ import main
+from cxr_ldm.generation.sampling import build_pipeline, sample
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.lora import LoraSpec
 from cxr_ldm.models.trainable import Trainable
@@ -37,8 +38,8 @@ def test_v_prediction_reaches_sampling_and_export(tmp_path, phantom_root):
     model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
     for name in ("pndm", "ddim", "dpm++", "euler", "unipc"):
-        assert model.build_pipeline(name).scheduler.config.prediction_type == "v_prediction", name
-    assert model.sample(["normal"], [0], num_inference_steps=2).shape == (1, 3, 32, 32)
+        assert build_pipeline(model, name).scheduler.config.prediction_type == "v_prediction", name
+    assert sample(model, ["normal"], [0], num_inference_steps=2).shape == (1, 3, 32, 32)
     out = tmp_path / "export"
     assert main(["export", "--ckpt", str(checkpoints / "last.ckpt"), "--out", str(out)]) == 0
     result = subprocess.run(
@@ -119,14 +120,14 @@ def test_training_step_path_has_no_host_sync():
     try:
         for _ in range(2):
             loss = model._shared_step(batch, "train")
-            model._note_finiteness(loss, batch, 1)
+            model.nonfinite.note(loss, model.global_step, batch, 1)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             model.ema.update()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    model.check_nonfinite()  # the one sync, at a logging step: all losses were finite
+    model.nonfinite.check()  # the one sync, at a logging step: all losses were finite
 
 
 def test_bert_padding_is_attended_nowhere(phantom_root):
@@ -139,7 +140,7 @@ def test_bert_padding_is_attended_nowhere(phantom_root):
         model.text.max_length = length
         with torch.no_grad():
             losses.append(model._shared_step(batch, "val", torch.Generator().manual_seed(0)))
-        images.append(model.sample(["pleural effusion", "normal"], [0, 1], num_inference_steps=2))
+        images.append(sample(model, ["pleural effusion", "normal"], [0, 1], num_inference_steps=2))
     torch.testing.assert_close(losses[0], losses[1])
     torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=1e-4)
 
@@ -273,7 +274,7 @@ def test_model_fitted_again_starts_its_counts_afresh_and_a_failed_fit_leaves_it_
     )
     for _ in range(2):
         tiny_trainer(tmp_path, max_steps=2, max_epochs=1).fit(model, tiny_batches(4))
-        assert model.nonfinite_steps_skipped == 2  # not 4: the second fit does not inherit the first's
+        assert model.nonfinite.steps_skipped == 2  # not 4: the second fit does not inherit the first's
     # A fit that raises under bf16-mixed gives the frozen weights back in float32 (teardown is not called).
     model = LatentDiffusion(**tiny_init_args(noise_offset=1e39))
     with pytest.raises(FloatingPointError):

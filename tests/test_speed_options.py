@@ -12,7 +12,7 @@ from cxr_ldm.data.prompt_tokens import PromptTokenizer
 from cxr_ldm.models import LatentDiffusion, Trainable
 from cxr_ldm.models.frozen_dtype import training_dtype
 from cxr_ldm.models.fused_adamw import fused_applies, make_adamw
-from cxr_ldm.models.text_embedding_cache import text_cache_ready
+from cxr_ldm.models.text_embedding_cache import open_text_cache, text_cache_ready
 
 PROMPTS = ["normal", "pleural effusion", "cardiomegaly", "small left pleural effusion"]
 
@@ -124,7 +124,7 @@ def test_text_cache_gives_the_same_loss_and_is_rebuilt_when_the_encoder_changes(
     built = (folders[0] / "embeddings.npy").stat().st_mtime_ns
 
     # The cache as the training step reads it: same loss, train (dropout rows) and validation.
-    model.text_cache = model._open_text_cache()
+    model.text_cache = open_text_cache(model.text, model.trainer, model.text_trains())
     batch = batch_of(["normal", "pleural effusion"] * 2)
     assert model.text_cache.covers(batch["prompt"])
     cached = {stage: loss_of(model, batch, stage) for stage in ("train", "val")}
@@ -133,7 +133,7 @@ def test_text_cache_gives_the_same_loss_and_is_rebuilt_when_the_encoder_changes(
         assert torch.equal(loss, loss_of(model, batch, stage))
 
     # The loss is read from the cache: a changed encoder does not move it while the cache is in place.
-    model.text_cache = model._open_text_cache()
+    model.text_cache = open_text_cache(model.text, model.trainer, model.text_trains())
     saved = {k: v.clone() for k, v in model.text.encoder.state_dict().items()}
     with torch.no_grad():
         list(model.text.encoder.parameters())[-1].add_(0.1)

@@ -13,6 +13,7 @@ from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.features import batched
 from cxr_ldm.evaluation.metrics.fid import fid_classifier
 from cxr_ldm.evaluation.metrics.metric_names import FID, MS_SSIM
+from cxr_ldm.generation.sampling import sample
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 
@@ -94,8 +95,11 @@ class GenerationMetrics(Callback):
         seeds = [self.seed + i for i in range(len(expanded))]
         fake = torch.cat(
             [
-                pl_module.sample(
-                    expanded[i : i + self.batch_size], seeds[i : i + self.batch_size], **self.sampling
+                sample(
+                    pl_module,
+                    expanded[i : i + self.batch_size],
+                    seeds[i : i + self.batch_size],
+                    **self.sampling,
                 )
                 for i in range(0, len(expanded), self.batch_size)
             ]

@@ -7,6 +7,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.generation.sampling import sample
 
 
 class ValidationSamples(Callback):
@@ -46,7 +47,8 @@ class ValidationSamples(Callback):
 
     @rank_zero_only
     def _log_samples(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        images = pl_module.sample(
+        images = sample(
+            pl_module,
             self.prompts,
             self.seeds,
             num_inference_steps=self.num_inference_steps,

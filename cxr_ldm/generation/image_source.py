@@ -9,6 +9,7 @@ import torch
 
 from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.generation.sampling import sample
 from cxr_ldm.models.samplers import make_sampler
 
 
@@ -36,8 +37,14 @@ class CheckpointSource:
     def sample(
         self, prompts, seeds, num_inference_steps=75, guidance_scale=4.0, scheduler="pndm"
     ) -> torch.Tensor:
-        return self.model.sample(
-            list(prompts), list(seeds), num_inference_steps, guidance_scale, scheduler=scheduler, use_ema=True
+        return sample(
+            self.model,
+            list(prompts),
+            list(seeds),
+            num_inference_steps,
+            guidance_scale,
+            scheduler=scheduler,
+            use_ema=True,
         )
 
     def vae(self):

@@ -176,3 +176,52 @@ def latent_scaling_factor(vae: AutoencoderKL) -> float:
 
 def module_dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
+
+
+def load_diffusion_components(spec) -> tuple[DiffusionComponents, dict[str, tuple[str, list[torch.Tensor]]]]:
+    """The components the `components` part (`cxr_ldm.models.diffusion_parts.Components`) `spec` names, with
+    its prediction type; and {component: (source, its tensors)} for those loaded from a pretrained source.
+
+    A text encoder's pooler (BERT family) is dropped: only the hidden states condition the U-Net, and a
+    pooler would get no gradient, which DDP refuses on the next step, and would sit in the optimizer for
+    nothing.
+    """
+    parts = load_components(
+        spec.pretrained_model_name_or_path,
+        spec.revision,
+        spec.vae_config,
+        spec.unet_config,
+        spec.text_encoder_config,
+        spec.text_encoder_name_or_path,
+        spec.tokenizer_name_or_path,
+        spec.scheduler_config,
+    )
+    if spec.prediction_type is not None:
+        # from_config (not register_to_config): diffusers drops values it thinks are defaults when a
+        # config is copied into another scheduler, which would lose the override at sampling and export.
+        parts.noise_scheduler = type(parts.noise_scheduler).from_config(
+            parts.noise_scheduler.config, prediction_type=spec.prediction_type
+        )
+    loaded = _pretrained_tensors(spec, parts)
+    if getattr(parts.text_encoder, "pooler", None) is not None:
+        parts.text_encoder.pooler = None
+    return parts, loaded
+
+
+def _pretrained_tensors(spec, parts: DiffusionComponents) -> dict[str, tuple[str, list[torch.Tensor]]]:
+    """{component: (source, its tensors)} for the components `parts` loaded from a pretrained source.
+
+    The tensors themselves, not their ids: a tensor dropped meanwhile (a BERT pooler) could otherwise
+    hand its id to a new one (a fresh projection), which would then pass for pretrained."""
+    base = f"{spec.pretrained_model_name_or_path}{f'@{spec.revision}' if spec.revision else ''}"
+    candidates = (
+        ("vae", parts.vae, spec.vae_config, f"{base} (vae)"),
+        ("unet", parts.unet, spec.unet_config, f"{base} (unet)"),
+        ("text_encoder", parts.text_encoder, spec.text_encoder_config,
+         spec.text_encoder_name_or_path or f"{base} (text_encoder)"),
+    )  # fmt: skip
+    return {
+        name: (source, [*module.parameters(), *module.buffers()])
+        for name, module, config, source in candidates
+        if config is None
+    }

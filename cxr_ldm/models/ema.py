@@ -3,7 +3,7 @@
 The shadows are plain tensors, not module buffers: DDP would otherwise broadcast every one of them from
 rank zero at each forward (about 3.4 GB per micro-batch for Stable Diffusion's U-Net). Each rank updates
 its own copy from the same all-reduced weights; checkpoints carry them through `state_dict()` /
-`load_state_dict()` (see `LatentDiffusion.on_save_checkpoint`). The update count is a Python integer, so
+`load_state_dict()` (see `cxr_ldm.checkpoints.write_model_entries`). The update count is a Python integer, so
 an update never waits for the device.
 """
 
@@ -78,3 +78,13 @@ class EmaWeights:
             with torch.no_grad():
                 for param, saved in zip(self._targets, backup, strict=True):
                     param.copy_(saved)
+
+
+@contextmanager
+def ema_applied(ema: EmaWeights | None, enabled: bool = True) -> Iterator[None]:
+    """The EMA weights in place inside the block, when there is an EMA and `enabled`."""
+    if ema is None or not enabled:
+        yield
+        return
+    with ema.swapped_in():
+        yield

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from functools import partial
-from pathlib import Path
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.optimization import get_scheduler
 from lightning import Callback, LightningModule
 from torch import nn
 
-from cxr_ldm.checkpoints import drop_frozen, find_frozen_pretrained, restore_frozen
+from cxr_ldm.checkpoints import find_frozen_pretrained, read_model_entries, write_model_entries
 from cxr_ldm.data.prompt_tokens import PromptTokenizer
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.models.components import latent_scaling_factor, load_components
-from cxr_ldm.models.cross_attention import rebuild_cross_attention
+from cxr_ldm.models.components import latent_scaling_factor, load_diffusion_components
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.diffusion_parts import (
     PARTS,
@@ -34,35 +28,25 @@ from cxr_ldm.models.diffusion_parts import (
     as_part,
     upgrade_flat_arguments,
 )
-from cxr_ldm.models.ema import EmaWeights
+from cxr_ldm.models.ema import EmaWeights, ema_applied
 from cxr_ldm.models.frozen_dtype import FrozenDtype, training_dtype
-from cxr_ldm.models.fused_adamw import make_adamw
+from cxr_ldm.models.gradient_checkpointing import checkpoint_gradient_path
 from cxr_ldm.models.lora import LoraSpec, add_lora
-from cxr_ldm.models.samplers import make_sampler
+from cxr_ldm.models.nonfinite import NonfiniteLoss
+from cxr_ldm.models.optimizer import build_optimizer
 from cxr_ldm.models.text_conditioner import TextConditioner
-from cxr_ldm.models.text_embedding_cache import (
-    TextEmbeddingCache,
-    build_text_cache,
-    cache_prompts,
-    text_cache_key,
-    text_cache_ready,
-)
-from cxr_ldm.models.text_projection import TextProjection, load_projection
+from cxr_ldm.models.text_embedding_cache import TextEmbeddingCache, open_text_cache
+from cxr_ldm.models.text_projection import build_projection
 from cxr_ldm.models.textual_inversion import add_placeholder_tokens
-from cxr_ldm.models.trainable import Trainable, as_dataclass, freeze, plain_data
-from cxr_ldm.models.unet_speedups import channels_last_applies, compile_forward, use_channels_last
-
-log = logging.getLogger("cxr_ldm.models")
-
-# Parents before the parts nested in them: a nested part's own choice (train or freeze) wins.
-TRAINABLE_COMPONENTS = (
-    "unet",
-    "text_encoder",
-    "text_projection",
-    "token_embeddings",
-    "unet_lora",
-    "text_encoder_lora",
+from cxr_ldm.models.trainable import (
+    TRAINABLE_COMPONENTS,
+    Trainable,
+    as_dataclass,
+    check_trainable_names,
+    freeze,
+    plain_data,
 )
+from cxr_ldm.models.unet_speedups import channels_last_applies, compile_forward, use_channels_last
 
 
 class LatentDiffusion(LightningModule):
@@ -117,42 +101,17 @@ class LatentDiffusion(LightningModule):
         # dataclasses are rebuilt from them on load.
         trainable = plain_data({"unet": Trainable()} if trainable is None else trainable)
         lora = plain_data(lora)
-        unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
-        if unknown:
-            hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
-            raise ConfigError(
-                f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
-                f"choose from {list(TRAINABLE_COMPONENTS)}"
-            )
+        check_trainable_names(trainable)
         self.save_hyperparameters(
             {"trainable": trainable, "lora": lora, **{name: plain_data(part) for name, part in parts.items()}}
         )
         trainable = {name: as_dataclass(Trainable, spec) for name, spec in trainable.items()}
-        spec = self.components_spec
-        loaded_parts = load_components(
-            spec.pretrained_model_name_or_path,
-            spec.revision,
-            spec.vae_config,
-            spec.unet_config,
-            spec.text_encoder_config,
-            spec.text_encoder_name_or_path,
-            spec.tokenizer_name_or_path,
-            spec.scheduler_config,
-        )
-        if spec.prediction_type is not None:
-            # from_config (not register_to_config): diffusers drops values it thinks are defaults when a
-            # config is copied into another scheduler, which would lose the override at sampling and export.
-            loaded_parts.noise_scheduler = type(loaded_parts.noise_scheduler).from_config(
-                loaded_parts.noise_scheduler.config, prediction_type=spec.prediction_type
-            )
-        loaded = self._pretrained_tensors(loaded_parts)
-        if getattr(loaded_parts.text_encoder, "pooler", None) is not None:
-            # Only the hidden states condition the U-Net: a pooler (BERT family) would get no gradient,
-            # which DDP refuses on the next step, and would sit in the optimizer for nothing.
-            loaded_parts.text_encoder.pooler = None
+        loaded_parts, loaded = load_diffusion_components(self.components_spec)
         self.vae = loaded_parts.vae
         self.unet = loaded_parts.unet
-        projection = self._build_projection(loaded_parts, "unet" in trainable)
+        projection = build_projection(
+            self.conditioning, loaded_parts.text_encoder, loaded_parts.unet, "unet" in trainable
+        )
         tokenizer = loaded_parts.tokenizer
         # Nested parts (new token rows, LoRA adapters) live inside the U-Net / encoder; this dict only
         # points at them, so they are not registered twice (no duplicate checkpoint state).
@@ -173,10 +132,8 @@ class LatentDiffusion(LightningModule):
             self._nested[f"{component}_lora"] = add_lora(targets[component], lora_spec, component)
         self.noise_scheduler = loaded_parts.noise_scheduler
         self.trainable = trainable
-        self.nonfinite_steps_skipped = 0
+        self.nonfinite = NonfiniteLoss(self.objective.nonfinite_loss, self.objective.nonfinite_max_skips)
         self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
-        self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
-        self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
         self._device_generator: torch.Generator | None = None
         self.vae_scale = latent_scaling_factor(self.vae)
 
@@ -193,14 +150,7 @@ class LatentDiffusion(LightningModule):
                 continue
             module.requires_grad_(True)
         if self.speed.gradient_checkpointing:
-            for module in self._gradient_path():
-                self._enable_checkpointing(module)
-            if "text_encoder" not in trainable and self.text.encoder in self._gradient_path():
-                # transformers checkpoints a layer only in train mode; a frozen encoder stays in eval mode, so
-                # only its checkpointed layers' own flag is set (their dropout-bearing children stay in eval).
-                for layer in self.text.encoder.modules():
-                    if getattr(layer, "gradient_checkpointing", False) is True:
-                        layer.training = True
+            checkpoint_gradient_path(self.unet, self.text.encoder, trainable)
         decay = self.ema_spec.decay
         self.ema = EmaWeights(self.trained_named_parameters(), decay) if decay else None
         self.frozen_dtype = FrozenDtype()
@@ -210,86 +160,7 @@ class LatentDiffusion(LightningModule):
         frozen = set(self.components()) - set(trainable)
         self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
 
-    def _pretrained_tensors(self, parts) -> dict[str, tuple[str, list[torch.Tensor]]]:
-        """{component: (source, its tensors)} for the components loaded from a pretrained source.
-
-        The tensors themselves, not their ids: a tensor dropped meanwhile (a BERT pooler) could otherwise
-        hand its id to a new one (a fresh projection), which would then pass for pretrained."""
-        spec = self.components_spec
-        base = f"{spec.pretrained_model_name_or_path}{f'@{spec.revision}' if spec.revision else ''}"
-        candidates = (
-            ("vae", parts.vae, spec.vae_config, f"{base} (vae)"),
-            ("unet", parts.unet, spec.unet_config, f"{base} (unet)"),
-            ("text_encoder", parts.text_encoder, spec.text_encoder_config,
-             spec.text_encoder_name_or_path or f"{base} (text_encoder)"),
-        )  # fmt: skip
-        return {
-            name: (source, [*module.parameters(), *module.buffers()])
-            for name, module, config, source in candidates
-            if config is None
-        }
-
     # ----------------------------------------------------------------- components and freezing
-    def _build_projection(self, parts, unet_trains: bool) -> nn.Module | None:
-        """The configured bridge between text encoder width and U-Net `cross_attention_dim`."""
-        spec = self.conditioning
-        width = getattr(parts.text_encoder.config, "hidden_size", None)
-        target = parts.unet.config.cross_attention_dim
-        choice = spec.text_projection
-        key = "model.init_args.conditioning.text_projection"
-        weights_key = "model.init_args.conditioning.text_projection_weights"
-        if spec.text_projection_weights is not None:
-            if choice == "rebuild_cross_attention":
-                raise ConfigError(f"{key}: rebuild_cross_attention takes no text_projection_weights")
-            projection = load_projection(spec.text_projection_weights, weights_key)
-            if choice is not None and projection.kind != choice:
-                raise ConfigError(
-                    f"{key} is {choice!r} but {weights_key} holds a {projection.kind!r} projection"
-                )
-            if (projection.in_features, projection.out_features) != (width, target):
-                raise ConfigError(
-                    f"{weights_key} maps {projection.in_features} -> "
-                    f"{projection.out_features}, but this text encoder is {width} wide and the U-Net's "
-                    f"cross_attention_dim is {target}"
-                )
-            return projection
-        if choice in ("linear", "mlp"):
-            if width is None:
-                raise ConfigError(f"{key}: the text encoder's config has no hidden_size")
-            return TextProjection(width, target, choice, spec.text_projection_hidden)
-        if choice == "rebuild_cross_attention":
-            if not unet_trains:
-                raise ConfigError(
-                    f"{key}: rebuild_cross_attention makes fresh attn2.to_k/to_v layers, so the U-Net must "
-                    "train (add unet to model.init_args.trainable)"
-                )
-            rebuild_cross_attention(parts.unet, width)
-            return None
-        if width is None or width == target:
-            return None
-        raise ConfigError(
-            f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}): "
-            f"set {key} to linear, mlp or rebuild_cross_attention"
-        )
-
-    def _gradient_path(self) -> list[nn.Module]:
-        """The large components gradients pass through, trained or not (e.g. a frozen U-Net under LoRA,
-        textual projection or textual inversion): where gradient checkpointing saves memory."""
-        path = [self.unet] if self.trainable else []
-        if any(name in self.trainable for name in ("text_encoder", "text_encoder_lora", "token_embeddings")):
-            path.append(self.text.encoder)
-        return path
-
-    @staticmethod
-    def _enable_checkpointing(module: nn.Module) -> None:
-        if hasattr(module, "enable_gradient_checkpointing"):
-            module.enable_gradient_checkpointing()
-        elif hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5 (non-reentrant)
-            module.activation_checkpointing_enable()
-        elif hasattr(module, "gradient_checkpointing_enable"):
-            # non-reentrant: also correct when the module's own inputs need no gradient (frozen embeddings)
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
     def components(self) -> dict[str, nn.Module]:
         """Every component that can be frozen or trained, by its config name."""
         found = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text.encoder}
@@ -417,64 +288,19 @@ class LatentDiffusion(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss = self._shared_step(batch, "train", *self.training_generators(batch_idx))
-        if self.objective.nonfinite_loss == "skip":
-            if not torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
-                return self._skip_nonfinite(loss, batch, batch_idx)
-        else:
-            self._note_finiteness(loss, batch, batch_idx)
-            every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
-            if self.global_step % every == 0:  # the logging steps sync anyway
-                self.check_nonfinite()
+        every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
+        if self.nonfinite.skips(loss, self.global_step, batch, batch_idx, self.global_step % every == 0):
+            self.log("train/nonfinite_steps_skipped", float(self.nonfinite.steps_skipped))
+            return None
         self._batches_since_step += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
 
-    @staticmethod
-    def _describe(batch: dict, batch_idx: int) -> str:
-        ids = batch.get("dicom_id")
-        return f"batch {batch_idx} (batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
-
-    def _note_finiteness(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
-        """Record, on the device, whether this loss is finite; look at it on the host only now and then."""
-        index = len(self._unchecked)
-        self._unchecked.append((self.global_step, batch_idx, self._describe(batch, batch_idx)))
-        here = torch.where(torch.isfinite(loss.detach()), -1, index)
-        first = self._first_nonfinite
-        self._first_nonfinite = here if first is None else torch.where(first >= 0, first, here)
-
-    def check_nonfinite(self) -> None:
-        """Raise if a loss since the last check was non-finite (one host sync)."""
-        first, unchecked = self._first_nonfinite, self._unchecked
-        self._first_nonfinite, self._unchecked = None, []
-        if first is None or int(first) < 0:
-            return
-        step, _, where = unchecked[int(first)]
-        raise FloatingPointError(
-            f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
-            "over 16-mixed, check the images, or set model.init_args.objective.nonfinite_loss: skip to skip such steps."
-        )
-
-    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
-        where = f"non-finite loss ({loss.item()}) at global step {self.global_step}, " + self._describe(
-            batch, batch_idx
-        )
-        self.nonfinite_steps_skipped += 1
-        limit = self.objective.nonfinite_max_skips
-        if self.nonfinite_steps_skipped > limit:
-            raise FloatingPointError(
-                f"{where}: {self.nonfinite_steps_skipped} steps skipped, more than "
-                f"model.init_args.objective.nonfinite_max_skips ({limit}); the run has diverged. "
-                "Lower the learning rate, prefer bf16-mixed over 16-mixed, or check the images."
-            )
-        log.warning("skipping step: %s (%d skipped so far)", where, self.nonfinite_steps_skipped)
-        self.log("train/nonfinite_steps_skipped", float(self.nonfinite_steps_skipped))
-        return None
-
     def on_train_epoch_end(self) -> None:
-        self.check_nonfinite()
+        self.nonfinite.check()
 
     def on_train_end(self) -> None:
-        self.check_nonfinite()
+        self.nonfinite.check()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
@@ -498,57 +324,32 @@ class LatentDiffusion(LightningModule):
         if self.ema is not None and real:
             self.ema.update()
 
+    def ema_scope(self, enabled: bool = True) -> AbstractContextManager[None]:
+        """Use the EMA weights inside the block when EMA is on."""
+        return ema_applied(self.ema, enabled)
+
+    def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
+        return build_optimizer(self.trainable, self.owned_parameters(), self.optimization, total)
+
     # ----------------------------------------------------------------- checkpoint contents
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.objective.nonfinite_loss == "raise" and self._fitting():
+        if self._fitting():
             # Never write weights a non-finite step has reached, whether the save comes from a training
             # hook or from validation's end (ModelCheckpoint with validation, or monitoring val/loss).
-            self.check_nonfinite()
-        if self.ema is not None:
-            checkpoint["ema"] = self.ema.state_dict()
-        checkpoint["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
-        drop_frozen(checkpoint, self._frozen_pretrained)  # rebuilt from their source on load
-        # Frozen weights cast for the fit are saved with their original (float32) values; only those still
-        # in the checkpoint (after the pretrained ones were dropped) are copied back.
-        if self.frozen_dtype.active and "state_dict" in checkpoint:
-            self.frozen_dtype.mend_state_dict(checkpoint["state_dict"])
+            self.nonfinite.check()
+        skipped = self.nonfinite.steps_skipped
+        write_model_entries(checkpoint, self._frozen_pretrained, self.ema, skipped, self.frozen_dtype)
 
     def _fitting(self) -> bool:
         trainer = self._trainer
         return trainer is not None and trainer.state.fn == "fit"
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        restore_frozen(checkpoint, self._frozen_pretrained, self.state_dict(keep_vars=True))
-        state = checkpoint["state_dict"]
-        legacy = {k: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}  # EMA as buffers
-        for key in [k for k in state if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
-            del state[key]
-        if self.ema is not None:
-            if "ema" in checkpoint:
-                self.ema.load_state_dict(checkpoint["ema"])
-            elif legacy:
-                names = list(self.ema.named_shadows())
-                shadows = {name: legacy[f"ema.shadow_{i}"] for i, name in enumerate(names)}
-                self.ema.load_state_dict({"shadows": shadows, "num_updates": legacy["ema.num_updates"]})
-        self.nonfinite_steps_skipped = int(checkpoint.get("nonfinite_steps_skipped", 0))
-
-    def configure_optimizers(self):
-        groups = []
-        owned = self.owned_parameters()
-        for name, settings in self.trainable.items():
-            params = [p for p in owned[name].values() if p.requires_grad]
-            groups.append(
-                {"params": params, "lr": settings.lr, "weight_decay": settings.weight_decay, "name": name}
-            )
-        optimizer = make_adamw(groups, fused=self.optimization.fused_adamw)
-        total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
-        scheduler = get_scheduler(
-            self.optimization.lr_scheduler,
-            optimizer,
-            num_warmup_steps=self.optimization.lr_warmup_steps,
-            num_training_steps=int(total) if total and total != float("inf") else None,
+        state = self.state_dict(keep_vars=True)
+        self.nonfinite.steps_skipped = read_model_entries(
+            checkpoint, self._frozen_pretrained, state, self.ema
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------- speed options (fit)
     def setup(self, stage: str) -> None:
@@ -570,35 +371,14 @@ class LatentDiffusion(LightningModule):
 
     def on_fit_start(self) -> None:
         # A model object fitted again (Python API) starts its counts afresh.
-        self.nonfinite_steps_skipped = 0
-        self._unchecked, self._first_nonfinite, self._batches_since_step = [], None, 0
+        self.nonfinite.reset()
+        self._batches_since_step = 0
         dtype = training_dtype(self.trainer.precision)
         if self.speed.frozen_in_training_dtype and dtype is not None:
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
             self.frozen_dtype.cast(self, frozen, dtype)
         if self.conditioning.text_embedding_cache:
-            self.text_cache = self._open_text_cache()
-
-    def _open_text_cache(self) -> TextEmbeddingCache | None:
-        if self.text_trains():
-            log.warning(
-                "conditioning.text_embedding_cache is on but a text part trains; encoding prompts every step"
-            )
-            return None
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "all_prompts"):
-            log.warning("text_embedding_cache: the data module has no all_prompts(); encoding every step")
-            return None
-        prompts = cache_prompts(datamodule.all_prompts())
-        autocast_dtype = training_dtype(self.trainer.precision)
-        root = Path(getattr(datamodule, "cache_dir", None) or Path(self.trainer.default_root_dir) / "cache")
-        folder = root / f"text-embeddings-{text_cache_key(self.text, prompts, autocast_dtype)}"
-        if self.trainer.local_rank == 0 and not text_cache_ready(folder):
-            log.info("encoding %d prompts into the text-embedding cache %s", len(prompts), folder)
-            self.text.eval()
-            build_text_cache(self.text, prompts, folder, self.trainer.precision_plugin.forward_context())
-        self.trainer.strategy.barrier("text_embedding_cache")
-        return TextEmbeddingCache(folder)
+            self.text_cache = open_text_cache(self.text, self.trainer, self.text_trains())
 
     def teardown(self, stage: str) -> None:
         self.frozen_dtype.restore()
@@ -606,117 +386,6 @@ class LatentDiffusion(LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         return [_TeardownOnException()]
-
-    # ----------------------------------------------------------------- EMA, sampling, export
-    @contextmanager
-    def ema_scope(self, enabled: bool = True) -> Iterator[None]:
-        """Use the EMA weights inside the block when EMA is on."""
-        if self.ema is None or not enabled:
-            yield
-            return
-        with self.ema.swapped_in():
-            yield
-
-    def build_pipeline(self, scheduler: str = "pndm") -> StableDiffusionPipeline:
-        """A diffusers pipeline sharing this model's modules (no copy)."""
-        pipeline = StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.text.encoder,
-            tokenizer=self.text.tokenizer,
-            unet=self.unet,
-            scheduler=make_sampler(scheduler, self.noise_scheduler.config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipeline.set_progress_bar_config(disable=True)
-        return pipeline
-
-    @torch.no_grad()
-    def sample(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        num_inference_steps: int = 75,
-        guidance_scale: float = 4.0,
-        scheduler: str = "pndm",
-        use_ema: bool = True,
-        negative_prompt: str = "",
-    ) -> torch.Tensor:
-        """Generate one image per (prompt, seed): float32 (B, C, H, W) in [0, 1] on the CPU.
-
-        The U-Net runs in the ambient precision; the VAE decodes in float32 so half-precision VAEs
-        cannot produce black images.
-        """
-        if len(prompts) != len(seeds):
-            raise ValueError("sample() needs one seed per prompt")
-        was_training = self.training  # a frozen U-Net always reports eval (LoRA, projection runs)
-        self.unet.eval()
-        self.text.eval()
-        try:
-            with (
-                self.ema_scope(use_ema),
-                self.frozen_dtype.originals(),
-                self._cross_attention_masks(prompts, negative_prompt) as embeds,
-            ):
-                context, uncond = embeds
-                generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-                pipeline = self.build_pipeline(scheduler)
-                latents = pipeline(
-                    prompt_embeds=context.to(self.unet.dtype),
-                    negative_prompt_embeds=uncond.to(self.unet.dtype),
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                    generator=generators,
-                    output_type="latent",
-                ).images
-                return self.decode_latents(latents)
-        finally:
-            if was_training:
-                self.unet.train()
-                self.text.train()
-
-    @contextmanager
-    def _cross_attention_masks(self, prompts: list[str], negative_prompt: str) -> Iterator[tuple]:
-        """Prompt and negative embeddings; inside the block the U-Net also gets their padding masks.
-
-        diffusers' pipeline has no `encoder_attention_mask` argument, so a forward pre-hook adds it:
-        the pipeline's guided batch is (negative, prompt) concatenated, an unguided one the prompts alone.
-        """
-        context, mask = self.text.encode(list(prompts))
-        uncond, uncond_mask = self.text.encode([negative_prompt] * len(prompts))
-        if mask is None:
-            yield context, uncond
-            return
-        handle = self.unet.register_forward_pre_hook(
-            partial(_add_encoder_attention_mask, torch.cat([uncond_mask, mask]), mask), with_kwargs=True
-        )
-        try:
-            yield context, uncond
-        finally:
-            handle.remove()
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        device_type = latents.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            vae_dtype = self.vae.dtype
-            if vae_dtype != torch.float32:
-                self.vae.float()
-            try:
-                images = self.vae.decode(latents.float() / self.vae_scale).sample
-            finally:
-                if vae_dtype != torch.float32:
-                    self.vae.to(vae_dtype)
-        return ((images.float() + 1) / 2).clamp(0, 1).cpu()
-
-
-def _add_encoder_attention_mask(guided: torch.Tensor, plain: torch.Tensor, module, args, kwargs):
-    """U-Net forward pre-hook: the padding mask matching this call's batch (see `_cross_attention_masks`)."""
-    sample = args[0] if args else kwargs["sample"]
-    if kwargs.get("encoder_attention_mask") is None:
-        kwargs["encoder_attention_mask"] = guided if sample.shape[0] == guided.shape[0] else plain
-    return args, kwargs
 
 
 class _TeardownOnException(Callback):

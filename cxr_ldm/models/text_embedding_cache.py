@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -25,6 +26,9 @@ import torch
 from torch import nn
 
 from cxr_ldm.data.atomic import atomic_path, options_key, write_text_atomic
+from cxr_ldm.models.frozen_dtype import training_dtype
+
+log = logging.getLogger("cxr_ldm.models")
 
 EMBEDDINGS_FILE = "embeddings.npy"
 MASK_FILE = "attention_mask.npy"
@@ -154,3 +158,27 @@ class TextEmbeddingCache:
             values = values.view(torch.bfloat16)
         masks = torch.from_numpy(self._masks[np.asarray(rows)].astype(np.int64))
         return values, masks
+
+
+def open_text_cache(text: nn.Module, trainer, text_trains: bool) -> TextEmbeddingCache | None:
+    """The cache of the fit `trainer` runs, built (rank zero) when missing; None when a text part trains
+    (`text_trains`) or the data module cannot list its prompts (`all_prompts()`)."""
+    if text_trains:
+        log.warning(
+            "conditioning.text_embedding_cache is on but a text part trains; encoding prompts every step"
+        )
+        return None
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None or not hasattr(datamodule, "all_prompts"):
+        log.warning("text_embedding_cache: the data module has no all_prompts(); encoding every step")
+        return None
+    prompts = cache_prompts(datamodule.all_prompts())
+    autocast_dtype = training_dtype(trainer.precision)
+    root = Path(getattr(datamodule, "cache_dir", None) or Path(trainer.default_root_dir) / "cache")
+    folder = root / f"text-embeddings-{text_cache_key(text, prompts, autocast_dtype)}"
+    if trainer.local_rank == 0 and not text_cache_ready(folder):
+        log.info("encoding %d prompts into the text-embedding cache %s", len(prompts), folder)
+        text.eval()
+        build_text_cache(text, prompts, folder, trainer.precision_plugin.forward_context())
+    trainer.strategy.barrier("text_embedding_cache")
+    return TextEmbeddingCache(folder)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.models.cross_attention import rebuild_cross_attention
 
 ProjectionKind = Literal["linear", "mlp"]
 PROJECTION_KINDS: tuple[str, ...] = ("linear", "mlp")
@@ -89,3 +90,48 @@ def load_projection(
     state = load_file(Path(path).expanduser() / WEIGHTS_FILE)
     projection.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     return projection
+
+
+def build_projection(
+    conditioning, text_encoder: nn.Module, unet: nn.Module, unet_trains: bool
+) -> nn.Module | None:
+    """The configured bridge between text encoder width and U-Net `cross_attention_dim`, from the
+    `conditioning` part (`cxr_ldm.models.diffusion_parts.Conditioning`); None when none is needed or the
+    U-Net's cross-attention was rebuilt for the encoder's width instead."""
+    spec = conditioning
+    width = getattr(text_encoder.config, "hidden_size", None)
+    target = unet.config.cross_attention_dim
+    choice = spec.text_projection
+    key = "model.init_args.conditioning.text_projection"
+    weights_key = "model.init_args.conditioning.text_projection_weights"
+    if spec.text_projection_weights is not None:
+        if choice == "rebuild_cross_attention":
+            raise ConfigError(f"{key}: rebuild_cross_attention takes no text_projection_weights")
+        projection = load_projection(spec.text_projection_weights, weights_key)
+        if choice is not None and projection.kind != choice:
+            raise ConfigError(f"{key} is {choice!r} but {weights_key} holds a {projection.kind!r} projection")
+        if (projection.in_features, projection.out_features) != (width, target):
+            raise ConfigError(
+                f"{weights_key} maps {projection.in_features} -> "
+                f"{projection.out_features}, but this text encoder is {width} wide and the U-Net's "
+                f"cross_attention_dim is {target}"
+            )
+        return projection
+    if choice in ("linear", "mlp"):
+        if width is None:
+            raise ConfigError(f"{key}: the text encoder's config has no hidden_size")
+        return TextProjection(width, target, choice, spec.text_projection_hidden)
+    if choice == "rebuild_cross_attention":
+        if not unet_trains:
+            raise ConfigError(
+                f"{key}: rebuild_cross_attention makes fresh attn2.to_k/to_v layers, so the U-Net must "
+                "train (add unet to model.init_args.trainable)"
+            )
+        rebuild_cross_attention(unet, width)
+        return None
+    if width is None or width == target:
+        return None
+    raise ConfigError(
+        f"the text encoder's width ({width}) differs from the U-Net's cross_attention_dim ({target}): "
+        f"set {key} to linear, mlp or rebuild_cross_attention"
+    )

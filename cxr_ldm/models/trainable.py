@@ -32,6 +32,28 @@ class Trainable:
                 )
 
 
+# Parents before the parts nested in them: a nested part's own choice (train or freeze) wins.
+TRAINABLE_COMPONENTS = (
+    "unet",
+    "text_encoder",
+    "text_projection",
+    "token_embeddings",
+    "unet_lora",
+    "text_encoder_lora",
+)
+
+
+def check_trainable_names(trainable: dict) -> None:
+    """Refuse a `model.init_args.trainable` that names a component not in `TRAINABLE_COMPONENTS`."""
+    unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
+    if unknown:
+        hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""
+        raise ConfigError(
+            f"model.init_args.trainable names unknown component(s) {unknown}{hint}; "
+            f"choose from {list(TRAINABLE_COMPONENTS)}"
+        )
+
+
 D = TypeVar("D")
 
 

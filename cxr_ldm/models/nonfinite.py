@@ -1,0 +1,83 @@
+"""What a non-finite training loss does (`model.init_args.objective.nonfinite_loss`).
+
+- `raise`: each loss's finiteness is recorded on the device and looked at on the host only now and then
+  (at logging steps, epoch and fit ends, before a checkpoint is written), so a training step needs no host
+  sync; the error names the first non-finite step and its batch.
+- `skip`: the step is skipped (one host sync per step to decide), up to `nonfinite_max_skips` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger("cxr_ldm.models")
+
+
+def describe_batch(batch: dict, batch_idx: int) -> str:
+    """The batch index, its keys and its first image ids, for error messages."""
+    ids = batch.get("dicom_id")
+    return f"batch {batch_idx} (batch keys {sorted(batch)}{f', images {list(ids)[:8]}' if ids is not None else ''})"
+
+
+class NonfiniteLoss:
+    """The non-finite loss policy (`raise` or `skip`) and its state during a fit."""
+
+    def __init__(self, policy: str, max_skips: int) -> None:
+        self.policy = policy
+        self.max_skips = max_skips
+        self.reset()
+
+    def reset(self) -> None:
+        """A fit's fresh start: nothing skipped, nothing waiting to be checked."""
+        self.steps_skipped = 0
+        self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
+        self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
+
+    def skips(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int, check_now: bool) -> bool:
+        """True when this micro-batch's step is to be skipped (`skip` and a non-finite loss).
+
+        Under `raise` the loss is only recorded, and checked when `check_now` (a logging step, which
+        syncs anyway)."""
+        if self.policy == "skip":
+            if torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
+                return False
+            self._skip(loss, step, batch, batch_idx)
+            return True
+        self.note(loss, step, batch, batch_idx)
+        if check_now:
+            self.check()
+        return False
+
+    def note(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int) -> None:
+        """Record, on the device, whether this loss is finite; look at it on the host only now and then."""
+        index = len(self._unchecked)
+        self._unchecked.append((step, batch_idx, describe_batch(batch, batch_idx)))
+        here = torch.where(torch.isfinite(loss.detach()), -1, index)
+        first = self._first_nonfinite
+        self._first_nonfinite = here if first is None else torch.where(first >= 0, first, here)
+
+    def check(self) -> None:
+        """Raise if a loss since the last check was non-finite (one host sync)."""
+        first, unchecked = self._first_nonfinite, self._unchecked
+        self._first_nonfinite, self._unchecked = None, []
+        if first is None or int(first) < 0:
+            return
+        step, _, where = unchecked[int(first)]
+        raise FloatingPointError(
+            f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
+            "over 16-mixed, check the images, or set model.init_args.objective.nonfinite_loss: skip to skip such steps."
+        )
+
+    def _skip(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int) -> None:
+        where = f"non-finite loss ({loss.item()}) at global step {step}, " + describe_batch(batch, batch_idx)
+        self.steps_skipped += 1
+        limit = self.max_skips
+        if self.steps_skipped > limit:
+            raise FloatingPointError(
+                f"{where}: {self.steps_skipped} steps skipped, more than "
+                f"model.init_args.objective.nonfinite_max_skips ({limit}); the run has diverged. "
+                "Lower the learning rate, prefer bf16-mixed over 16-mixed, or check the images."
+            )
+        log.warning("skipping step: %s (%d skipped so far)", where, self.steps_skipped)
