@@ -17,6 +17,7 @@ import numpy as np
 from cxr_ldm.data.atomic import atomic_path, options_key
 from cxr_ldm.data.bad_samples import BadSampleError, BadSamplePolicy, SkipLog, handle_bad_sample
 from cxr_ldm.data.image_io import ResizePolicy, load_gray
+from cxr_ldm.data.memmap_rows import MemmapRows, write_valid_rows
 
 IMAGES_FILE = "images.npy"
 VALID_FILE = "valid.npy"
@@ -65,34 +66,11 @@ def build_image_cache(
                     images[row] = 0
                     handle_bad_sample(error, policy, log, "load")
         images.flush()
-        with atomic_path(folder / VALID_FILE) as valid_tmp, open(valid_tmp, "wb") as handle:
-            np.save(handle, valid)
+        write_valid_rows(folder / VALID_FILE, valid)
 
 
-class ImageCache:
-    """Read side of the cache; opens the memory map lazily so it is cheap to pickle into workers."""
+class ImageCache(MemmapRows):
+    """Read side of the image cache: `get(row)` is the cached uint8 image, or None if it failed to decode."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self._images: np.ndarray | None = None
-        self._valid: np.ndarray | None = None
-
-    def __getstate__(self) -> dict:
-        return {"folder": self.folder, "_images": None, "_valid": None}
-
-    def _open(self) -> None:
-        self._images = np.load(self.folder / IMAGES_FILE, mmap_mode="r")
-        self._valid = np.load(self.folder / VALID_FILE)
-
-    def __len__(self) -> int:
-        if self._images is None:
-            self._open()
-        return len(self._images)
-
-    def get(self, row: int) -> np.ndarray | None:
-        """The cached uint8 image of an index row, or None if it failed to decode at build time."""
-        if self._images is None:
-            self._open()
-        if not self._valid[row]:
-            return None
-        return np.asarray(self._images[row])
+    array_file = IMAGES_FILE
+    valid_file = VALID_FILE

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from cxr_ldm.data.atomic import atomic_path, options_key
 from cxr_ldm.data.bad_samples import BadSampleError, BadSamplePolicy, SkipLog, handle_bad_sample
 from cxr_ldm.data.image_io import ResizePolicy, load_gray, to_model_tensor
+from cxr_ldm.data.memmap_rows import MemmapRows, write_valid_rows
 
 LATENTS_FILE = "latents.npy"
 VALID_FILE = "valid.npy"
@@ -182,26 +183,15 @@ def build_latent_cache(
             raise ValueError(f"no images to encode for the latent cache in {folder}")
         latents.flush()
         del latents
-        with atomic_path(folder / VALID_FILE) as valid_tmp, open(valid_tmp, "wb") as handle:
-            np.save(handle, valid)
+        write_valid_rows(folder / VALID_FILE, valid)
 
 
-class LatentCache:
-    """Read side; opens the memory map lazily so it is cheap to pickle into DataLoader workers."""
+class LatentCache(MemmapRows):
+    """Read side of the latent cache: `get(row)` is the posterior parameters (2C, h, w) as float32, or None
+    for a bad image."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self._latents: np.ndarray | None = None
-        self._valid: np.ndarray | None = None
+    array_file = LATENTS_FILE
+    valid_file = VALID_FILE
 
-    def __getstate__(self) -> dict:
-        return {"folder": self.folder, "_latents": None, "_valid": None}
-
-    def get(self, row: int) -> torch.Tensor | None:
-        """The posterior parameters (2C, h, w) of an index row as float32, or None for a bad image."""
-        if self._latents is None:
-            self._latents = np.load(self.folder / LATENTS_FILE, mmap_mode="r")
-            self._valid = np.load(self.folder / VALID_FILE)
-        if not self._valid[row]:
-            return None
-        return torch.from_numpy(np.asarray(self._latents[row], dtype=np.float32))
+    def convert(self, row: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(row, dtype=np.float32))

@@ -133,24 +133,18 @@ def load_text_side(
     if tokenizer not in (None, CLIP_TOKENIZER):
         check_source(tokenizer, f"{prefix}tokenizer_name_or_path")
 
-    def need_base(what: str) -> str:
+    def from_base(loader, what: str):
+        """The pipeline's own `what` (its subfolder of `base`)."""
         if base is None:
             raise ComponentLoadError(f"no {what}: give {prefix}{what}_config, or {key} to load it")
-        return base
+        return _load(loader, base, what.replace("_", " "), key, subfolder=what, **common)
 
     if text_encoder_config is not None:
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config))
     elif text_encoder_name_or_path is not None:
         text_encoder = _load(AutoModel.from_pretrained, text_encoder_name_or_path, "text encoder", text_key)
     else:
-        text_encoder = _load(
-            CLIPTextModel.from_pretrained,
-            need_base("text_encoder"),
-            "text encoder",
-            key,
-            subfolder="text_encoder",
-            **common,
-        )
+        text_encoder = from_base(CLIPTextModel.from_pretrained, "text_encoder")
 
     if tokenizer == CLIP_TOKENIZER:
         tok = clip_tokenizer()
@@ -159,14 +153,7 @@ def load_text_side(
     elif text_encoder_name_or_path is not None:
         tok = _load(AutoTokenizer.from_pretrained, text_encoder_name_or_path, "tokenizer", text_key)
     else:
-        tok = _load(
-            AutoTokenizer.from_pretrained,
-            need_base("tokenizer"),
-            "tokenizer",
-            key,
-            subfolder="tokenizer",
-            **common,
-        )
+        tok = from_base(AutoTokenizer.from_pretrained, "tokenizer")
     return text_encoder, tok
 
 
