@@ -113,9 +113,15 @@ def part_nulls_as_mappings(args: Sequence[str]) -> list[str]:
 _NULLS = {"null", "None", "~", "Null", "NULL"}
 
 
-def main(args: Sequence[str]) -> int:
-    """Run one Lightning subcommand line (`["fit", "--config", "a.yaml", ...]`)."""
+def command_line(args: Sequence[str]) -> list[str]:
+    """A command line as the LightningCLI should read it: old LatentDiffusion keys refused by name, a part
+    field's null read as YAML's null."""
     args = [str(arg) for arg in args]
     refuse_flat_model_keys(args)
-    run_lightning_cli(part_nulls_as_mappings(args))
+    return part_nulls_as_mappings(args)
+
+
+def main(args: Sequence[str]) -> int:
+    """Run one Lightning subcommand line (`["fit", "--config", "a.yaml", ...]`)."""
+    run_lightning_cli(command_line(args))
     return 0

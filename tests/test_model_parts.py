@@ -10,11 +10,11 @@ import torch
 from _tiny_run import ROOT, TINY, fit_args, tiny_batches, tiny_init_args, tiny_trainer
 
 from cxr_ldm.__main__ import main
-from cxr_ldm.cli import refuse_flat_model_keys
+from cxr_ldm.cli import command_line, refuse_flat_model_keys
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, Ema, Objective, new_key
-from cxr_ldm.training import run_lightning_cli
+from cxr_ldm.training import build_run, run_lightning_cli
 
 
 def _exit_code(args: list[str]) -> int:
@@ -126,12 +126,19 @@ def test_a_null_for_one_field_on_the_command_line(tmp_path):
     """`--model.init_args.components.revision null` is None, not the string "None", and keeps the other
     fields of the part (jsonargparse alone reads such a null wrongly)."""
     cli = run_lightning_cli(
-        ["--config", str(TINY), "--data.init_args.root", str(tmp_path),
-         "--model.init_args.components.revision", "null", "--model.init_args.objective.snr_gamma=null",
-         "--model.init_args.ema.decay", "null"],
+        command_line(["--config", str(TINY), "--data.init_args.root", str(tmp_path),
+                      "--model.init_args.components.revision", "null", "--model.init_args.objective.snr_gamma=null",
+                      "--model.init_args.ema.decay", "null"]),
         run=False,
     )  # fmt: skip
     model = cli.model
+    assert model.components_spec.revision is None and model.components_spec.tokenizer_name_or_path == "clip"
+    assert model.objective.snr_gamma is None and model.objective.condition_dropout == 0.1
+    assert model.ema is None
+    # from Python, a None is a None: no command line in between
+    nulls = {"model.init_args.components.revision": None, "model.init_args.objective.snr_gamma": None,
+             "model.init_args.ema.decay": None, "data.init_args.root": str(tmp_path)}  # fmt: skip
+    model = build_run([TINY], nulls).model
     assert model.components_spec.revision is None and model.components_spec.tokenizer_name_or_path == "clip"
     assert model.objective.snr_gamma is None and model.objective.condition_dropout == 0.1
     assert model.ema is None
