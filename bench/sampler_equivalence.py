@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:
 
 from cxr_ldm.data.atomic import write_text_atomic  # noqa: E402
 from cxr_ldm.data.real_split import read_split  # noqa: E402
+from cxr_ldm.evaluation.ceilings import distances  # noqa: E402
 from cxr_ldm.evaluation.evaluators.classifier_training import build_classifier, train_classifier  # noqa: E402
 from cxr_ldm.evaluation.metrics.conditioned_classification import (  # noqa: E402
     classify_image_set,
@@ -56,7 +57,6 @@ from cxr_ldm.evaluation.metrics.metric_names import (  # noqa: E402
 from cxr_ldm.evaluation.metrics.operating_points import operating_points  # noqa: E402
 from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
 from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
-from cxr_ldm.experiments.real_references import distances  # noqa: E402
 from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
 from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated  # noqa: E402

@@ -11,11 +11,12 @@ import torch
 
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.ceilings import distances
 from cxr_ldm.evaluation.metrics.conditioned_classification import classify_image_set
 from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.metric_names import MS_SSIM
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
-from cxr_ldm.experiments.real_references import References, distances
+from cxr_ldm.experiments.real_references import References
 from cxr_ldm.experiments.spec import ProtocolSpec
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated

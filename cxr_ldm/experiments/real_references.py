@@ -5,24 +5,16 @@ reconstructions, and how far two real samples are apart)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from cxr_ldm.data.atomic import atomic_path, write_text_atomic
-from cxr_ldm.data.image_set import ImageSet, to_uint8
+from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
+from cxr_ldm.evaluation.ceilings import evaluator_cuts, real_ceilings
 from cxr_ldm.evaluation.evaluators.classifier_training import train_classifier
-from cxr_ldm.evaluation.metrics.conditioned_classification import (
-    classify_image_set,
-    finding_labels,
-    image_set_probabilities,
-)
-from cxr_ldm.evaluation.metrics.fid import fid_classifier, kid_classifier
-from cxr_ldm.evaluation.metrics.metric_names import FID, KID, on_real_images
-from cxr_ldm.evaluation.metrics.operating_points import operating_points
-from cxr_ldm.evaluation.metrics.reconstruction import reconstruct
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import digest
 from cxr_ldm.training import fit
@@ -62,19 +54,6 @@ def read_real_splits(config: ExperimentConfig, out: Path) -> RealSplits:
     module = load_datamodule_for(config.data.config, data_overrides(config, out), config.data.image_size)
     train, validate, test = (read_split(module, split) for split in ("train", "validate", "test"))
     return RealSplits(train, validate, test, module.options)
-
-
-def distances(real: ImageSet, other: ImageSet, evaluator) -> dict:
-    """CXR FID and KID (evaluator features) of `other` against `real`."""
-    real01, other01 = real.pixels01(), other.pixels01()
-    return {FID: fid_classifier(real01, other01, evaluator), KID: kid_classifier(real01, other01, evaluator)}
-
-
-def vae_reconstructions(vae, images: ImageSet) -> ImageSet:
-    """The real images through the pretrained VAE (posterior mode): the most any generated image can keep."""
-    with torch.no_grad():
-        decoded = reconstruct(vae, images.pixels01(), batch_size=64)
-    return replace(images, images=to_uint8(decoded * 2 - 1))
 
 
 def load_or_train_evaluator(config: ExperimentConfig, splits: RealSplits, out: Path):
@@ -131,27 +110,16 @@ def build_references(config: ExperimentConfig, out: Path, pretrained_vae) -> Ref
     """Everything judged against, made once (evaluator and retriever are kept under `out` for reruns)."""
     splits = read_real_splits(config, out)
     evaluator = load_or_train_evaluator(config, splits, out)
-    cuts = operating_points(
-        image_set_probabilities(evaluator, splits.validate),
-        finding_labels(evaluator, splits.validate),
-        evaluator.findings,
-    )
+    cuts = evaluator_cuts(evaluator, splits.validate)
     stored = out / "evaluator" / "ceilings.json"
     if stored.is_file():
         ceilings = json.loads(stored.read_text())
     else:
-        ceilings = {
-            "real_test": on_real_images(classify_image_set(evaluator, splits.test, cuts)),
-            "vae_reconstructions": on_real_images(
-                classify_image_set(evaluator, vae_reconstructions(pretrained_vae, splits.test), cuts)
-            ),
-            "thresholds": cuts,
-            "validate_vs_test": distances(splits.test, splits.validate, evaluator),
-            "images": {
-                "train": len(splits.train),
-                "validate": len(splits.validate),
-                "test": len(splits.test),
-            },
+        ceilings = real_ceilings(evaluator, cuts, splits.validate, splits.test, pretrained_vae)
+        ceilings["images"] = {
+            "train": len(splits.train),
+            "validate": len(splits.validate),
+            "test": len(splits.test),
         }
         stored.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(stored, json.dumps(ceilings, indent=2) + "\n")
