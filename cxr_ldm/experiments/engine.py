@@ -32,9 +32,15 @@ from cxr_ldm.experiments.real_references import (
     reference_inputs,
 )
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import claim_folder, digest, folder_digest, read_result, write_result
+from cxr_ldm.experiments.units import (
+    claim_folder,
+    digest,
+    file_contents,
+    folder_digest,
+    read_result,
+    write_result,
+)
 from cxr_ldm.training import fit
-from cxr_ldm.training.config_files import composed
 
 RESULT = "result.json"
 
@@ -161,7 +167,8 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
 
 def config_contents(arm: ArmSpec) -> str:
     """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
-    return digest([composed(arm.configs), *(composed(prep.configs) for prep in arm.prepare)])
+    files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
+    return digest([file_contents(path) for path in files])
 
 
 def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> ExperimentOutcome:
@@ -184,7 +191,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
     claim_folder(out / "evaluator", refs_inputs, log.line)
     retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
     if config.retriever.config is not None:
-        retriever["retriever_config"] = digest(composed(config.retriever.config))
+        retriever["retriever_config"] = digest(file_contents(config.retriever.config))
     claim_folder(out / "retriever", retriever, log.line)
     pretrained_source = load_image_source(config.pretrained)
     references = build_references(config, out, pretrained_source.vae())

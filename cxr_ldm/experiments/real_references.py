@@ -16,9 +16,8 @@ from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.ceilings import evaluator_cuts, real_ceilings
 from cxr_ldm.evaluation.evaluators.classifier_training import train_classifier
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.units import digest
+from cxr_ldm.experiments.units import digest, file_contents
 from cxr_ldm.training import fit
-from cxr_ldm.training.config_files import composed
 from cxr_ldm.training.datamodule import load_datamodule_for
 
 
@@ -46,7 +45,7 @@ def data_overrides(config: ExperimentConfig, out: Path) -> dict:
 def reference_inputs(config: ExperimentConfig) -> dict:
     """What the references are made from (the data, its config file's contents, the evaluator): the inputs
     of every unit that reads the real data."""
-    return {"data": asdict(config.data), "data_config": digest(composed(config.data.config)),
+    return {"data": asdict(config.data), "data_config": digest(file_contents(config.data.config)),
             "evaluator": asdict(config.evaluator)}  # fmt: skip
 
 

@@ -1,0 +1,38 @@
+"""Unit keys: what a config file says (its `config:` bases laid under it) is digested in the form earlier
+runs recorded, so their result folders are reused; an edited file makes its units anew."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.units import claim_folder, digest, file_contents
+
+
+def test_file_contents_lay_the_base_under_dotted_keys(tmp_path):
+    base = tmp_path / "_base" / "b.yaml"
+    base.parent.mkdir()
+    base.write_text(
+        "trainer:\n  max_steps: 5\n  callbacks: [a, b]\ndata:\n  init_args: {views: [PA], size: 8}\n"
+    )
+    variant = tmp_path / "v.yaml"
+    variant.write_text("config: _base/b.yaml\ntrainer.callbacks: [c]\ndata.init_args.views: [AP]\n")
+    assert file_contents(variant) == {
+        "trainer": {"max_steps": 5, "callbacks": ["c"]},
+        "data": {"init_args": {"views": ["AP"], "size": 8}},
+    }
+    (tmp_path / "loop.yaml").write_text("config: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        file_contents(tmp_path / "loop.yaml")
+
+
+def test_an_edited_config_file_makes_its_unit_anew(tmp_path):
+    config = tmp_path / "arm.yaml"
+    config.write_text("model.init_args.trainable: {unet: {lr: 1.0e-3}}\n")
+    unit = tmp_path / "unit"
+    assert not claim_folder(unit, {"config_files": digest([file_contents(config)])})
+    (unit / "result.json").write_text("{}")
+    assert claim_folder(unit, {"config_files": digest([file_contents(config)])})
+    config.write_text("model.init_args.trainable: {unet: {lr: 3.0e-3}}\n")
+    assert not claim_folder(unit, {"config_files": digest([file_contents(config)])})
+    assert not (unit / "result.json").exists()
