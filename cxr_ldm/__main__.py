@@ -13,13 +13,20 @@ from __future__ import annotations
 import os
 import sys
 
-from cxr_ldm import cli
 from cxr_ldm.commands import COMMANDS
+
+# Lightning's own subcommands, run by cxr_ldm.cli (imported when one runs: it loads Lightning)
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (LightningCLI)",
+    "validate": "run the validation loop once (LightningCLI)",
+    "test": "run the test loop once (LightningCLI)",
+    "predict": "run the predict loop (LightningCLI)",
+}
 
 
 def _usage() -> str:
     lines = ["usage: python -m cxr_ldm <command> [options]", "", "commands:"]
-    for name, text in cli.LIGHTNING_COMMANDS.items():
+    for name, text in LIGHTNING_COMMANDS.items():
         lines.append(f"  {name:<10} {text}")
     for name, module in COMMANDS.items():
         lines.append(f"  {name:<10} {module.DESCRIPTION}")
@@ -49,7 +56,9 @@ def debug_enabled() -> bool:
 
 
 def _run(command: str, rest: list[str]) -> int:
-    if command in cli.LIGHTNING_COMMANDS:
+    if command in LIGHTNING_COMMANDS:
+        from cxr_ldm import cli
+
         return cli.main([command, *rest])
     return int(COMMANDS[command].main(rest) or 0)
 
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in cli.LIGHTNING_COMMANDS and command not in COMMANDS:
+    if command not in LIGHTNING_COMMANDS and command not in COMMANDS:
         print(f"cxr_ldm: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
     try:

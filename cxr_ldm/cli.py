@@ -17,13 +17,6 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, new_key
 from cxr_ldm.training.lightning_cli import run_lightning_cli
 
-LIGHTNING_COMMANDS = {
-    "fit": "train a model (LightningCLI)",
-    "validate": "run the validation loop once (LightningCLI)",
-    "test": "run the test loop once (LightningCLI)",
-    "predict": "run the predict loop (LightningCLI)",
-}
-
 
 def _model_mappings(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
     """The `model` keys a config file and its `config:` bases write, base first, as written: a `model:`

@@ -13,13 +13,8 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser
 
-from cxr_ldm.data.bad_samples import BadSampleError
-from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
-from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
-from cxr_ldm.data.mimic_tables import MimicTableError
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
-from cxr_ldm.training.datamodule import data_section
 
 DESCRIPTION = (
     "build the MIMIC-CXR index (views, split, section, length, cap) and report what each filter kept"
@@ -27,6 +22,8 @@ DESCRIPTION = (
 
 
 def build_parser() -> ArgumentParser:
+    from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule  # the data stack loads when prepare runs
+
     parser = ArgumentParser(prog="python -m cxr_ldm prepare", description=DESCRIPTION)
     parser.add_argument(
         "--config",
@@ -53,6 +50,9 @@ def _config_path(argv: list[str]) -> str | None:
 def data_arguments(config: str) -> dict:
     """The MimicCxrDataModule arguments of a config's `data:` section (a full fit config works too), as
     `fit --config` composes them (its `config:` base included)."""
+    from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
+    from cxr_ldm.training.datamodule import data_section
+
     class_path, init_args = data_section(config)
     if class_path.rsplit(".", 1)[-1] != MimicCxrDataModule.__name__:
         raise ConfigError(f"the config's data.class_path is {class_path}, not MimicCxrDataModule")
@@ -65,6 +65,8 @@ def _bar(count: int, top: int, width: int = 40) -> str:
 
 def format_summary(summary: dict) -> str:
     """Human-readable version of summary.json."""
+    from cxr_ldm.data.mimic_index import SKIPPED_FILE
+
     lines = ["filters (images kept/in, studies kept/in):"]
     for row in summary["filters"]:
         lines.append(
@@ -106,6 +108,10 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from cxr_ldm.data.bad_samples import BadSampleError
+    from cxr_ldm.data.mimic_index import INDEX_FILE, SKIPPED_FILE, SUMMARY_FILE
+    from cxr_ldm.data.mimic_tables import MimicTableError
+
     parser = build_parser()
     config = _config_path(argv)
     if config is not None:
