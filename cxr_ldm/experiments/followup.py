@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cxr_ldm.experiments.progress import StageLog
-from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.spec import ExperimentConfig, GroupSource
 
 # values[group][metric] = one value per seed: what claims are checked against.
 Values = dict[str, dict[str, list[float]]]
@@ -51,7 +51,7 @@ class FollowupResult:
     report: list[str] = field(default_factory=list)
 
 
-class Followup(Protocol):
+class Followup(GroupSource, Protocol):
     """An experiment run after the arms.
 
     Attributes:
@@ -63,16 +63,9 @@ class Followup(Protocol):
     """
 
     key: str
-    prefix: str
-    groups: str
     stage: str
     settings: Any
-
-    def validate(self, config: ExperimentConfig) -> None:
-        """Raise ConfigError naming the key and the fix when the settings do not fit `config`."""
-
-    def provides(self, group: str) -> bool:
-        """Whether a claim may name `group` (one starting with `prefix/`)."""
+    # prefix, groups, validate(config) and provides(group): from GroupSource (experiments/spec.py)
 
     def run(self, inputs: FollowupInputs) -> FollowupResult:
         """Run (resuming what an earlier run of the same inputs finished)."""

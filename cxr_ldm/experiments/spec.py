@@ -12,18 +12,27 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 
-if TYPE_CHECKING:
-    from cxr_ldm.experiments.followup import Followup
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Groups of every experiment besides its arms (claims may name them; no arm may take these names).
 BUILTIN_GROUPS = ("baseline", "real_test", "vae_reconstructions")
+
+
+class GroupSource(Protocol):
+    """What the spec needs of an experiment that adds claim groups (a follow-up, experiments/followup.py):
+    its groups' prefix and description, whether it provides a group, and its own check against the config."""
+
+    prefix: str
+    groups: str
+
+    def validate(self, config: ExperimentConfig) -> None: ...
+
+    def provides(self, group: str) -> bool: ...
 
 
 @dataclass
@@ -194,7 +203,7 @@ class ExperimentConfig:
     def arm_seeds(self, arm: ArmSpec) -> list[int]:
         return list(self.seeds if arm.seeds is None else arm.seeds)
 
-    def validate(self, followups: Sequence[Followup] = ()) -> ExperimentConfig:
+    def validate(self, followups: Sequence[GroupSource] = ()) -> ExperimentConfig:
         """Check every value, and the follow-ups run after the arms against them (the groups they provide
         are what claims may name besides the arms and BUILTIN_GROUPS); raise ConfigError naming the key and
         the fix."""
@@ -248,7 +257,7 @@ class ExperimentConfig:
         return self
 
 
-def _known_group(group: str, arms: list[str], followups: Sequence[Followup]) -> bool:
+def _known_group(group: str, arms: list[str], followups: Sequence[GroupSource]) -> bool:
     if group in arms or group in BUILTIN_GROUPS:
         return True
     prefix = group.split("/", 1)[0]
