@@ -67,3 +67,20 @@ def test_the_check_sees_a_class_path_that_points_up(tmp_path):
     tree = ast.parse('DEFAULT = "cxr_ldm.experiments.engine.run_experiment"\n')
     found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and DOTTED.match(str(n.value))]
     assert found == ["cxr_ldm.experiments.engine.run_experiment"]
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports (inside functions too): packages' faces aside, each import
+    is one way."""
+    import grimp
+
+    graph = grimp.build_graph("cxr_ldm", include_external_packages=False)
+    circles = []
+    for module in sorted(graph.modules):
+        if module.endswith("__init__") or graph.is_module_squashed(module):
+            continue
+        for imported in graph.find_modules_directly_imported_by(module):
+            package_face = module.startswith(imported + ".") or imported.startswith(module + ".")
+            if not package_face and graph.chain_exists(importer=imported, imported=module):
+                circles.append(f"{module} <-> {imported}")
+    assert circles == []
