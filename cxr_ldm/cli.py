@@ -15,29 +15,8 @@ import yaml
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, new_key
+from cxr_ldm.training.config_files import file_contents
 from cxr_ldm.training.lightning_cli import run_lightning_cli
-
-
-def _model_mappings(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
-    """The `model` keys a config file and its `config:` bases write, base first, as written: a `model:`
-    mapping, or `model.init_args.KEY` / `model.class_path` dotted keys. Read only to name old keys; the
-    composition itself is jsonargparse's."""
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []  # jsonargparse reports an unreadable file in its own words
-    if not isinstance(loaded, dict) or path.resolve() in seen:
-        return []
-    base = loaded.get("config")
-    found = _model_mappings(path.parent / base, (*seen, path.resolve())) if isinstance(base, str) else []
-    if isinstance(loaded.get("model"), dict):
-        found.append(loaded["model"])
-    for key in loaded:
-        if str(key).startswith("model.init_args."):
-            found.append({"init_args": {str(key)[16:].split(".")[0]: None}})
-        elif key == "model.class_path":
-            found.append({"class_path": loaded[key]})
-    return found
 
 
 def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
@@ -48,7 +27,12 @@ def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1]
         if path is not None and Path(path).is_file():
-            found += [(path, model) for model in _model_mappings(Path(path))]
+            try:
+                model = file_contents(path).get("model")
+            except (ConfigError, yaml.YAMLError):
+                continue  # jsonargparse reports an unreadable file in its own words
+            if isinstance(model, dict):
+                found.append((path, model))
         elif arg.startswith("--model.init_args."):
             found.append(("the command line", {"init_args": {arg[18:].split("=")[0].split(".")[0]: None}}))
         elif arg in ("--model", "--model.class_path") or arg.startswith(("--model=", "--model.class_path=")):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.experiments.units import claim_folder, digest, file_contents
+from cxr_ldm.experiments.units import claim_folder, digest
+from cxr_ldm.training.config_files import file_contents
 
 
 def test_file_contents_lay_the_base_under_dotted_keys(tmp_path):

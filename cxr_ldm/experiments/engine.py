@@ -35,12 +35,12 @@ from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.units import (
     claim_folder,
     digest,
-    file_contents,
     folder_digest,
     read_result,
     write_result,
 )
 from cxr_ldm.training import fit
+from cxr_ldm.training.config_files import file_contents
 
 RESULT = "result.json"
 

@@ -16,8 +16,9 @@ from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.ceilings import evaluator_cuts, real_ceilings
 from cxr_ldm.evaluation.evaluators.classifier_training import train_classifier
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.units import digest, file_contents
+from cxr_ldm.experiments.units import digest
 from cxr_ldm.training import fit
+from cxr_ldm.training.config_files import file_contents
 from cxr_ldm.training.datamodule import load_datamodule_for
 
 

@@ -10,10 +10,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cxr_ldm.data.atomic import write_text_atomic
-from cxr_ldm.errors import ConfigError
 
 KEY_FILE = "inputs.json"
 
@@ -29,34 +26,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """What a config file says, for a unit's key: its YAML with its `config:` base (and the base's base) laid
-    under it, dotted keys as nested mappings. Unit keys have digested this form since they were introduced,
-    so result folders of earlier runs stay valid; nothing is built from it (jsonargparse composes configs).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config {path} does not exist")
-    if path.resolve() in _seen:
-        raise ConfigError(f"{path}: `config:` bases form a cycle")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping")
-    base = loaded.pop("config", None)
-    contents = file_contents(path.parent / base, (*_seen, path.resolve())) if isinstance(base, str) else {}
-    for key, value in loaded.items():
-        *parents, leaf = str(key).split(".")
-        node = contents
-        for part in parents:
-            if node.get(part) is None:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                raise ConfigError(f"{path}: `{key}` sets a value inside `{part}`, which is not a mapping")
-            node = node[part]
-        node[leaf] = value
-    return contents
 
 
 def digest(value: Any) -> str:

@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.training.lightning_cli import FitRequest, run_lightning_cli
 
 
@@ -35,3 +37,31 @@ def composed(configs: str | Path | Sequence[str | Path]) -> dict:
     config.pop("config", None)
     config.pop("__path__", None)
     return config.as_dict()
+
+
+def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """What a config file says as written, for a unit's key and for naming old keys: its YAML with its `config:` base (and the base's base) laid
+    under it, dotted keys as nested mappings. Unit keys have digested this form since they were introduced,
+    so result folders of earlier runs stay valid; nothing is built from it (`parse_fit_config` composes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `config:` bases form a cycle")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping")
+    base = loaded.pop("config", None)
+    contents = file_contents(path.parent / base, (*_seen, path.resolve())) if isinstance(base, str) else {}
+    for key, value in loaded.items():
+        *parents, leaf = str(key).split(".")
+        node = contents
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{path}: `{key}` sets a value inside `{part}`, which is not a mapping")
+            node = node[part]
+        node[leaf] = value
+    return contents
