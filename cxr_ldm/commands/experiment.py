@@ -4,6 +4,11 @@ Runs what the config declares (data, pretrained pipeline, evaluator, arms x seed
 claims), resuming whatever an earlier run of the same inputs finished, and writes `report.md`,
 `results.json`, figures and TensorBoard logs under `out`. Every key can be overridden on the command line
 (`--out runs/x --seeds [1]`); `--print_config` shows the resolved experiment.
+
+Where the units run: the `launcher:` section (experiments/launcher_spec.py; a cluster profile such as
+configs/clusters/example-slurm.yaml composed in with a second `--config`): in this process by default, or one
+submitit job per unit. `--status` prints every unit's state, job and log, and builds the report once every
+unit is done (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from cxr_ldm.experiments.followup import Followup
+    from cxr_ldm.experiments.launcher_spec import LauncherSpec
     from cxr_ldm.experiments.spec import ExperimentConfig
 
 DESCRIPTION = "compare fine-tuning strategies over seeds: fits, evaluation, claims, report (resumable)"
@@ -32,6 +38,7 @@ def build_parser():
     `AugmentationSpec` or null): every key typed and validated before anything runs."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from cxr_ldm.experiments.launcher_spec import LauncherSpec
     from cxr_ldm.experiments.spec import ExperimentConfig
     from cxr_ldm.experiments.synthetic_augmentation.followup import AugmentationSpec
 
@@ -46,24 +53,76 @@ def build_parser():
         default=None,
         help="the synthetic-data augmentation experiment with the model of one arm (null: switched off)",
     )
+    parser.add_argument(
+        "--launcher",
+        type=LauncherSpec,
+        default=LauncherSpec(),
+        help="where the units run: in_process (default) or submitit (local or slurm); see docs/cluster.md",
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print every unit's state, job, elapsed time and log; build the report when all are done",
+    )
     return parser
 
 
-def parse_experiment(argv: list[str]) -> ParsedExperiment:
-    """The `ExperimentConfig` of a command line (config files and overrides) and its follow-ups."""
+class ExperimentCommand(NamedTuple):
+    """A whole command line: the experiment, its launcher, and whether only its status was asked."""
+
+    experiment: ParsedExperiment
+    launcher: LauncherSpec
+    status: bool
+
+
+def parse_command(argv: list[str]) -> ExperimentCommand:
+    """The experiment of a command line (config files and overrides), its launcher and `--status`."""
     from cxr_ldm.experiments.spec import ExperimentConfig
     from cxr_ldm.experiments.synthetic_augmentation.followup import AugmentationFollowup
 
     parser = build_parser()
     init = parser.instantiate_classes(parser.parse_args(argv))
     config = ExperimentConfig(**{f.name: init[f.name] for f in fields(ExperimentConfig)})
-    return ParsedExperiment(config, (AugmentationFollowup(init["augmentation"]),))
+    experiment = ParsedExperiment(config, (AugmentationFollowup(init["augmentation"]),))
+    return ExperimentCommand(experiment, init["launcher"].validate(), bool(init["status"]))
+
+
+def parse_experiment(argv: list[str]) -> ParsedExperiment:
+    """The `ExperimentConfig` of a command line (config files and overrides) and its follow-ups."""
+    return parse_command(argv).experiment
+
+
+def launch(command: ExperimentCommand, stream=None):
+    """Status or run through the submitit launcher: the driver's outcome (experiments/submitit_launcher.py)."""
+    from cxr_ldm.experiments.engine import run_unit
+    from cxr_ldm.experiments.submitit_launcher import LaunchOutcome, SubmititLauncher
+
+    launcher = SubmititLauncher(*command.experiment, command.launcher, stream)
+    if not command.status:
+        return launcher.launch()
+    states = launcher.states()
+    outcome = LaunchOutcome(states=states)
+    if all(state.state == "done" for state in states[:-1]) and states[-1].state != "done":
+        outcome.report = launcher.build_report(launcher.units[-1], run_unit)
+        outcome.states = launcher.states()
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
     from cxr_ldm.experiments.engine import run_experiment
 
-    config, followups = parse_experiment(sys.argv[1:] if argv is None else argv)
+    command = parse_command(sys.argv[1:] if argv is None else argv)
+    if command.status or command.launcher.kind == "submitit":
+        from cxr_ldm.experiments.status_table import status_table
+
+        launched = launch(command)
+        print(status_table(launched.states))
+        for state in launched.failed:
+            print(f"failed: {state.name} (job {state.job_id}); its log: {state.log}")
+        if launched.report is not None:
+            print(f"report: {launched.report}")
+        return 1 if launched.failed else 0
+    config, followups = command.experiment
     outcome = run_experiment(config, followups)
     print(f"{len(outcome.computed)} units computed, {len(outcome.reused)} reused from earlier runs")
     for claim in outcome.results["claims"]:

@@ -1,4 +1,4 @@
-"""Run an experiment: references once, the pretrained baseline, every (arm, seed) fit and evaluation, the
+"""Run an experiment as units (experiments/plan.py; `run_unit` runs one): references once, the pretrained baseline, every (arm, seed) fit and evaluation, the
 follow-up experiments (experiments/followup.py), then the claims and the report. Each unit's result is written atomically under
 `out`, keyed by its inputs, so a rerun computes only what is missing or was made from other inputs.
 
@@ -9,6 +9,8 @@ Layout of `out`:
     <follow-up>/                 each follow-up's own folder (augment/: the augmentation experiment)
     tensorboard/<arm>/seed<k>/   every fit's logs; hparams/ holds the HPARAMS view of every run
     report.md, results.json, figures/
+    units/<unit>/                a launcher's record of the unit: its job, when it started, when it finished
+    jobs/                        the submitit launcher's job files and logs
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
 from cxr_ldm.experiments.followup import Followup, run_followups
+from cxr_ldm.experiments.plan import REFERENCES, REPORT, Unit, arm_unit_name, plan_units
 from cxr_ldm.experiments.progress import StageLog
 from cxr_ldm.experiments.protocol import evaluate_model, prompting
 from cxr_ldm.experiments.real_references import (
@@ -32,6 +37,8 @@ from cxr_ldm.experiments.real_references import (
     reference_inputs,
 )
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
+from cxr_ldm.experiments.unit_records import DONE, clear_run, unit_folder, unit_key, write_record
+from cxr_ldm.experiments.unit_start import start_unit
 from cxr_ldm.experiments.units import (
     claim_folder,
     digest,
@@ -106,6 +113,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
         **{f"data.init_args.{k}": v for k, v in data_overrides(config, out).items()},
         "trainer.logger.init_args.save_dir": str(out / "tensorboard"),
         "trainer.logger.init_args.version": f"seed{seed}",
+        **cluster_fit_overrides(),
     }
     stages = [
         (
@@ -171,88 +179,170 @@ def config_contents(arm: ArmSpec) -> str:
     return digest([file_contents(path) for path in files])
 
 
-def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> ExperimentOutcome:
-    """Everything `config` declares, then `followups` (experiments run after the arms with the model of one
-    arm), resuming whatever an earlier run of the same inputs finished."""
+@dataclass
+class UnitOutcome:
+    """What one unit did: the labels it computed and reused; the report unit also gives the results."""
+
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    results: dict | None = None
+    report: Path | None = None
+
+
+def _references(config: ExperimentConfig, log: StageLog, build: bool = False) -> tuple[References, dict]:
+    """The references (built by the `references` unit, read back by the others) and the inputs of every
+    evaluation."""
     from cxr_ldm.generation.image_source import load_image_source
 
-    config.validate(followups)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    units = [(arm, seed) for arm in config.arms for seed in config.arm_seeds(arm)]
-    log = StageLog(config.name, units=len(units) + int(config.protocol.baseline))
-    outcome = ExperimentOutcome(results={})
-    ensure_data(config, log)
-    ensure_pretrained(config, log)
-    pretrained_key = folder_digest(Path(config.pretrained))
-    log.stage("data and pretrained pipeline")
-
-    refs_inputs = {**reference_inputs(config), "pretrained": pretrained_key}
+    if build:
+        ensure_data(config, log)
+        ensure_pretrained(config, log)
+        log.stage("data and pretrained pipeline")
+    refs_inputs = {**reference_inputs(config), "pretrained": folder_digest(Path(config.pretrained))}
     claim_folder(out / "evaluator", refs_inputs, log.line)
     retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
     if config.retriever.config is not None:
         retriever["retriever_config"] = digest(file_contents(config.retriever.config))
     claim_folder(out / "retriever", retriever, log.line)
-    pretrained_source = load_image_source(config.pretrained)
-    references = build_references(config, out, pretrained_source.vae())
-    log.stage("references: evaluator, retriever, ceilings")
+    references = build_references(config, out, load_image_source(config.pretrained).vae())
+    if build:
+        log.stage("references: evaluator, retriever, ceilings")
+    eval_inputs = {**refs_inputs, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
+                   "threads": config.threads}  # fmt: skip
+    return references, eval_inputs
 
-    eval_inputs = {**refs_inputs, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever)}
-    baseline = None
-    if config.protocol.baseline:
-        folder = out / "baseline"
-        reused = claim_folder(folder, eval_inputs, log.line) and read_result(folder / RESULT) is not None
-        if reused:
-            baseline = read_result(folder / RESULT)["metrics"]
-            log.skip("baseline (the pretrained pipeline)")
-            outcome.reused.append("baseline")
-        else:
-            asked = prompting(config.protocol, references)
-            baseline = _judge(
-                pretrained_source, folder / "eval", config, references, asked, config.pretrained
-            )
-            write_result(folder / RESULT, {"metrics": baseline})
-            log.stage("baseline (the pretrained pipeline)", unit=True)
-            outcome.computed.append("baseline")
-    del pretrained_source
 
-    arm_results: dict[str, dict[int, dict]] = {}
-    for arm, seed in units:
-        label = f"{arm.name} seed {seed}"
-        run_dir = out / "arms" / arm.name / f"seed{seed}"
-        fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "pretrained": pretrained_key,
-                      "data": asdict(config.data), "config_files": config_contents(arm)}  # fmt: skip
-        claim_folder(run_dir, fit_inputs, log.line)
-        result = read_result(run_dir / RESULT)
-        if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
-            arm_results.setdefault(arm.name, {})[seed] = result
-            log.skip(label)
-            outcome.reused.append(label)
-            continue
-        asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
-        checkpoint = fit_arm(config, arm, seed, run_dir)
-        fitted = log.stage(f"{label}: fit")
-        source = load_image_source(checkpoint)
-        metrics = _judge(source, run_dir / "eval", config, references, asked, str(checkpoint))
-        del source
-        gc.collect()
-        evaluated = log.stage(f"{label}: evaluation", unit=True, unit_before=fitted)
-        result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
-                  "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
-                  "evaluation_inputs": eval_inputs}  # fmt: skip
-        write_result(run_dir / RESULT, result)
-        arm_results.setdefault(arm.name, {})[seed] = result
-        outcome.computed.append(label)
+def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutcome) -> None:
+    from cxr_ldm.generation.image_source import load_image_source
 
-    ran = run_followups(config, followups, arm_results, log, data_overrides(config, out))
+    references, eval_inputs = _references(config, log, build=True)
+    if not config.protocol.baseline:
+        return
+    folder = Path(config.out) / "baseline"
+    if claim_folder(folder, eval_inputs, log.line) and read_result(folder / RESULT) is not None:
+        log.skip("baseline (the pretrained pipeline)")
+        outcome.reused.append("baseline")
+        return
+    asked = prompting(config.protocol, references)
+    source = load_image_source(config.pretrained)
+    baseline = _judge(source, folder / "eval", config, references, asked, config.pretrained)
+    write_result(folder / RESULT, {"metrics": baseline})
+    log.stage("baseline (the pretrained pipeline)", unit=True)
+    outcome.computed.append("baseline")
 
+
+def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: UnitOutcome) -> None:
+    from cxr_ldm.generation.image_source import load_image_source
+
+    arm = next(a for a in config.arms if a.name == unit.arm)
+    seed = unit.seed
+    references, eval_inputs = _references(config, log)
+    run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
+    fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
+                  "pretrained": folder_digest(Path(config.pretrained)), "data": asdict(config.data),
+                  "config_files": config_contents(arm)}  # fmt: skip
+    claim_folder(run_dir, fit_inputs, log.line)
+    result = read_result(run_dir / RESULT)
+    if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
+        log.skip(unit.label)
+        outcome.reused.append(unit.label)
+        return
+    asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
+    log.stage(f"{unit.label}: references")
+    checkpoint = fit_arm(config, arm, seed, run_dir)
+    fitted = log.stage(f"{unit.label}: fit")
+    if not is_first_task():
+        return  # a fit on several tasks (DDP in one job): task 0 evaluates
+    metrics = _judge(
+        load_image_source(checkpoint), run_dir / "eval", config, references, asked, str(checkpoint)
+    )
+    gc.collect()
+    evaluated = log.stage(f"{unit.label}: evaluation", unit=True, unit_before=fitted)
+    result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
+              "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
+              "evaluation_inputs": eval_inputs}  # fmt: skip
+    write_result(run_dir / RESULT, result)
+    outcome.computed.append(unit.label)
+
+
+def arm_results(config: ExperimentConfig) -> dict[str, dict[int, dict]]:
+    """Every finished (arm, seed) unit's result, read from its folder."""
+    found: dict[str, dict[int, dict]] = {}
+    for arm in config.arms:
+        for seed in config.arm_seeds(arm):
+            path = Path(config.out) / "arms" / arm.name / f"seed{seed}" / RESULT
+            result = read_result(path)
+            if result is None:
+                raise ConfigError(f"{path} is missing: unit {arm_unit_name(arm.name, seed)} has not finished")
+            found.setdefault(arm.name, {})[seed] = result
+    return found
+
+
+def _report_unit(
+    config: ExperimentConfig, followups: Sequence[Followup], log: StageLog, outcome: UnitOutcome
+) -> None:
     from cxr_ldm.experiments.report import assemble_results, write_report
 
-    outcome.results = assemble_results(config, references.ceilings, baseline, arm_results, ran, log.times)
+    references, _ = _references(config, log)
+    baseline = None
+    if config.protocol.baseline:
+        baseline = read_result(Path(config.out) / "baseline" / RESULT)["metrics"]
+    arms = arm_results(config)
+    ran = run_followups(config, followups, arms, log, data_overrides(config, Path(config.out)))
+    outcome.results = assemble_results(config, references.ceilings, baseline, arms, ran, log.times)
     sections = [run.result.report for run in ran if run.result is not None]
-    outcome.report = write_report(out, config, outcome.results, sections)
+    outcome.report = write_report(Path(config.out), config, outcome.results, sections)
     log.stage("claims and report")
+
+
+def run_unit(
+    config: ExperimentConfig, followups: Sequence[Followup], name: str, log: StageLog | None = None
+) -> UnitOutcome:
+    """Run the unit `name` of `config` (experiments/plan.py), resuming whatever an earlier run of the same
+    inputs finished. It starts from its own thread count and seeds, whatever ran before it in the process."""
+    config.validate(followups)
+    units = {unit.name: unit for unit in plan_units(config, followups)}
+    if name not in units:
+        raise ConfigError(f"unit {name!r} is not a unit of {config.name}; its units: {sorted(units)}")
+    unit = units[name]
+    start_unit(config.threads, unit.seed or 0)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    log = log or StageLog(f"{config.name}: {name}")
+    outcome = UnitOutcome()
+    if name == REFERENCES:
+        _references_unit(config, log, outcome)
+    elif unit.arm is not None:
+        _arm_unit(config, unit, log, outcome)
+    elif name == REPORT:
+        _report_unit(config, followups, log, outcome)
+    else:
+        followup = next(f for f in followups if f"followups/{f.key}" == name)
+        run_followups(config, [followup], arm_results(config), log, data_overrides(config, Path(config.out)))
     return outcome
 
 
-__all__ = ["ExperimentOutcome", "run_experiment"]
+def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> ExperimentOutcome:
+    """Everything `config` declares, then `followups` (experiments run after the arms with the model of one
+    arm), resuming whatever an earlier run of the same inputs finished: the in-process launcher, every unit
+    of the plan one after another in this process."""
+    config.validate(followups)
+    units = plan_units(config, followups)
+    log = StageLog(
+        config.name, units=sum(unit.arm is not None for unit in units) + int(config.protocol.baseline)
+    )
+    outcome = ExperimentOutcome(results={})
+    for unit in units:
+        folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name)
+        clear_run(folder)
+        started = time.time()
+        done = run_unit(config, followups, unit.name, log)
+        write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})
+        outcome.computed += done.computed
+        outcome.reused += done.reused
+        if done.results is not None:
+            outcome.results, outcome.report = done.results, done.report
+    return outcome
+
+
+__all__ = ["ExperimentOutcome", "UnitOutcome", "arm_results", "run_experiment", "run_unit"]

@@ -183,6 +183,8 @@ class ExperimentConfig:
         build_pretrained: build the tiny pretrained pipeline at `pretrained` when it is missing (phantom world).
         seeds: every arm's seeds unless the arm names its own.
         steps: the training budget of every arm (`trainer.max_steps`); null keeps each config's.
+        threads: torch's CPU threads in every unit (a unit's input: it changes CPU summation order, so two
+            units at once on one machine give what they give one after another).
         data / evaluator / retriever / protocol / claims: see their types.
         arms: the fine-tuning strategies compared.
     """
@@ -193,6 +195,7 @@ class ExperimentConfig:
     build_pretrained: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
     steps: int | None = None
+    threads: int = 1
     data: DataSpec = field(default_factory=DataSpec)
     evaluator: EvaluatorSpec = field(default_factory=EvaluatorSpec)
     retriever: RetrieverSpec = field(default_factory=RetrieverSpec)
@@ -241,6 +244,8 @@ class ExperimentConfig:
             raise ConfigError(
                 "protocol.diversity_samples: MS-SSIM diversity needs at least 2 samples per prompt"
             )
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
         for followup in followups:

@@ -1,0 +1,124 @@
+"""A launcher's record of each unit, under `<out>/units/<unit>/`: `job.json` (the job that runs it: its id,
+cluster and log), `started.json` and `done.json` (written by the unit itself), each stamped with the unit's
+key (a digest of the experiment config and follow-ups: a record of other inputs is no record of this one).
+From them, a unit's state: done, running (its job is alive: listed by squeue, or its local process lives),
+failed (its job ended without finishing it) or pending (no job of these inputs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.experiments.followup import Followup
+from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.units import digest, plain, read_result
+
+JOB, STARTED, DONE = "job.json", "started.json", "done.json"
+# squeue states of a job that ends without running again
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def unit_key(config: ExperimentConfig, followups: Sequence[Followup], name: str) -> str:
+    settings = {f.key: plain(f.settings) for f in followups}
+    return digest({"config": plain(config), "followups": settings, "unit": name})
+
+
+def unit_folder(config: ExperimentConfig, name: str) -> Path:
+    return Path(config.out) / "units" / name
+
+
+def write_record(folder: Path, kind: str, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / kind, json.dumps(record, indent=2) + "\n")
+
+
+def read_record(folder: Path, kind: str, key: str) -> dict | None:
+    """The record `kind` of the unit when it holds these inputs' key, else None."""
+    record = read_result(folder / kind)
+    return record if record is not None and record.get("key") == key else None
+
+
+def clear_run(folder: Path) -> None:
+    """Forget the unit's last start and end (a new job runs it)."""
+    for kind in (STARTED, DONE):
+        (folder / kind).unlink(missing_ok=True)
+
+
+def squeue_state(job_id: str) -> str | None:
+    """The job's state as squeue lists it; None when it is no longer listed (or squeue cannot be run)."""
+    if shutil.which("squeue") is None:
+        return None
+    listed = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False
+    )
+    states = listed.stdout.split()
+    return states[0] if listed.returncode == 0 and states else None
+
+
+def process_alive(pid: int) -> bool:
+    """A local job's process still runs (a zombie left for its parent to reap counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class UnitState:
+    """One row of `--status`."""
+
+    name: str
+    state: str  # pending | running | done | failed
+    job_id: str = ""
+    seconds: float | None = None
+    log: str = ""
+    detail: str = ""  # squeue's state of a running job (PENDING, RUNNING, REQUEUED...)
+
+
+def job_alive(job: dict, live=None) -> str | None:
+    """The state of a recorded job while it is alive, else None. `live`: submitit's Job when this process
+    submitted it (a local job is then this process's child, and submitit knows when it ended)."""
+    if job["cluster"] == "slurm":
+        state = squeue_state(job["job_id"])
+        return state if state is not None and state not in ENDED else None
+    if live is not None:
+        return None if live.done() else "RUNNING"
+    return "RUNNING" if process_alive(int(job["job_id"])) else None
+
+
+def unit_state(folder: Path, name: str, key: str, live=None) -> UnitState:
+    done = read_record(folder, DONE, key)
+    job = read_record(folder, JOB, key)
+    started = read_record(folder, STARTED, key)
+    job_id, log = (job["job_id"], job["log"]) if job else ("", "")
+    if done is not None:
+        return UnitState(name, "done", job_id, done["seconds"], log)
+    if job is None:
+        return UnitState(name, "pending")
+    alive = job_alive(job, live)
+    since = started["time"] if started else None
+    if alive is not None:
+        seconds = None if since is None else time.time() - since
+        return UnitState(name, "running", job_id, seconds, log, alive)
+    return UnitState(name, "failed", job_id, None, log)
+
+
+__all__ = [
+    "DONE",
+    "JOB",
+    "STARTED",
+    "UnitState",
+    "clear_run",
+    "read_record",
+    "unit_folder",
+    "unit_key",
+    "unit_state",
+    "write_record",
+]
