@@ -79,7 +79,7 @@ class SubmititLauncher:
 
         folder = Path(self.launcher.folder or Path(self.config.out) / "jobs")
         executor = submitit.AutoExecutor(
-            folder=folder / "%j",
+            folder=folder,
             cluster=self.launcher.cluster,
             slurm_max_num_timeout=self.launcher.max_requeues,
         )

@@ -33,7 +33,11 @@ class UnitJob(Checkpointable):
         folder = unit_folder(self.config, self.name)
         started = time.time()
         if is_first_task():
-            write_record(folder, STARTED, {"key": key, "time": started, "host": os.uname().nodename})
+            write_record(
+                folder,
+                STARTED,
+                {"key": key, "time": started, "host": os.uname().nodename, "pid": os.getpid()},
+            )
         outcome = run_unit(self.config, self.followups, self.name)
         if is_first_task():
             write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})

@@ -1,0 +1,98 @@
+"""The experiment's launchers: the submitit launcher (submitit's local executor: separate processes on this
+machine) against the in-process default on the same toy experiment; which launcher a config selects;
+dependency order; a failed unit reported while the rest finish; a rerun submits only what is missing and
+never a second job for a unit whose job still runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _launch import comparable, local_launcher, toy_launch_args
+from _tiny_run import ROOT
+from test_experiment import UNET_TEXT
+
+from cxr_ldm.commands.experiment import launch, main, parse_command
+from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.unit_records import DONE, STARTED, read_result
+
+
+def test_the_launcher_is_chosen_by_the_config_and_a_cluster_profile(tmp_path: Path) -> None:
+    args = toy_launch_args(tmp_path, "out")
+    assert parse_command(args).launcher.kind == "in_process"  # the default: this process
+    profile = parse_command([*args, "--config", str(ROOT / "configs/clusters/example-slurm.yaml")]).launcher
+    assert (profile.kind, profile.cluster, profile.partition) == ("submitit", "slurm", "gpu")
+    params = profile.executor_parameters()
+    assert params["tasks_per_node"] == params["gpus_per_node"] == 4
+    assert params["slurm_array_parallelism"] == profile.array_parallelism
+    assert params["slurm_qos"] == "normal"  # an extra option, given without its slurm_ prefix
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("launcher:\n  kind: submitit\n  slurm: {slurm_qos: high}\n")
+    with pytest.raises(ConfigError, match="launcher.slurm: write the keys without their slurm_ prefix"):
+        parse_command([*args, "--config", str(bad)])
+    with pytest.raises(ConfigError, match="launcher.nodes 2: the local executor runs on this machine only"):
+        parse_command([*args, *local_launcher(nodes=2)])
+
+
+@pytest.mark.slow  # about 2 minutes on 2 loaded cores: five units as separate Python processes
+def test_units_as_local_jobs_match_the_in_process_run_and_a_rerun_submits_only_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    straight = toy_launch_args(tmp_path, "straight")
+    assert main(straight) == 0
+    expected = comparable(
+        json.loads((tmp_path / "straight" / "results.json").read_text()), tmp_path / "straight"
+    )
+
+    out = tmp_path / "jobs"
+    args = [*toy_launch_args(tmp_path, "jobs"), *local_launcher(array_parallelism=2)]
+    # Submitted without waiting: the references' job runs; the same command again finds it and submits nothing.
+    first = launch(parse_command([*args, *local_launcher(array_parallelism=2, wait=False)]))
+    assert first.submitted == ["references"]
+    again = launch(parse_command([*args, *local_launcher(array_parallelism=2, wait=False)]))
+    assert again.submitted == [] and "references" in [s.name for s in again.states if s.state == "running"]
+    assert main(args) == 0
+    listed = capsys.readouterr().out
+    assert "arms/unet-text/seed1  done" in listed and "report" in listed
+    results = json.loads((out / "results.json").read_text())
+    assert comparable(results, out) == expected  # every value but the wall times
+
+    units = out / "units"
+    started = {
+        name: read_result(units / name / STARTED) for name in ("arms/unet-text/seed0", "arms/unet-text/seed1")
+    }
+    references_done = read_result(units / "references" / DONE)["time"]
+    assert all(record["time"] > references_done for record in started.values())  # after what they need
+    assert len({record["pid"] for record in started.values()}) == 2  # each its own process
+    seed0, seed1 = (read_result(units / f"arms/unet-text/seed{k}" / DONE) for k in (0, 1))
+    ran_together = min(seed0["time"], seed1["time"]) > max(r["time"] for r in started.values())
+    assert ran_together  # both had started before either finished: two at once
+
+    # Nothing missing: nothing submitted. One unit's record gone: that unit alone.
+    assert launch(parse_command(args)).submitted == []
+    (units / "arms/unet-text/seed1" / DONE).unlink()
+    (out / "arms/unet-text/seed1" / "result.json").unlink()
+    rerun = launch(parse_command(args))
+    assert rerun.submitted == ["arms/unet-text/seed1"]
+    assert comparable(json.loads((out / "results.json").read_text()), out) == expected
+
+
+@pytest.mark.slow  # about a minute: three local jobs
+def test_a_failed_unit_is_reported_with_its_log_arm_and_seed_while_the_others_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    arms = [{"name": "good", "configs": UNET_TEXT},
+            {"name": "broken", "configs": [str(tmp_path / "missing.yaml")]}]  # fmt: skip
+    args = [*toy_launch_args(tmp_path, "out", seeds="[0]", arms=arms), *local_launcher()]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "broken seed 0: FAILED" in printed.err
+    failed = [line for line in printed.out.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "arms/broken/seed0" in failed[0]
+    log = Path(failed[0].rsplit("its log: ", 1)[1])
+    assert "missing.yaml" in log.read_text()  # the log names what went wrong
+    assert (tmp_path / "out" / "arms" / "good" / "seed0" / "result.json").is_file()  # the other finished
+    assert not (tmp_path / "out" / "results.json").exists()  # no report while a unit failed
+    assert main([*args, "--status"]) == 1
+    assert "arms/broken/seed0  failed" in capsys.readouterr().out
