@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import submitit
 import torch
 from _launch import toy_launch_args
@@ -21,6 +22,7 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
 
 
+@pytest.mark.slow  # about 50 s: two fits, one in a submitit job
 def test_a_unit_in_a_fresh_process_that_finds_the_cache_matches_the_unit_run_after_others(
     tmp_path: Path,
 ) -> None:
