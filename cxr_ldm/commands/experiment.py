@@ -13,6 +13,7 @@ unit is done (docs/cluster.md).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import fields
 from typing import TYPE_CHECKING, NamedTuple
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         for state in launched.failed:
             print(f"failed: {state.name} (job {state.job_id}); its log: {state.log}")
         if launched.report is not None:
+            results = json.loads((launched.report.parent / "results.json").read_text())
+            for claim in results["claims"]:
+                print(f"{claim['id']}: {claim['verdict']}")
             print(f"report: {launched.report}")
         return 1 if launched.failed else 0
     config, followups = command.experiment
