@@ -35,7 +35,7 @@ def test_the_launcher_is_chosen_by_the_config_and_a_cluster_profile(tmp_path: Pa
         parse_command([*args, *local_launcher(nodes=2)])
 
 
-@pytest.mark.slow  # about 2 minutes on 2 loaded cores: five units as separate Python processes
+@pytest.mark.slow  # about 100 s on 2 loaded cores: an in-process run, then units as separate processes
 def test_units_as_local_jobs_match_the_in_process_run_and_a_rerun_submits_only_what_is_missing(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -78,7 +78,7 @@ def test_units_as_local_jobs_match_the_in_process_run_and_a_rerun_submits_only_w
     assert comparable(json.loads((out / "results.json").read_text()), out) == expected
 
 
-@pytest.mark.slow  # about a minute: three local jobs
+@pytest.mark.slow  # about 50 s: three local jobs
 def test_a_failed_unit_is_reported_with_its_log_arm_and_seed_while_the_others_finish(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
