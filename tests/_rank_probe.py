@@ -1,7 +1,8 @@
-"""A callback for DDP tests: each rank writes the prompts and loss of every training batch it ran."""
+"""Callbacks for DDP tests: what each rank ran and how it ended, and a bad batch on one rank only."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from lightning import Callback
 
 
 class RankLossProbe(Callback):
+    """Each rank writes the prompts and loss of every training batch it ran."""
+
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
 
@@ -18,3 +21,40 @@ class RankLossProbe(Callback):
         row = {"step": trainer.global_step, "prompts": list(batch["prompt"]), "loss": float(loss)}
         with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as stream:
             stream.write(json.dumps(row) + "\n")
+
+
+class RankOutcome(Callback):
+    """Each rank writes how its fit ended: a hash of its trained weights and its count of skipped steps, or
+    the error it raised."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def _write(self, trainer, row: dict) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(row))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        digest = hashlib.sha256()
+        for name, param in sorted(pl_module.trained_named_parameters().items()):
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+        skipped = pl_module.nonfinite.steps_skipped
+        self._write(trainer, {"weights": digest.hexdigest(), "skipped": skipped, "step": trainer.global_step})
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._write(trainer, {"error": f"{type(exception).__name__}: {exception}"})
+
+
+class PoisonRankBatch(Callback):
+    """Sets the images of one training batch to NaN on one rank only (a bad file only that rank reads)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        for key in ("pixel_values", "latent_parameters"):
+            if key in batch:
+                batch[key].fill_(float("nan"))

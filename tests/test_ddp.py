@@ -1,11 +1,13 @@
 """Two-process DDP on CPU (gloo) runs `fit` to the end through Lightning's own strategy, for every text
 encoder family: DDP (without find_unused_parameters) fails on a step where a trained parameter got no
-gradient, so each family's trained set must all take part in the loss."""
+gradient, so each family's trained set must all take part in the loss. The ranks agree: a non-finite loss on
+one rank makes every rank skip or raise at the same step."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -80,21 +82,85 @@ def test_two_process_ddp_for_every_text_encoder_family(tmp_path, phantom_root, f
     assert checkpoint["global_step"] == 2
 
 
-def test_skip_policy_is_refused_under_ddp_before_training(tmp_path, phantom_root):
-    """Lightning cannot skip a step on one DDP rank: `nonfinite_loss: skip` with two processes is a
-    configuration error at start, not a crash at the first non-finite loss hours later."""
-    args = fit_args(
-        tmp_path, phantom_root, "--trainer.strategy", "ddp", "--trainer.devices", "2",
-        "--model.init_args.objective.nonfinite_loss", "skip",
-    )  # fmt: skip
-    result = subprocess.run(
+def run_ddp_outcome(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """A two-process fit that may fail; a hang (a rank left waiting in a collective) fails the test after
+    `timeout` seconds, with every rank's process killed."""
+    tests = str(ROOT / "tests")
+    path = os.pathsep.join(p for p in (str(ROOT), tests, os.environ.get("PYTHONPATH", "")) if p)
+    process = subprocess.Popen(
         [sys.executable, "-m", "cxr_ldm", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path},
+        start_new_session=True,  # the launched ranks share its process group
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the DDP run hung for {timeout} s (a rank waiting for the others):\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def outcomes(folder) -> list[dict]:
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def callback(class_path: str, **init_args) -> list[str]:
+    return ["--trainer.callbacks+", json.dumps({"class_path": class_path, "init_args": init_args})]
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, phantom_root):
+    """`raise`: rank 1 alone sees a non-finite loss at step 1; both ranks raise, naming that step."""
+    args = fit_args(
+        tmp_path, phantom_root, *DDP,
+        *callback("_rank_probe.PoisonRankBatch", rank=1, step=1),
+        *callback("_rank_probe.RankOutcome", out_dir=str(tmp_path / "outcome")),
+    )  # fmt: skip
+    result = run_ddp_outcome(args)
+    assert result.returncode != 0
+    zero, one = outcomes(tmp_path / "outcome")
+    assert one["error"].startswith(
+        "FloatingPointError: non-finite loss at global step 1, batch 1 (batch keys"
+    )
+    assert zero["error"].startswith(
+        "FloatingPointError: non-finite loss at global step 1, batch 1 on another DDP rank"
+    )
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path, phantom_root):
+    """`skip`: rank 1 alone sees a non-finite loss at step 1; both ranks skip that step and end with the
+    same weights."""
+    args = fit_args(
+        tmp_path, phantom_root, *DDP, "--model.init_args.objective.nonfinite_loss", "skip",
+        *callback("_rank_probe.PoisonRankBatch", rank=1, step=1),
+        *callback("_rank_probe.RankOutcome", out_dir=str(tmp_path / "outcome")),
+    )  # fmt: skip
+    result = run_ddp_outcome(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    zero, one = outcomes(tmp_path / "outcome")
+    assert zero == one
+    assert zero["skipped"] == 1 and zero["step"] == 4
+    assert "non-finite loss at global step 1, batch 1 on another DDP rank" in result.stderr
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["nonfinite_steps_skipped"] == 1
+    assert checkpoint["ema"]["num_updates"] == 3  # the skipped step is no EMA update
+
+
+@pytest.mark.slow
+def test_skip_policy_with_gradient_accumulation_is_refused_under_ddp_before_training(tmp_path, phantom_root):
+    """A skipped last micro-batch would leave accumulated gradients unsynchronised across ranks: `skip` with
+    `accumulate_grad_batches > 1` under DDP is a configuration error at start, naming both keys."""
+    args = fit_args(
+        tmp_path, phantom_root, *DDP, "--trainer.accumulate_grad_batches", "2",
+        "--model.init_args.objective.nonfinite_loss", "skip",
+    )  # fmt: skip
+    result = run_ddp_outcome(args)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "nonfinite_loss: skip works in a single process only" in result.stderr
-    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert "nonfinite_loss: skip with trainer.accumulate_grad_batches: 2 under DDP" in result.stderr
+    assert not list(tmp_path.glob("checkpoints/*.ckpt"))

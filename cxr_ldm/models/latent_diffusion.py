@@ -134,6 +134,7 @@ class LatentDiffusion(LightningModule):
         self.trainable = trainable
         self.nonfinite = NonfiniteLoss(self.objective.nonfinite_loss, self.objective.nonfinite_max_skips)
         self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
+        self._drop_gradients = False  # a step all DDP ranks skip: its zero gradients are not applied
         self._device_generator: torch.Generator | None = None
         self.vae_scale = latent_scaling_factor(self.vae)
 
@@ -291,10 +292,25 @@ class LatentDiffusion(LightningModule):
         every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
         if self.nonfinite.skips(loss, self.global_step, batch, batch_idx, self.global_step % every == 0):
             self.log("train/nonfinite_steps_skipped", float(self.nonfinite.steps_skipped))
-            return None
+            return self._skipped_step_loss()
         self._batches_since_step += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
+
+    def _skipped_step_loss(self) -> torch.Tensor | None:
+        """What a skipped step returns: nothing in one process. Under DDP, where Lightning needs a loss from
+        every rank and DDP an all-reduce of every trained parameter's gradient, a zero loss through every
+        trained parameter; `on_before_optimizer_step` then drops those zero gradients, so the optimizer
+        moves nothing, as in one process."""
+        if self.trainer.world_size == 1:
+            return None
+        self._drop_gradients = True
+        return sum(param.sum() for param in self.trained_named_parameters().values()) * 0.0
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._drop_gradients:
+            self._drop_gradients = False
+            optimizer.zero_grad(set_to_none=True)
 
     def on_train_epoch_end(self) -> None:
         self.nonfinite.check()
@@ -359,10 +375,14 @@ class LatentDiffusion(LightningModule):
             datamodule.set_prompt_tokenizer(self._prompt_tokenizer)
         if stage != "fit":
             return
-        if self.objective.nonfinite_loss == "skip" and self.trainer.world_size > 1:
+        accumulate = self.trainer.accumulate_grad_batches
+        if self.objective.nonfinite_loss == "skip" and self.trainer.world_size > 1 and accumulate > 1:
             raise ConfigError(
-                "model.init_args.objective.nonfinite_loss: skip works in a single process only (Lightning cannot skip "
-                f"a step on one of {self.trainer.world_size} DDP ranks); use raise under DDP"
+                "model.init_args.objective.nonfinite_loss: skip with trainer.accumulate_grad_batches: "
+                f"{accumulate} under DDP ({self.trainer.world_size} ranks) is refused: a skipped last "
+                "micro-batch would leave the accumulated gradients un-synchronised between the ranks. Set "
+                "trainer.accumulate_grad_batches: 1 (raise data.init_args.batch_size instead) or use "
+                "nonfinite_loss: raise"
             )
         if channels_last_applies(self.speed.channels_last, self.trainer.strategy.root_device):
             use_channels_last(self.unet)
@@ -372,6 +392,8 @@ class LatentDiffusion(LightningModule):
     def on_fit_start(self) -> None:
         # A model object fitted again (Python API) starts its counts afresh.
         self.nonfinite.reset()
+        strategy = self.trainer.strategy
+        self.nonfinite.across_ranks(lambda t, op: strategy.reduce(t, reduce_op=op), strategy.root_device)
         self._batches_since_step = 0
         dtype = training_dtype(self.trainer.precision)
         if self.speed.frozen_in_training_dtype and dtype is not None:
