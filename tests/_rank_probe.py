@@ -10,7 +10,7 @@ from lightning import Callback
 
 
 class RankLossProbe(Callback):
-    """Each rank writes the prompts and loss of every training batch it ran."""
+    """Each rank writes the images, prompts and loss of every training batch it ran."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
@@ -18,7 +18,8 @@ class RankLossProbe(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        row = {"step": trainer.global_step, "prompts": list(batch["prompt"]), "loss": float(loss)}
+        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "prompts": list(batch["prompt"]),
+               "images": list(batch["dicom_id"]), "loss": float(loss)}  # fmt: skip
         with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as stream:
             stream.write(json.dumps(row) + "\n")
 

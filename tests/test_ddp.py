@@ -164,3 +164,38 @@ def test_skip_policy_with_gradient_accumulation_is_refused_under_ddp_before_trai
     assert result.returncode == 2, result.stderr[-3000:]
     assert "nonfinite_loss: skip with trainer.accumulate_grad_batches: 2 under DDP" in result.stderr
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))
+
+
+def probe_rows(folder) -> list[list[dict]]:
+    return [
+        [json.loads(line) for line in (folder / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
+
+
+@pytest.mark.slow
+def test_resume_in_the_middle_of_an_epoch_replays_the_batch_order(tmp_path, phantom_root):
+    """Epochs of 4 batches per rank; a run stopped at step 6 (epoch 1, 2 batches in) and resumed from its
+    checkpoint trains on the same images, in the same order, on each rank as one run straight to step 8."""
+
+    def run(folder, probe, steps, *extra):
+        args = fit_args(
+            folder, phantom_root, *DDP, "--trainer.limit_val_batches", "0",
+            "--trainer.max_steps", str(steps), *callback("_rank_probe.RankLossProbe", out_dir=str(probe)), *extra,
+        )  # fmt: skip
+        run_ddp(args)
+
+    run(tmp_path / "straight", tmp_path / "straight-probe", 8)
+    run(tmp_path / "stopped", tmp_path / "first-probe", 6)
+    checkpoint = torch.load(
+        tmp_path / "stopped" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 1
+    run(tmp_path / "stopped", tmp_path / "resumed-probe", 8, "--ckpt_path", "last")
+    straight = probe_rows(tmp_path / "straight-probe")
+    first, resumed = probe_rows(tmp_path / "first-probe"), probe_rows(tmp_path / "resumed-probe")
+    for rank in (0, 1):
+        assert [(row["epoch"], row["step"]) for row in resumed[rank]] == [(1, 7), (1, 8)]
+        assert [row["images"] for row in first[rank] + resumed[rank]] == [
+            row["images"] for row in straight[rank]
+        ]
+    assert straight[0][6]["images"] != straight[1][6]["images"]  # each rank its own share
