@@ -199,3 +199,32 @@ def test_resume_in_the_middle_of_an_epoch_replays_the_batch_order(tmp_path, phan
             row["images"] for row in straight[rank]
         ]
     assert straight[0][6]["images"] != straight[1][6]["images"]  # each rank its own share
+
+
+PRETRAINED = ROOT / "artifacts" / "tiny-pretrained"
+
+
+@pytest.mark.slow
+def test_frozen_weights_in_bf16_keep_no_float32_host_copy_on_any_rank(tmp_path, phantom_root):
+    """LoRA on the tiny pretrained pipeline under bf16-mixed, two ranks: the frozen U-Net, VAE and text
+    encoder are bf16 during the fit, and no rank holds a float32 copy of them on the host (their source
+    is read again at the end of the fit)."""
+    args = fit_args(
+        tmp_path, phantom_root, *DDP, "--trainer.precision", "bf16-mixed", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "0",
+        "--model.init_args.components.pretrained_model_name_or_path", str(PRETRAINED),
+        *[arg for key in ("vae_config", "unet_config", "text_encoder_config", "tokenizer_name_or_path")
+          for arg in (f"--model.init_args.components.{key}", "null")],
+        "--model.init_args.trainable", '{"unet_lora": {"lr": 1e-3}}',
+        "--model.init_args.lora", '{"unet": {"rank": 2, "alpha": 2.0}}',
+        "--data.init_args.image_size", "64",
+        *callback("_rank_probe.RankHostMemory", out_dir=str(tmp_path / "memory")),
+    )  # fmt: skip
+    run_ddp(args)
+    ranks = outcomes(tmp_path / "memory")
+    print("host memory per rank:", json.dumps(ranks))  # docs/ddp.md quotes these
+    for rank in ranks:
+        assert rank["frozen_dtypes"] == ["torch.bfloat16"]
+        assert rank["frozen_param_bytes"] == 2 * rank["frozen_params"]
+        # a float32 copy would be 4 bytes a frozen parameter; a few stray small tensors may share a shape
+        assert rank["float32_copy_bytes"] < 0.01 * 4 * rank["frozen_params"]

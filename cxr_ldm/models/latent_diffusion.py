@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -15,7 +16,11 @@ from torch import nn
 from cxr_ldm.checkpoints import find_frozen_pretrained, read_model_entries, write_model_entries
 from cxr_ldm.data.prompt_tokens import PromptTokenizer
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.models.components import latent_scaling_factor, load_diffusion_components
+from cxr_ldm.models.components import (
+    latent_scaling_factor,
+    load_diffusion_components,
+    read_pretrained_component,
+)
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.diffusion_parts import (
     PARTS,
@@ -29,7 +34,7 @@ from cxr_ldm.models.diffusion_parts import (
     upgrade_flat_arguments,
 )
 from cxr_ldm.models.ema import EmaWeights, ema_applied
-from cxr_ldm.models.frozen_dtype import FrozenDtype, training_dtype
+from cxr_ldm.models.frozen_dtype import FrozenDtype, Reload, training_dtype
 from cxr_ldm.models.gradient_checkpointing import checkpoint_gradient_path
 from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.nonfinite import NonfiniteLoss
@@ -159,7 +164,16 @@ class LatentDiffusion(LightningModule):
         self._prompt_tokenizer = PromptTokenizer(self.text.tokenizer, self.text.max_length)
         self._empty_tokens: dict[str, torch.Tensor] | None = None
         frozen = set(self.components()) - set(trainable)
-        self._frozen_pretrained = find_frozen_pretrained(self.state_dict(keep_vars=True), loaded, frozen)
+        state = self.state_dict(keep_vars=True)
+        self._frozen_pretrained = find_frozen_pretrained(state, loaded, frozen)
+        # The model's own tensors of each frozen pretrained component, in the order the source gives them
+        # (None for one the model dropped), so a fit in the low dtype can read the source again.
+        present = {id(tensor) for tensor in state.values()}
+        self._frozen_sources = {
+            name: [tensor if id(tensor) in present else None for tensor in tensors]
+            for name, (_, tensors) in loaded.items()
+            if name in frozen
+        }
 
     # ----------------------------------------------------------------- components and freezing
     def components(self) -> dict[str, nn.Module]:
@@ -398,7 +412,11 @@ class LatentDiffusion(LightningModule):
         dtype = training_dtype(self.trainer.precision)
         if self.speed.frozen_in_training_dtype and dtype is not None:
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
-            self.frozen_dtype.cast(self, frozen, dtype)
+            reloads = [
+                Reload(partial(read_pretrained_component, self.components_spec, name), tensors)
+                for name, tensors in self._frozen_sources.items()
+            ]
+            self.frozen_dtype.cast(self, frozen, dtype, reloads)
         if self.conditioning.text_embedding_cache:
             self.text_cache = open_text_cache(self.text, self.trainer, self.text_trains())
 
