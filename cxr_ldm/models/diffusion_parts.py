@@ -154,7 +154,8 @@ class Speed:
             compiles); weights, checkpoints, EMA and export are unchanged.
         frozen_in_training_dtype: under `bf16-mixed` / `16-mixed`, store the frozen weights (VAE, frozen
             text encoder, the frozen U-Net under LoRA) in that dtype for the fit instead of re-casting them
-            on every forward; checkpoints keep their float32 values and they come back when the fit ends.
+            on every forward; checkpoints keep their float32 values and they come back when the fit ends
+            (read again from their pretrained source: no rank keeps a float32 host copy during the fit).
     """
 
     gradient_checkpointing: bool = False
