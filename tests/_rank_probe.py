@@ -70,28 +70,36 @@ class RankHostMemory(Callback):
         self.out_dir = Path(out_dir)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        import gc
         import resource
 
-        import torch
-
         frozen = [p for p in pl_module.parameters() if not p.requires_grad]
-        own = {t.untyped_storage().data_ptr() for t in [*pl_module.parameters(), *pl_module.buffers()]}
-        shapes = {tuple(p.shape) for p in frozen}
-        copies, seen = 0, set()
-        for obj in gc.get_objects():
-            if not isinstance(obj, torch.Tensor) or obj.device.type != "cpu" or obj.dtype != torch.float32:
-                continue
-            pointer = obj.untyped_storage().data_ptr()
-            if tuple(obj.shape) in shapes and pointer not in own and pointer not in seen:
-                seen.add(pointer)
-                copies += obj.untyped_storage().nbytes()
         row = {
             "frozen_params": sum(p.numel() for p in frozen),
             "frozen_param_bytes": sum(p.nbytes for p in frozen),
             "frozen_dtypes": sorted({str(p.dtype) for p in frozen}),
-            "float32_copy_bytes": copies,
+            "float32_copy_bytes": float32_copy_bytes(pl_module),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(row))
+
+
+def float32_copy_bytes(module) -> int:
+    """Bytes of live float32 CPU tensors outside `module` with the shape of one of its frozen parameters:
+    float32 copies of frozen weights, wherever they are kept."""
+    import gc
+
+    import torch
+
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+    shapes = {tuple(p.shape) for p in frozen}
+    copies, seen = 0, set()
+    for obj in gc.get_objects():
+        if not isinstance(obj, torch.Tensor) or obj.device.type != "cpu" or obj.dtype != torch.float32:
+            continue
+        pointer = obj.untyped_storage().data_ptr()
+        if tuple(obj.shape) in shapes and pointer not in own and pointer not in seen:
+            seen.add(pointer)
+            copies += obj.untyped_storage().nbytes()
+    return copies
