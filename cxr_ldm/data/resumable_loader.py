@@ -37,14 +37,18 @@ class EpochShuffle(RandomSampler):
 
 
 class _SkipFirst:
-    """An index (batch) sampler whose next iteration starts `skip` batches in; later ones start at 0."""
+    """An index (batch) sampler whose first iteration that is read from starts `skip` batches in; later
+    ones start at 0. (A DataLoader iterator may make an iterator it never reads, then another one.)"""
 
     def __init__(self, batches: Iterable, skip: int) -> None:
         self.batches, self.skip = batches, skip
 
     def __iter__(self) -> Iterator:
-        skip, self.skip = self.skip, 0
-        return itertools.islice(iter(self.batches), skip, None)
+        def batches() -> Iterator:
+            skip, self.skip = self.skip, 0  # at the first batch drawn
+            yield from itertools.islice(iter(self.batches), skip, None)
+
+        return batches()
 
     def __len__(self) -> int:
         return len(self.batches)  # type: ignore[arg-type]
