@@ -173,14 +173,16 @@ def probe_rows(folder) -> list[list[dict]]:
 
 
 @pytest.mark.slow
-def test_resume_in_the_middle_of_an_epoch_replays_the_batch_order(tmp_path, phantom_root):
+@pytest.mark.parametrize("sampling", ["shuffle", "finding_balanced"])
+def test_resume_in_the_middle_of_an_epoch_replays_the_batch_order(tmp_path, phantom_root, sampling):
     """Epochs of 4 batches per rank; a run stopped at step 6 (epoch 1, 2 batches in) and resumed from its
     checkpoint trains on the same images, in the same order, on each rank as one run straight to step 8."""
 
     def run(folder, probe, steps, *extra):
         args = fit_args(
             folder, phantom_root, *DDP, "--trainer.limit_val_batches", "0",
-            "--trainer.max_steps", str(steps), *callback("_rank_probe.RankLossProbe", out_dir=str(probe)), *extra,
+            "--trainer.max_steps", str(steps), "--data.init_args.train_sampling", sampling,
+            *callback("_rank_probe.RankLossProbe", out_dir=str(probe)), *extra,
         )  # fmt: skip
         run_ddp(args)
 

@@ -169,7 +169,8 @@ def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, phantom_roo
     assert model.unet.is_gradient_checkpointing
 
 
-def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, phantom_root):
+@pytest.mark.parametrize("sampling", ["shuffle", "finding_balanced"])
+def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, phantom_root, sampling):
     """One process, two DataLoader workers: stopped at step 10 (epoch 1, two batches in; epochs of 8
     batches) and resumed, a run trains on the images of one run straight to step 12, in the same order."""
     import json
@@ -178,6 +179,7 @@ def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, 
         probe_arg = {"class_path": "_rank_probe.RankLossProbe", "init_args": {"out_dir": str(probe)}}
         args = fit_args(
             folder, phantom_root, "--trainer.limit_val_batches", "0", "--data.init_args.num_workers", "2",
+            "--data.init_args.train_sampling", sampling,
             "--trainer.max_steps", str(steps), "--trainer.callbacks+", json.dumps(probe_arg), *extra,
         )  # fmt: skip
         assert main(args) == 0

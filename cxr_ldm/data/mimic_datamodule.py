@@ -409,6 +409,10 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
             **extra,
         )
 
+    def _train_epoch(self) -> int:
+        """The epoch being trained (0 outside a fit)."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def _train_position(self) -> tuple[int, int]:
         """(epoch, its batches trained so far; 0 once the epoch is complete), saved with each checkpoint."""
         trainer = self.trainer
@@ -429,7 +433,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         # its own shard per epoch.
         if self.train_sampling == "finding_balanced":
             sampler = finding_balanced_sampler(
-                self.datasets["train"].labels, self.balance_power, self.options.seed
+                self.datasets["train"].labels, self.balance_power, self.options.seed, self._train_epoch
             )
             return self._loader("train", False, self.batch_size, sampler)
         return self._loader("train", True, self.batch_size)
