@@ -167,3 +167,26 @@ def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, phantom_roo
     model = LatentDiffusion.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
     assert model.unet.is_gradient_checkpointing
+
+
+@pytest.mark.parametrize("sampling", ["shuffle", "finding_balanced"])
+def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, phantom_root, sampling):
+    """One process, two DataLoader workers: stopped at step 10 (epoch 1, two batches in; epochs of 8
+    batches) and resumed, a run trains on the images of one run straight to step 12, in the same order."""
+    import json
+
+    def run(folder, probe, steps, *extra):
+        probe_arg = {"class_path": "_rank_probe.RankLossProbe", "init_args": {"out_dir": str(probe)}}
+        args = fit_args(
+            folder, phantom_root, "--trainer.limit_val_batches", "0", "--data.init_args.num_workers", "2",
+            "--data.init_args.train_sampling", sampling,
+            "--trainer.max_steps", str(steps), "--trainer.callbacks+", json.dumps(probe_arg), *extra,
+        )  # fmt: skip
+        assert main(args) == 0
+        return [json.loads(line) for line in (probe / "rank0.jsonl").read_text().splitlines()]
+
+    straight = run(tmp_path / "straight", tmp_path / "straight-probe", 12)
+    first = run(tmp_path / "stopped", tmp_path / "first-probe", 10)
+    resumed = run(tmp_path / "stopped", tmp_path / "resumed-probe", 12, "--ckpt_path", "last")
+    assert [(row["epoch"], row["step"]) for row in resumed] == [(1, 11), (1, 12)]
+    assert [row["images"] for row in first + resumed] == [row["images"] for row in straight]

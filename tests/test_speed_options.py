@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
+
 import pytest
 import torch
 from _tiny_run import tiny_init_args, write_pairs
@@ -245,6 +248,46 @@ def test_frozen_unet_under_lora_is_cast_but_adapters_stay_float32(pairs, tmp_pat
     fit(model, pairs, tmp_path, seen, max_steps=1, precision="bf16-mixed")
     assert seen.adapters == {torch.float32} and seen.base == {torch.bfloat16}
     assert {p.dtype for p in model.unet.parameters()} == {torch.float32}
+
+
+def test_frozen_pretrained_weights_are_read_again_from_their_source_not_kept_in_float32(pairs, tmp_path):
+    """LoRA on the tiny pretrained pipeline under bf16-mixed: no float32 host copy of the frozen U-Net, VAE
+    and text encoder during the fit; sampling during the fit (`originals()`) and the model after it see the
+    exact float32 values read again from the source."""
+    from _rank_probe import float32_copy_bytes
+    from _tiny_run import ROOT
+
+    from cxr_ldm.models.diffusion_parts import Components
+
+    model = LatentDiffusion(
+        components=Components(pretrained_model_name_or_path=str(ROOT / "artifacts" / "tiny-pretrained")),
+        trainable={"unet_lora": Trainable(lr=1e-3)},
+        lora={"unet": {"rank": 2, "alpha": 2.0}},
+    )
+    frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
+    digest = lambda p: hashlib.sha256(p.detach().float().numpy().tobytes()).hexdigest()  # noqa: E731
+    before = {name: digest(p) for name, p in frozen.items()}  # no float32 copies held by the test itself
+
+    class Seen(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.copies = float32_copy_bytes(pl_module)
+            self.dtypes = {p.dtype for p in frozen.values()}
+            with pl_module.frozen_dtype.originals():
+                self.originals = all(
+                    p.dtype == torch.float32 and digest(p) == before[n] for n, p in frozen.items()
+                )
+            self.after_originals = {p.dtype for p in frozen.values()}
+
+    seen = Seen()
+    gc.collect()
+    baseline = float32_copy_bytes(model)  # tensors of the same shapes left by other tests in this process
+    fit(model, pairs, tmp_path, seen, max_steps=1, precision="bf16-mixed")
+    frozen_bytes = sum(p.numel() for p in frozen.values()) * 4
+    assert seen.copies - baseline < 0.01 * frozen_bytes and seen.dtypes == seen.after_originals == {
+        torch.bfloat16
+    }
+    assert seen.originals
+    assert all(p.dtype == torch.float32 and digest(p) == before[n] for n, p in frozen.items())
 
 
 # ----------------------------------------------------------------------------- compile

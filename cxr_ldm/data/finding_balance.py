@@ -6,6 +6,8 @@ training images with weights that lift rare findings lets a short fine-tune lear
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 from torch.utils.data import WeightedRandomSampler
 
@@ -31,15 +33,29 @@ def finding_balance_weights(labels: torch.Tensor, power: float = 1.0) -> torch.T
     return (weights / weights.mean()).float()
 
 
+class EpochWeightedSampler(WeightedRandomSampler):
+    """`WeightedRandomSampler` whose draw for an epoch comes from seed + that epoch (`epoch()`, the trainer's
+    current epoch), so the order is a function of (seed, epoch) and a resumed run draws what an
+    uninterrupted one drew, in one process and under Lightning's DDP wrapper alike. The first epoch's
+    draw is the one a generator seeded once with `seed` gives."""
+
+    def __init__(self, weights: torch.Tensor, seed: int, epoch: Callable[[], int] | None = None) -> None:
+        super().__init__(weights, num_samples=len(weights), replacement=True)
+        self.seed, self.epoch = seed, epoch
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch() if self.epoch is not None else 0
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+        return super().__iter__()
+
+
 def finding_balanced_sampler(
-    labels: torch.Tensor, power: float = 1.0, seed: int = 0
+    labels: torch.Tensor, power: float = 1.0, seed: int = 0, epoch: Callable[[], int] | None = None
 ) -> WeightedRandomSampler:
-    """Draw as many images per epoch as the split holds, with replacement, weighted by `finding_balance_weights`.
+    """Draw as many images per epoch as the split holds, with replacement, weighted by `finding_balance_weights`,
+    from seed + epoch (`epoch()`).
 
     Under DDP Lightning wraps this sampler in its distributed wrapper, so each rank draws its own share.
     """
     weights = finding_balance_weights(labels, power)
-    generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(
-        weights.double(), num_samples=len(weights), replacement=True, generator=generator
-    )
+    return EpochWeightedSampler(weights.double(), seed, epoch)

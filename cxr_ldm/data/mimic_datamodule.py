@@ -32,6 +32,7 @@ from cxr_ldm.data.latent_cache import (
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
 from cxr_ldm.data.prompt_tokens import PromptTokenizing
+from cxr_ldm.data.resumable_loader import EpochShuffle, ResumableDataLoader
 from cxr_ldm.errors import ConfigError
 
 LOGGER = logging.getLogger("cxr_ldm.data")
@@ -389,16 +390,36 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
     ) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
+        # The training loader resumes mid-epoch at the batch its checkpoint was written after. No `shuffle`
+        # argument beside a sampler: Lightning would read it to choose its DistributedSampler's shuffling.
+        extra: dict = {"shuffle": shuffle}
+        loader_class: type[DataLoader] = DataLoader
+        if split == "train":
+            extra, loader_class = {"position": self._train_position}, ResumableDataLoader
+            if shuffle:
+                sampler = EpochShuffle(self.datasets[split])
+        return loader_class(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collate_fn(),
+            **extra,
         )
+
+    def _train_epoch(self) -> int:
+        """The epoch being trained (0 outside a fit)."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, its batches trained so far; 0 once the epoch is complete), saved with each checkpoint."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return trainer.current_epoch, 0 if done >= trainer.num_training_batches else done
 
     def all_prompts(self) -> list[str]:
         """Every distinct prompt of the train and validation splits (for a text-embedding cache)."""
@@ -412,7 +433,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         # its own shard per epoch.
         if self.train_sampling == "finding_balanced":
             sampler = finding_balanced_sampler(
-                self.datasets["train"].labels, self.balance_power, self.options.seed
+                self.datasets["train"].labels, self.balance_power, self.options.seed, self._train_epoch
             )
             return self._loader("train", False, self.batch_size, sampler)
         return self._loader("train", True, self.batch_size)

@@ -212,3 +212,24 @@ def _pretrained_tensors(spec, parts: DiffusionComponents) -> dict[str, tuple[str
         for name, module, config, source in candidates
         if config is None
     }
+
+
+def read_pretrained_component(spec, name: str) -> list[torch.Tensor]:
+    """The tensors of one component (`vae`, `unet`, `text_encoder`) of the `components` part `spec`, read
+    again from its pretrained source in their stored dtype, in the order `load_diffusion_components`
+    reports them (parameters, then buffers)."""
+    base = resolve_source(spec.pretrained_model_name_or_path)
+    key = "model.init_args.components.pretrained_model_name_or_path"
+    common = {"revision": spec.revision}
+    if name == "vae":
+        module = _load(AutoencoderKL.from_pretrained, base, "VAE", key, subfolder="vae", **common)
+    elif name == "unet":
+        module = _load(UNet2DConditionModel.from_pretrained, base, "U-Net", key, subfolder="unet", **common)
+    elif name == "text_encoder":
+        module, _ = load_text_side(
+            base, spec.revision, None, spec.text_encoder_name_or_path, spec.tokenizer_name_or_path,
+            "model.init_args.components.",
+        )  # fmt: skip
+    else:
+        raise ValueError(f"no pretrained component {name!r}; choose vae, unet or text_encoder")
+    return [*module.parameters(), *module.buffers()]

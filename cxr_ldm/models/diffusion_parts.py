@@ -60,7 +60,8 @@ class Objective:
         condition_dropout: probability of training on the empty prompt, for classifier-free guidance.
         nonfinite_loss: `raise` stops the run at a non-finite loss (checked on the host only at logging
             steps and before a checkpoint is written, so the step never waits for the device); `skip`
-            skips that step (single process; checked every step).
+            skips that step (checked every step). Under DDP the ranks decide together: all skip or all
+            raise at the same step; `skip` with `trainer.accumulate_grad_batches` > 1 is refused there.
         nonfinite_max_skips: with `skip`, the run stops with an error once more steps than this were
             skipped (a diverged run does not skip its way to the end).
     """
@@ -153,7 +154,8 @@ class Speed:
             compiles); weights, checkpoints, EMA and export are unchanged.
         frozen_in_training_dtype: under `bf16-mixed` / `16-mixed`, store the frozen weights (VAE, frozen
             text encoder, the frozen U-Net under LoRA) in that dtype for the fit instead of re-casting them
-            on every forward; checkpoints keep their float32 values and they come back when the fit ends.
+            on every forward; checkpoints keep their float32 values and they come back when the fit ends
+            (read again from their pretrained source: no rank keeps a float32 host copy during the fit).
     """
 
     gradient_checkpointing: bool = False

@@ -5,15 +5,19 @@ frozen U-Net under LoRA) to the low dtype on every forward. Casting those weight
 that work once and halves their memory, as diffusers' training scripts do (`weight_dtype`). Trained
 parameters (LoRA adapters included) stay float32.
 
-The float32 values are kept on the host: checkpoints saved during the fit carry them (not the rounded
-copies), sampling during the fit (`originals()`) uses them, and they are put back when the fit ends, so
-export and later runs see the original weights.
+The float32 values come back when they are needed: checkpoints saved during the fit carry them (not the
+rounded copies), sampling during the fit (`originals()`) uses them, and they are put back when the fit
+ends, so export and later runs see the original weights. A component loaded from a pretrained source (hub
+id or directory) is read again from that source then (`Reload`): no rank keeps a float32 copy of it in
+host memory during the fit, and it is left out of checkpoints anyway. Only a frozen component built from a
+config (random weights, as in tests), which nothing could read again, keeps a float32 copy on the host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,62 +30,113 @@ def training_dtype(precision: str | int | None) -> torch.dtype | None:
     return LOW_PRECISION.get(str(precision))
 
 
+@dataclass
+class Reload:
+    """A component that can be read again from its pretrained source: `read()` gives its tensors in their
+    original dtype, in the order of `tensors` (the model's own tensors of that component, as loaded)."""
+
+    read: Callable[[], list[torch.Tensor]]
+    tensors: list[torch.Tensor | None]
+
+
 class FrozenDtype:
     """Casts the frozen floating parameters of some components, and restores them."""
 
     def __init__(self) -> None:
-        self._stash: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
+        self._stash: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}  # float32 copies kept on the host
+        self._reloads: list[
+            tuple[Reload, dict[int, torch.dtype]]
+        ] = []  # (source, {position: dtype cast from})
+        self._low: dict[int, torch.dtype] = {}  # id(param) -> the dtype it was cast to
 
     @property
     def active(self) -> bool:
-        return bool(self._stash)
+        return bool(self._stash or self._reloads)
 
     def names(self) -> list[str]:
         return list(self._stash)
 
+    def host_copy_bytes(self) -> int:
+        """Bytes of the float32 copies kept on the host during the fit."""
+        return sum(original.nbytes for _, original in self._stash.values())
+
     @torch.no_grad()
-    def cast(self, root: nn.Module, components: list[nn.Module], dtype: torch.dtype) -> None:
+    def cast(
+        self, root: nn.Module, components: list[nn.Module], dtype: torch.dtype, reloads: list[Reload] = ()
+    ) -> None:
         """Cast every parameter of `components` that does not require grad to `dtype`.
 
-        `root` names the parameters as its `state_dict` does, so checkpoints can be mended.
+        `root` names the parameters as its `state_dict` does, so checkpoints can be mended. A parameter
+        among a `Reload`'s tensors keeps no host copy: that source is read again when the values are needed.
         """
-        if self._stash:
+        if self.active:
             return
         wanted = {id(param) for module in components for param in module.parameters()}
+        position = {
+            id(t): (i, k)
+            for i, reload in enumerate(reloads)
+            for k, t in enumerate(reload.tensors)
+            if t is not None
+        }
+        cast_from: list[dict[int, torch.dtype]] = [{} for _ in reloads]
         for name, param in root.named_parameters(remove_duplicate=True):
             if id(param) not in wanted or param.requires_grad or not param.is_floating_point():
                 continue
             if param.dtype == dtype:
                 continue
-            self._stash[name] = (param, param.detach().to("cpu", copy=True))
+            if id(param) in position:
+                i, k = position[id(param)]
+                cast_from[i][k] = param.dtype
+            else:
+                self._stash[name] = (param, param.detach().to("cpu", copy=True))
+            self._low[id(param)] = dtype
             param.data = param.data.to(dtype)
+        self._reloads = [(reload, cast) for reload, cast in zip(reloads, cast_from, strict=True) if cast]
+
+    @torch.no_grad()
+    def _put_back_originals(self) -> None:
+        for param, original in self._stash.values():
+            param.data = original.to(param.device)
+        for reload, cast in self._reloads:
+            fresh = reload.read()
+            for k, original_dtype in cast.items():
+                param, value = reload.tensors[k], fresh[k]
+                if value.shape != param.shape:
+                    raise RuntimeError(
+                        f"the pretrained source read again gave a tensor of shape {tuple(value.shape)} where "
+                        f"the model has {tuple(param.shape)}; was the source changed during the fit?"
+                    )
+                param.data = value.to(param.device, original_dtype)
+
+    def _params(self) -> list[torch.Tensor]:
+        cast = [param for param, _ in self._stash.values()]
+        return cast + [reload.tensors[k] for reload, positions in self._reloads for k in positions]
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put the float32 (original dtype) values back."""
-        for param, original in self._stash.values():
-            param.data = original.to(param.device)
+        self._put_back_originals()
         self._stash.clear()
+        self._reloads = []
+        self._low.clear()
 
     @contextmanager
     def originals(self) -> Iterator[None]:
         """The original values inside the block (sampling for humans), the cast ones again after it."""
-        if not self._stash:
+        if not self.active:
             yield
             return
-        dtypes = {name: param.dtype for name, (param, _) in self._stash.items()}
-        with torch.no_grad():
-            for param, original in self._stash.values():
-                param.data = original.to(param.device)
+        self._put_back_originals()
         try:
             yield
         finally:
             with torch.no_grad():
-                for name, (param, _) in self._stash.items():
-                    param.data = param.data.to(dtypes[name])
+                for param in self._params():
+                    param.data = param.data.to(self._low[id(param)])
 
     def mend_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Replace the cast entries of a `state_dict` (as saved) by their original values."""
+        """Replace the cast entries of a `state_dict` (as saved) by their original values. (Components
+        read again from a source are left out of checkpoints before this.)"""
         for name, (_, original) in self._stash.items():
             if name in state_dict:
                 state_dict[name] = original.clone()

@@ -4,15 +4,28 @@
   (at logging steps, epoch and fit ends, before a checkpoint is written), so a training step needs no host
   sync; the error names the first non-finite step and its batch.
 - `skip`: the step is skipped (one host sync per step to decide), up to `nonfinite_max_skips` steps.
+
+Under DDP the decision is taken by all ranks together (`across_ranks`): a non-finite loss on any rank makes
+every rank skip that step, or every rank raise at the same check, naming the first non-finite step of any
+rank. A rank deciding alone would leave the others waiting in the next gradient all-reduce (a hang) or
+step without it (replicas that differ).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
 log = logging.getLogger("cxr_ldm.models")
+
+# (tensor, "max" | "min") -> the tensor reduced over every DDP rank; the tensor itself in one process
+Reduce = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+def _one_process(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    return tensor
 
 
 def describe_batch(batch: dict, batch_idx: int) -> str:
@@ -27,7 +40,14 @@ class NonfiniteLoss:
     def __init__(self, policy: str, max_skips: int) -> None:
         self.policy = policy
         self.max_skips = max_skips
+        self._reduce: Reduce = _one_process
+        self._device = torch.device("cpu")
         self.reset()
+
+    def across_ranks(self, reduce: Reduce, device: torch.device) -> None:
+        """Decide with every rank from now on: `reduce` (Lightning's `strategy.reduce`) over tensors on
+        `device` (the strategy's root device, where the collective runs)."""
+        self._reduce, self._device = reduce, device
 
     def reset(self) -> None:
         """A fit's fresh start: nothing skipped, nothing waiting to be checked."""
@@ -41,9 +61,11 @@ class NonfiniteLoss:
         Under `raise` the loss is only recorded, and checked when `check_now` (a logging step, which
         syncs anyway)."""
         if self.policy == "skip":
-            if torch.isfinite(loss):  # deciding to skip needs the value now: one host sync per step
+            # deciding to skip needs the value now: one host sync (and one all-reduce under DDP) per step
+            here = (~torch.isfinite(loss.detach())).to(self._device, torch.int32).reshape(1)
+            if not int(self._reduce(here.clone(), "max")):
                 return False
-            self._skip(loss, step, batch, batch_idx)
+            self._skip(loss, step, batch, batch_idx, here=bool(here))
             return True
         self.note(loss, step, batch, batch_idx)
         if check_now:
@@ -59,19 +81,35 @@ class NonfiniteLoss:
         self._first_nonfinite = here if first is None else torch.where(first >= 0, first, here)
 
     def check(self) -> None:
-        """Raise if a loss since the last check was non-finite (one host sync)."""
+        """Raise if a loss since the last check was non-finite, on this rank or any other (one host sync).
+
+        Every rank calls it at the same points (logging steps, epoch and fit ends, checkpoint saves) with
+        as many losses noted, so the ranks agree on the first non-finite one."""
         first, unchecked = self._first_nonfinite, self._unchecked
         self._first_nonfinite, self._unchecked = None, []
-        if first is None or int(first) < 0:
+        none = len(unchecked)  # "no non-finite loss": past every index
+        here = torch.full((1,), none, dtype=torch.int64, device=self._device)
+        if first is not None:
+            first = first.to(self._device).reshape(1)
+            here = torch.where(first >= 0, first, here)
+        agreed = int(self._reduce(here.clone(), "min"))
+        if agreed >= none:
             return
-        step, _, where = unchecked[int(first)]
+        step, _, where = unchecked[agreed]
+        if int(here) != agreed:
+            where = f"batch {unchecked[agreed][1]} on another DDP rank"
         raise FloatingPointError(
             f"non-finite loss at global step {step}, {where}. Lower the learning rate, prefer bf16-mixed "
             "over 16-mixed, check the images, or set model.init_args.objective.nonfinite_loss: skip to skip such steps."
         )
 
-    def _skip(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int) -> None:
-        where = f"non-finite loss ({loss.item()}) at global step {step}, " + describe_batch(batch, batch_idx)
+    def _skip(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int, here: bool) -> None:
+        if here:
+            where = f"non-finite loss ({loss.item()}) at global step {step}, " + describe_batch(
+                batch, batch_idx
+            )
+        else:
+            where = f"non-finite loss at global step {step}, batch {batch_idx} on another DDP rank"
         self.steps_skipped += 1
         limit = self.max_skips
         if self.steps_skipped > limit:
