@@ -21,6 +21,9 @@ from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Groups of every experiment besides its arms (claims may name them; no arm may take these names).
 BUILTIN_GROUPS = ("baseline", "real_test", "vae_reconstructions")
+# Groups measured once, whatever the training seed (the pretrained pipeline and the real-image references):
+# one value each, with no seed spread (experiments/claims.py).
+REFERENCE_GROUPS = (*BUILTIN_GROUPS, "real_validation")
 
 
 class GroupSource(Protocol):
