@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.learning_curve import read_learning_curve
+from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.progress import StageLog
 from cxr_ldm.experiments.protocol import evaluate_model, prompting
@@ -122,6 +124,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     }
     if config.steps is not None:
         main["trainer.max_steps"] = config.steps
+    main.update(convergence.fit_overrides(config))
     stages.append((run_dir / "fit", arm.configs, arm.overrides, main))
     for folder, configs, overrides, own in stages:
         if (folder / "done").is_file():
@@ -130,6 +133,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
             configs,
             {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
             ckpt_path="auto",
+            callbacks=convergence.fit_callbacks(config, run_dir) if folder.name == "fit" else (),
         )
         (folder / "done").touch()
     checkpoint = run_dir / "fit" / "checkpoints" / "last.ckpt"
@@ -221,7 +225,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         label = f"{arm.name} seed {seed}"
         run_dir = out / "arms" / arm.name / f"seed{seed}"
         fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "pretrained": pretrained_key,
-                      "data": asdict(config.data), "config_files": config_contents(arm)}  # fmt: skip
+                      "data": asdict(config.data), "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
         claim_folder(run_dir, fit_inputs, log.line)
         result = read_result(run_dir / RESULT)
         if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
@@ -230,6 +234,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
             outcome.reused.append(label)
             continue
         asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
+        convergence.write_arm_probe_set(config, run_dir, references, asked)
         checkpoint = fit_arm(config, arm, seed, run_dir)
         fitted = log.stage(f"{label}: fit")
         source = load_image_source(checkpoint)
@@ -239,7 +244,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         evaluated = log.stage(f"{label}: evaluation", unit=True, unit_before=fitted)
         result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
                   "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
-                  "evaluation_inputs": eval_inputs}  # fmt: skip
+                  "evaluation_inputs": eval_inputs, "learning_curve": read_learning_curve(run_dir / "fit")}  # fmt: skip
         write_result(run_dir / RESULT, result)
         arm_results.setdefault(arm.name, {})[seed] = result
         outcome.computed.append(label)
