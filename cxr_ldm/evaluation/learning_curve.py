@@ -83,7 +83,6 @@ class LearningCurveProbe(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._probes = read_probe_set(self.probe_set)
         interval = trainer.val_check_interval
         watched = [c for c in trainer.callbacks if getattr(c, "monitor", None) == METRIC]
         if watched and isinstance(interval, int) and interval != self.every_n_steps:
@@ -115,13 +114,15 @@ class LearningCurveProbe(Callback):
 
     # ------------------------------------------------------------------ the probe
     def _probe(self, trainer: Trainer, pl_module: LightningModule) -> dict:
-        probes = self._probes if self._probes is not None else read_probe_set(self.probe_set)
-        evaluator = probes.evaluator.to(pl_module.device)
-        count = self.images_per_finding
-        prompts = [p for p in probes.prompts for _ in range(count)]
-        seeds = [self.seed + i for i in range(len(prompts))]
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            if self._probes is None:  # building the evaluator draws its initial weights: inside fork_rng too
+                self._probes = read_probe_set(self.probe_set)
+            probes = self._probes
+            evaluator = probes.evaluator.to(pl_module.device)
+            count = self.images_per_finding
+            prompts = [p for p in probes.prompts for _ in range(count)]
+            seeds = [self.seed + i for i in range(len(prompts))]
             images = torch.cat([
                 sample(pl_module, prompts[i : i + self.batch_size], seeds[i : i + self.batch_size],
                        num_inference_steps=self.sample_steps, guidance_scale=self.guidance, scheduler=self.scheduler)

@@ -68,14 +68,17 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path) -> list:
     spec = config.convergence
     if spec is None:
         return []
+    return [LearningCurveProbe(str(run_dir / PROBE_SET), **probe_settings(config)), early_stopping(spec)]
+
+
+def early_stopping(spec: ConvergenceSpec):
+    """Lightning's EarlyStopping on the probe, checked at validation (every probe, see fit_overrides)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    probe = LearningCurveProbe(str(run_dir / PROBE_SET), **probe_settings(config))
-    stopping = EarlyStopping(
+    return EarlyStopping(
         monitor=METRIC, mode="max", patience=spec.patience, min_delta=spec.min_delta,
         check_on_train_epoch_end=False, strict=False, verbose=False,
     )  # fmt: skip
-    return [probe, stopping]
 
 
 def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
