@@ -60,10 +60,11 @@ def regression_data() -> DataLoader:
     return DataLoader(list(zip(x, x.sum(1, keepdim=True), strict=True)), batch_size=4)
 
 
-def scripted_fit(root: Path, curve: list[float]) -> dict:
+def scripted_fit(root: Path, curve: list[float], min_steps: int | None = None) -> dict:
     from _tiny_run import tiny_trainer
 
-    trainer = tiny_trainer(root, max_steps=50, val_check_interval=SPEC.every_n_steps, check_val_every_n_epoch=None,
+    trainer = tiny_trainer(root, max_steps=50, min_steps=min_steps, min_epochs=0, val_check_interval=SPEC.every_n_steps,
+                           check_val_every_n_epoch=None,
                            limit_val_batches=1, callbacks=[ScriptedProbe(curve), early_stopping(SPEC)])  # fmt: skip
     trainer.fit(Regression(), regression_data(), regression_data())
     return read_learning_curve(root)
@@ -78,6 +79,10 @@ def test_early_stopping_stops_a_flat_curve_and_lets_a_rising_one_run_to_the_cap(
     assert (
         found["status"] == CONVERGED and found["text"] == "converged at step 20" and found["best_step"] == 10
     )
+    # convergence.min_steps (Trainer(min_steps)): a flat start is not taken for the plateau
+    warmed = scripted_fit(tmp_path / "warm", FLAT, min_steps=35)
+    assert warmed["stopped_early"] and warmed["last_step"] == 35
+    assert status(warmed, SPEC)["text"] == "converged at step 35"
     rising = scripted_fit(tmp_path / "rising", RISING_CURVE)
     assert rising["last_step"] == 50 and not rising["stopped_early"]
     assert len(rising["records"]) == 10

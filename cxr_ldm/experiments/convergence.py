@@ -4,8 +4,8 @@ the probe of evaluation/learning_curve.py), and each (arm, seed) is declared "co
 
 The rule, fixed in the experiment's `convergence` section before any result is read (spec.ConvergenceSpec):
 replay EarlyStopping on the recorded probes (an improvement is a value above the best so far by more than
-`min_delta`; `wait` counts the probes since the last one). A fit that EarlyStopping stopped is converged at
-the step it stopped. A fit that reached its cap is converged when its last `patience` probes brought no
+`min_delta`; `wait` counts the probes since the last one); no fit stops before `min_steps` (Lightning's
+`Trainer(min_steps)`). A fit that EarlyStopping stopped is converged at the step it stopped. A fit that reached its cap is converged when its last `patience` probes brought no
 improvement (wait >= patience: it would have stopped there), at the step where wait reached patience;
 otherwise it is still rising at the cap.
 """
@@ -54,12 +54,15 @@ def unit_inputs(config: ExperimentConfig) -> dict:
 
 
 def fit_overrides(config: ExperimentConfig) -> dict:
-    """The fit keys the learning curve needs: validation (where EarlyStopping checks) at every probe."""
+    """The fit keys the learning curve needs: validation (where EarlyStopping checks) at every probe, and no
+    stop before `min_steps`."""
     if config.convergence is None:
         return {}
     return {
         "trainer.val_check_interval": config.convergence.every_n_steps,
         "trainer.check_val_every_n_epoch": None,
+        "trainer.min_steps": config.convergence.min_steps or None,
+        "trainer.min_epochs": 0,  # min_steps alone (with min_steps, Lightning's default is one whole epoch too)
     }
 
 

@@ -38,7 +38,13 @@ def learning_curve_figure(folder: Path, results: dict) -> Path | None:
         steps = sorted({step for points in seeds.values() for step, _ in points})
         at = [[v for points in seeds.values() for s, v in points if s == step] for step in steps]
         means = [statistics.fmean(values) for values in at]
-        (line,) = axes.plot(steps, means, marker="o", markersize=3, label=f"{name} ({len(seeds)} seeds)")
+        (line,) = axes.plot(
+            steps,
+            means,
+            marker="o",
+            markersize=3,
+            label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
+        )
         axes.fill_between(
             steps, [min(v) for v in at], [max(v) for v in at], color=line.get_color(), alpha=0.2
         )

@@ -169,6 +169,8 @@ class ConvergenceSpec:
         every_n_steps: training steps between probes (also the validation interval, where EarlyStopping checks).
         patience: probes without an improvement above `min_delta` before the fit stops.
         min_delta: the smallest rise of the probe's macro balanced accuracy that counts as an improvement.
+        min_steps: no fit stops before this many steps (Lightning's `Trainer(min_steps)`): a fit that starts
+            on a flat stretch at chance, before its curve takes off, is not taken for one on its plateau.
         images_per_finding / sample_steps: the probe's size (its standard error must be below min_delta).
         guidance / scheduler: the probe's sampler (default: the protocol's guidance and scheduler).
         seed: the probe's images are drawn with seeds seed, seed + 1, ... at every step.
@@ -177,6 +179,7 @@ class ConvergenceSpec:
     every_n_steps: int = 200
     patience: int = 3
     min_delta: float = 0.03
+    min_steps: int = 0
     images_per_finding: int = 32
     sample_steps: int = 10
     guidance: float | None = None
@@ -193,6 +196,8 @@ class ConvergenceSpec:
                 raise ConfigError(f"convergence.{key} must be at least 1, got {getattr(self, key)}")
         if not 0 < self.min_delta < 1:
             raise ConfigError(f"convergence.min_delta must be in (0, 1), got {self.min_delta}")
+        if self.min_steps < 0:
+            raise ConfigError(f"convergence.min_steps must be at least 0, got {self.min_steps}")
         error = self.standard_error(findings)
         if error >= self.min_delta:
             needed = int(1 / (16 * self.min_delta**2 * max(findings - 1, 1))) + 1
@@ -305,6 +310,11 @@ class ExperimentConfig:
             raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
         if self.convergence is not None:
             self.convergence.validate(len(self.protocol.findings))
+            if self.steps is not None and self.convergence.min_steps > self.steps:
+                raise ConfigError(
+                    f"convergence.min_steps {self.convergence.min_steps} is above the cap, steps {self.steps}: "
+                    "lower it or raise steps"
+                )
         for followup in followups:
             followup.validate(self)
         groups = [*BUILTIN_GROUPS, *(f.groups for f in followups)]
