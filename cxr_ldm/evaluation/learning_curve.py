@@ -16,6 +16,9 @@ keeps the curve so far, and written to `<default_root_dir>/learning_curve.json` 
 The probe runs at the end of a training batch whose step is a multiple of `every_n_steps`, before the
 checkpoints of that step are saved (Lightning runs checkpoint callbacks last). `EarlyStopping` checks at
 validation: set `trainer.val_check_interval` to `every_n_steps` so that each check reads a new probe.
+Validation runs after that step's checkpoint, so a fit resumed from the checkpoint of a probe's step keeps
+that probe in its curve, but its EarlyStopping has not counted it: the stop can come one probe later than
+in an uninterrupted fit (the convergence status, replayed on the whole curve, is not affected).
 """
 
 from __future__ import annotations
