@@ -37,6 +37,8 @@ def toy_args(tmp_path: Path) -> list[str]:
         "--protocol.probe_images", "2", "--protocol.test_prompts", "4", "--protocol.diversity_prompts", "2",
         "--protocol.diversity_samples", "2", "--protocol.sample_steps", "2", "--protocol.batch_size", "8",
         "--augmentation.sizes", "[50]", "--augmentation.seeds", "[0]", "--augmentation.classifier_steps", "2",
+        "--convergence.every_n_steps", "1", "--convergence.images_per_finding", "2", "--convergence.min_delta", "0.2",
+        "--convergence.sample_steps", "2", "--convergence.min_steps", "0",
     ]  # fmt: skip
 
 
@@ -60,6 +62,16 @@ def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tm
     assert results["baseline"] is not None and "real_test" in results["references"]
     assert [c["id"] for c in results["claims"]] == ["learns", "C4", "C6"]
     assert all(c["verdict"] for c in results["claims"])
+    # Every fit's learning curve: a probe at steps 1 and 2, kept in the unit's result; two probes are fewer
+    # than the patience (3), so every arm is still rising at its cap of 2 steps and its claim is undecided.
+    for arm in ("unet", "unet-text"):
+        for seed in ("seed0", "seed1"):
+            curve = results["arms"][arm][seed]["learning_curve"]
+            assert [r["step"] for r in curve["records"]] == [1, 2] and curve["finished"], (arm, seed)
+            assert results["convergence"][arm][seed[4:]]["status"] == "still rising at the cap"
+    assert results["claims"][0]["verdict"] == "undecided"
+    assert (out / "figures" / "learning_curves.png").stat().st_size > 0
+    assert "## Convergence (learning curves)" in (out / "report.md").read_text()
     report = (out / "report.md").read_text()
     for part in ("## Results (mean ± sd over seeds)", "**unet-text** | 2 |", "## Claims", "## Every run",
                  "| unet | 1 |", "Augmentation experiment", "figures/probes.png"):  # fmt: skip

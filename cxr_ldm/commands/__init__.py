@@ -1,6 +1,15 @@
 """The commands beside Lightning's: one module each, with `DESCRIPTION` and `main(argv) -> int`."""
 
-from cxr_ldm.commands import augment, evaluate, experiment, export, generate, phantom, prepare
+from cxr_ldm.commands import (
+    augment,
+    evaluate,
+    experiment,
+    export,
+    generate,
+    phantom,
+    prepare,
+    text_similarity,
+)
 
 # name -> module, in the order `python -m cxr_ldm --help` lists them
 COMMANDS = {
@@ -11,6 +20,7 @@ COMMANDS = {
     "export": export,
     "augment": augment,
     "experiment": experiment,
+    "text-similarity": text_similarity,
 }
 
 __all__ = ["COMMANDS"]

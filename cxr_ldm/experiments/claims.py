@@ -8,7 +8,18 @@ value, e.g. a ceiling measured once, contributes no spread). With a margin m:
 - `at_least` (a >= b - m): fails when diff + m < -spread; holds when diff + m > spread; otherwise a tie,
   which is consistent with the claim ("holds within the spread").
 
-A claim holds when all its comparisons hold, fails when any fails, and is otherwise reported as a tie.
+Before that rule, three cases are not judged by it:
+
+- `undecided`: a side is an arm still rising at the cap of its training (its learning curve had not reached
+  a plateau, experiments/convergence.py); a claim about a model still learning is never given a verdict.
+- `one seed: not judged`: one value on each side and at least one side depends on the training seed (an arm,
+  a follow-up's group): the spread over seeds is unknown, so no difference can be judged against it.
+- a threshold on deterministic references: both sides are measured once and do not depend on a seed
+  (`real_test`, `vae_reconstructions`, `baseline`: REFERENCE_GROUPS); the margin alone decides, and the
+  verdict says so.
+
+A claim is undecided when any comparison is, not judged when any is not judged, otherwise it holds when all
+its comparisons hold, fails when any fails, and is otherwise reported as a tie.
 Nothing here is tuned to the numbers: the rule is fixed before any result is read.
 """
 
@@ -16,11 +27,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cxr_ldm.experiments.spec import ClaimSpec, Comparison
+from cxr_ldm.experiments.spec import REFERENCE_GROUPS, ClaimSpec, Comparison
 
 HOLDS, FAILS, TIE, MISSING = "holds", "does not hold", "tie within the spread", "not measured"
+NOT_JUDGED, UNDECIDED = "one seed: not judged", "undecided"
+THRESHOLD = "a threshold on deterministic references"
 
 
 @dataclass
@@ -31,6 +45,7 @@ class ComparisonResult:
     b_values: list[float]
     difference: float
     spread: float
+    note: str = ""  # why the rule was not applied (undecided, one seed) or how it was (a threshold)
 
     def describe(self) -> str:
         c = self.comparison
@@ -38,14 +53,10 @@ class ComparisonResult:
             return f"{c.a} vs {c.b} on {c.metric}: not measured"
         sign = ">" if c.relation == "greater" else ">="
         margin = f" {'+' if c.relation == 'greater' else '-'} {c.margin:g}" if c.margin else ""
-        single = (
-            " (one value on each side: no spread to judge by)"
-            if max(len(self.a_values), len(self.b_values)) < 2
-            else ""
-        )
+        note = f" ({self.note})" if self.note else ""
         return (
             f"{c.a} {mean_sd(self.a_values)} {sign} {c.b} {mean_sd(self.b_values)}{margin} on {c.metric}: "
-            f"difference {self.difference:+.3f}, spread ±{self.spread:.3f} -> {self.verdict}{single}"
+            f"difference {self.difference:+.3f}, spread ±{self.spread:.3f} -> {self.verdict}{note}"
         )
 
 
@@ -68,13 +79,34 @@ def _spread(values: list[float]) -> float:
     return statistics.variance(values) / len(values) if len(values) > 1 else 0.0
 
 
-def compare(comparison: Comparison, a: list[float], b: list[float]) -> ComparisonResult:
+def seeded(group: str) -> bool:
+    """Whether a group's values depend on the training seed (every group but the references measured once)."""
+    return group not in REFERENCE_GROUPS
+
+
+def compare(
+    comparison: Comparison, a: list[float], b: list[float], rising: Mapping[str, str] | None = None
+) -> ComparisonResult:
+    """The verdict of one comparison; `rising` maps a group still rising at its cap to why (its seeds)."""
     a = [v for v in a if math.isfinite(v)]
     b = [v for v in b if math.isfinite(v)]
     if not a or not b:
         return ComparisonResult(comparison, MISSING, a, b, math.nan, math.nan)
     difference = statistics.fmean(a) - statistics.fmean(b)
     spread = 2 * math.sqrt(_spread(a) + _spread(b))
+    still = [
+        f"{group} {(rising or {})[group]}"
+        for group in (comparison.a, comparison.b)
+        if group in (rising or {})
+    ]
+    if still:
+        note = "; ".join(still) + ": a model still learning is not judged"
+        return ComparisonResult(comparison, UNDECIDED, a, b, difference, spread, note)
+    single = max(len(a), len(b)) < 2
+    if single and (seeded(comparison.a) or seeded(comparison.b)):
+        note = "one value on each side, and a side depends on the training seed: no spread to judge by"
+        return ComparisonResult(comparison, NOT_JUDGED, a, b, difference, spread, note)
+    note = f"{THRESHOLD}: each measured once, the margin alone decides" if single else ""
     shifted = difference + (comparison.margin if comparison.relation == "at_least" else 0.0)
     if comparison.relation == "greater":
         shifted -= comparison.margin
@@ -84,7 +116,7 @@ def compare(comparison: Comparison, a: list[float], b: list[float]) -> Compariso
         verdict = FAILS
     else:
         verdict = TIE
-    return ComparisonResult(comparison, verdict, a, b, difference, spread)
+    return ComparisonResult(comparison, verdict, a, b, difference, spread, note)
 
 
 def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict[str, float]) -> None:
@@ -93,17 +125,26 @@ def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict
         values.setdefault(group, {}).setdefault(metric, []).append(value)
 
 
-def check_claims(claims: list[ClaimSpec], values: dict[str, dict[str, list[float]]]) -> list[ClaimResult]:
-    """`values[group][metric]` = one value per seed. Each claim's verdict from its comparisons."""
+def check_claims(
+    claims: list[ClaimSpec],
+    values: dict[str, dict[str, list[float]]],
+    rising: Mapping[str, str] | None = None,
+) -> list[ClaimResult]:
+    """`values[group][metric]` = one value per seed; `rising`: the groups still rising at the cap of their
+    training (group -> which seeds). Each claim's verdict from its comparisons."""
     results = []
     for claim in claims:
         parts = [
-            compare(c, values.get(c.a, {}).get(c.metric, []), values.get(c.b, {}).get(c.metric, []))
+            compare(c, values.get(c.a, {}).get(c.metric, []), values.get(c.b, {}).get(c.metric, []), rising)
             for c in claim.comparisons
         ]
         verdicts = {part.verdict for part in parts}
         if MISSING in verdicts:
             verdict = MISSING
+        elif UNDECIDED in verdicts:
+            verdict = UNDECIDED
+        elif NOT_JUDGED in verdicts:
+            verdict = NOT_JUDGED
         elif FAILS in verdicts:
             verdict = FAILS
         elif verdicts == {HOLDS}:
@@ -112,5 +153,7 @@ def check_claims(claims: list[ClaimSpec], values: dict[str, dict[str, list[float
             verdict = f"{HOLDS} (within the spread)"
         else:
             verdict = TIE
+        if verdict != MISSING and all(part.note.startswith(THRESHOLD) for part in parts):
+            verdict = f"{verdict} ({THRESHOLD})"
         results.append(ClaimResult(claim, verdict, parts))
     return results

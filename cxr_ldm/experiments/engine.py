@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.learning_curve import read_learning_curve
+from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
 from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.plan import REFERENCES, REPORT, Unit, arm_unit_name, plan_units
@@ -130,6 +132,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     }
     if config.steps is not None:
         main["trainer.max_steps"] = config.steps
+    main.update(convergence.fit_overrides(config))
     stages.append((run_dir / "fit", arm.configs, arm.overrides, main))
     for folder, configs, overrides, own in stages:
         if (folder / "done").is_file():
@@ -138,6 +141,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
             configs,
             {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
             ckpt_path="auto",
+            callbacks=convergence.fit_callbacks(config, run_dir) if folder.name == "fit" else (),
         )
         (folder / "done").touch()
     checkpoint = run_dir / "fit" / "checkpoints" / "last.ckpt"
@@ -241,7 +245,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
     fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
                   "pretrained": folder_digest(Path(config.pretrained)), "data": asdict(config.data),
-                  "config_files": config_contents(arm)}  # fmt: skip
+                  "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
     claim_folder(run_dir, fit_inputs, log.line)
     result = read_result(run_dir / RESULT)
     if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
@@ -249,6 +253,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
         outcome.reused.append(unit.label)
         return
     asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
+    convergence.write_arm_probe_set(config, run_dir, references, asked)
     log.stage(f"{unit.label}: references")
     checkpoint = fit_arm(config, arm, seed, run_dir)
     fitted = log.stage(f"{unit.label}: fit")
@@ -261,7 +266,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     evaluated = log.stage(f"{unit.label}: evaluation", unit=True, unit_before=fitted)
     result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
               "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
-              "evaluation_inputs": eval_inputs}  # fmt: skip
+              "evaluation_inputs": eval_inputs, "learning_curve": read_learning_curve(run_dir / "fit")}  # fmt: skip
     write_result(run_dir / RESULT, result)
     outcome.computed.append(unit.label)
 

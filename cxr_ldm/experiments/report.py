@@ -24,7 +24,9 @@ from cxr_ldm.evaluation.metrics.metric_names import (
     MS_SSIM,
 )
 from cxr_ldm.experiments.claims import add_values, check_claims
+from cxr_ldm.experiments.convergence import arm_statuses, rising_arms
 from cxr_ldm.experiments.followup import FollowupRun, Values
+from cxr_ldm.experiments.learning_curves import convergence_table, learning_curve_figure
 from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import plain
@@ -97,7 +99,8 @@ def assemble_results(
 ) -> dict:
     """The results document: every run, the mean ± sd per group, the claims, each follow-up under its key."""
     values = group_values(ceilings, baseline, arms, followups)
-    claims = check_claims(config.claims, values)
+    statuses = arm_statuses(config, arms)
+    claims = check_claims(config.claims, values, rising_arms(statuses))
     return {
         "name": config.name,
         "config": config_document(config, followups),
@@ -105,6 +108,7 @@ def assemble_results(
         "baseline": baseline,
         "arms": {name: {f"seed{s}": r for s, r in sorted(seeds.items())} for name, seeds in arms.items()},
         "summary": summarize(values),
+        "convergence": statuses,
         "claims": [
             {
                 "id": c.claim.id,
@@ -237,6 +241,8 @@ def figures(out: Path, config: ExperimentConfig, results: dict) -> list[Path]:
         figure.savefig(path)
         plt.close(figure)
         paths.append(path)
+    curve = learning_curve_figure(folder, results)
+    paths += [curve] if curve is not None else []
     paths += image_grids(out, config, results, groups)
     return paths
 
@@ -320,9 +326,13 @@ def write_report(
         "five nearest (retriever trained on the real training split).", "",
         "## Results (mean ± sd over seeds)", "",
         *headline_table(config, results), "",
+        "## Convergence (learning curves)", "",
+        *convergence_table(config, results), "",
         "## Claims of the papers, checked", "",
         "Rule (fixed before any result): the difference of the means against two standard errors of that "
-        "difference over seeds (`cxr_ldm/experiments/claims.py`).", "",
+        "difference over seeds (`cxr_ldm/experiments/claims.py`). One value on each side of a seed-dependent "
+        "comparison: one seed, not judged. Both sides references measured once: a threshold, decided by the "
+        "margin alone. A side still rising at the cap of its training: undecided.", "",
         *claims_section(results), "",
         "## Every run", "",
         *runs_table(config, results), "",

@@ -21,6 +21,9 @@ from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Groups of every experiment besides its arms (claims may name them; no arm may take these names).
 BUILTIN_GROUPS = ("baseline", "real_test", "vae_reconstructions")
+# Groups measured once, whatever the training seed (the pretrained pipeline and the real-image references):
+# one value each, with no seed spread (experiments/claims.py).
+REFERENCE_GROUPS = (*BUILTIN_GROUPS, "real_validation")
 
 
 class GroupSource(Protocol):
@@ -147,6 +150,65 @@ class ProtocolSpec:
 
 
 @dataclass
+class ConvergenceSpec:
+    """Train each arm until its learning curve stops improving, with the experiment's `steps` as the cap.
+
+    Every `every_n_steps` a small finding probe (evaluation/learning_curve.py) measures the macro balanced
+    accuracy of the model being trained; Lightning's `EarlyStopping` stops the fit after `patience` probes in
+    a row that do not beat the best so far by more than `min_delta`. A fit that reaches the cap is converged
+    when its last `patience` probes did not beat the best before them by more than `min_delta`, otherwise
+    "still rising at the cap", and claims that compare it are undecided (experiments/convergence.py).
+
+    The probe's size is checked against `min_delta` (`standard_error`): with one prompt per finding, n images
+    each and F findings, a finding's balanced accuracy is the mean of a sensitivity over n images and a
+    specificity over (F - 1) n images, so its variance is at most (1/(4n) + 1/(4(F-1)n)) / 4; the macro mean
+    over F findings (taken as independent) has variance at most 1 / (16 n (F - 1)), a standard error of at most
+    1 / (4 sqrt(n (F - 1))): 0.0255 for n = 32 and F = 4, below the default min_delta of 0.03.
+
+    Args:
+        every_n_steps: training steps between probes (also the validation interval, where EarlyStopping checks).
+        patience: probes without an improvement above `min_delta` before the fit stops.
+        min_delta: the smallest rise of the probe's macro balanced accuracy that counts as an improvement.
+        min_steps: no fit stops before this many steps (Lightning's `Trainer(min_steps)`): a fit that starts
+            on a flat stretch at chance, before its curve takes off, is not taken for one on its plateau.
+        images_per_finding / sample_steps: the probe's size (its standard error must be below min_delta).
+        guidance / scheduler: the probe's sampler (default: the protocol's guidance and scheduler).
+        seed: the probe's images are drawn with seeds seed, seed + 1, ... at every step.
+    """
+
+    every_n_steps: int = 200
+    patience: int = 3
+    min_delta: float = 0.03
+    min_steps: int = 0
+    images_per_finding: int = 32
+    sample_steps: int = 10
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 4000
+
+    def standard_error(self, findings: int) -> float:
+        """The most the probe's macro balanced accuracy can vary from its images alone (class docstring)."""
+        return 1.0 / (4.0 * (self.images_per_finding * max(findings - 1, 1)) ** 0.5)
+
+    def validate(self, findings: int) -> None:
+        for key in ("every_n_steps", "patience", "images_per_finding", "sample_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"convergence.{key} must be at least 1, got {getattr(self, key)}")
+        if not 0 < self.min_delta < 1:
+            raise ConfigError(f"convergence.min_delta must be in (0, 1), got {self.min_delta}")
+        if self.min_steps < 0:
+            raise ConfigError(f"convergence.min_steps must be at least 0, got {self.min_steps}")
+        error = self.standard_error(findings)
+        if error >= self.min_delta:
+            needed = int(1 / (16 * self.min_delta**2 * max(findings - 1, 1))) + 1
+            raise ConfigError(
+                f"convergence.images_per_finding {self.images_per_finding}: the probe's standard error "
+                f"{error:.4f} is not below convergence.min_delta {self.min_delta}; use at least {needed} "
+                "images per finding or a larger min_delta"
+            )
+
+
+@dataclass
 class Comparison:
     """`a` against `b` on `metric` (a results key, e.g. `probe/cond_balanced_accuracy`).
 
@@ -187,6 +249,8 @@ class ExperimentConfig:
             units at once on one machine give what they give one after another).
         data / evaluator / retriever / protocol / claims: see their types.
         arms: the fine-tuning strategies compared.
+        convergence: record every arm's learning curve and stop each fit on its plateau (`steps` is then the
+            cap); null: every fit trains `steps` steps and no curve is recorded.
     """
 
     name: str = "experiment"
@@ -202,6 +266,7 @@ class ExperimentConfig:
     arms: list[ArmSpec] = field(default_factory=list)
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
     claims: list[ClaimSpec] = field(default_factory=list)
+    convergence: ConvergenceSpec | None = None
 
     def arm_seeds(self, arm: ArmSpec) -> list[int]:
         return list(self.seeds if arm.seeds is None else arm.seeds)
@@ -248,6 +313,13 @@ class ExperimentConfig:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
+        if self.convergence is not None:
+            self.convergence.validate(len(self.protocol.findings))
+            if self.steps is not None and self.convergence.min_steps > self.steps:
+                raise ConfigError(
+                    f"convergence.min_steps {self.convergence.min_steps} is above the cap, steps {self.steps}: "
+                    "lower it or raise steps"
+                )
         for followup in followups:
             followup.validate(self)
         groups = [*BUILTIN_GROUPS, *(f.groups for f in followups)]

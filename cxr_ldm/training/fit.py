@@ -60,19 +60,29 @@ def fit(
     overrides: Mapping[str, Any] | None = None,
     *,
     ckpt_path: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> CxrLdmCLI:
     """Train as `python -m cxr_ldm fit --config A --config B ... --key value` does, from Python objects.
 
     `configs` apply in order; `overrides` maps dotted keys to values of their own types (`{"trainer.max_steps":
     2, "data.init_args.max_images": {"train": 50}}`); `ckpt_path` is `auto` (resume when a last checkpoint
-    exists), `last` (resume; an error without one) or a file. Returns the finished run (its `trainer`, `model`,
-    `datamodule`). A user error raises `ConfigError`.
+    exists), `last` (resume; an error without one) or a file; `callbacks` (Lightning callbacks built in Python,
+    e.g. an experiment's learning-curve probe) join the configs' own, their state resumed with the rest.
+    Returns the finished run (its `trainer`, `model`, `datamodule`). A user error raises `ConfigError`.
     """
     LOGGER.info(
         "fit: %s", fit_command_line(configs, overrides, None if ckpt_path is None else str(ckpt_path))
     )
     cli = build_run(configs, overrides)
     check_image_size(cli.model, cli.datamodule)
+    if callbacks:
+        from lightning.pytorch.callbacks import Checkpoint
+
+        # checkpoints last, as Lightning orders them: a checkpoint holds the other callbacks' state of its step
+        every = [*cli.trainer.callbacks, *callbacks]
+        cli.trainer.callbacks = [c for c in every if not isinstance(c, Checkpoint)] + [
+            c for c in every if isinstance(c, Checkpoint)
+        ]
     resume = resolve_ckpt_path(cli.trainer, None if ckpt_path is None else str(ckpt_path))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume, weights_only=True)
     return cli

@@ -1,0 +1,128 @@
+"""Converged or not: each arm's fit stops on the plateau of its learning curve (Lightning's `EarlyStopping` on
+the probe of evaluation/learning_curve.py), and each (arm, seed) is declared "converged at step N" or
+"still rising at the cap"; claims comparing an arm still rising are undecided (experiments/claims.py).
+
+The rule, fixed in the experiment's `convergence` section before any result is read (spec.ConvergenceSpec):
+replay EarlyStopping on the recorded probes (an improvement is a value above the best so far by more than
+`min_delta`; `wait` counts the probes since the last one); no fit stops before `min_steps` (Lightning's
+`Trainer(min_steps)`). A fit that EarlyStopping stopped is converged at the step it stopped. A fit that reached its cap is converged when its last `patience` probes brought no
+improvement (wait >= patience: it would have stopped there), at the step where wait reached patience;
+otherwise it is still rising at the cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from cxr_ldm.evaluation.learning_curve import METRIC, LearningCurveProbe
+from cxr_ldm.evaluation.probe_set import write_probe_set
+from cxr_ldm.experiments.spec import ConvergenceSpec, ExperimentConfig
+
+PROBE_SET = "probe_set.pt"
+CONVERGED, RISING, UNFINISHED, NOT_RECORDED = (
+    "converged",
+    "still rising at the cap",
+    "unfinished",
+    "no learning curve recorded",
+)
+
+
+def write_arm_probe_set(config: ExperimentConfig, run_dir: Path, references, asked) -> None:
+    """The probe set of one (arm, seed) fit (its probe prompts, the evaluator and its cuts), when the
+    experiment records learning curves."""
+    if config.convergence is not None:
+        write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
+
+
+def probe_settings(config: ExperimentConfig) -> dict:
+    """The probe's settings, the protocol's sampler filling what `convergence` leaves open."""
+    spec, protocol = config.convergence, config.protocol
+    return {
+        "every_n_steps": spec.every_n_steps, "images_per_finding": spec.images_per_finding,
+        "sample_steps": spec.sample_steps, "guidance": protocol.guidance if spec.guidance is None else spec.guidance,
+        "scheduler": spec.scheduler or protocol.scheduler, "seed": spec.seed, "batch_size": protocol.batch_size,
+    }  # fmt: skip
+
+
+def unit_inputs(config: ExperimentConfig) -> dict:
+    """What a fit's unit is keyed by besides its arm and seed: the stopping rule and the probe (nothing
+    without `convergence`, so that the units of earlier runs stay theirs)."""
+    if config.convergence is None:
+        return {}
+    return {"convergence": {**asdict(config.convergence), "probe": probe_settings(config)}}
+
+
+def fit_overrides(config: ExperimentConfig) -> dict:
+    """The fit keys the learning curve needs: validation (where EarlyStopping checks) at every probe, and no
+    stop before `min_steps`."""
+    if config.convergence is None:
+        return {}
+    return {
+        "trainer.val_check_interval": config.convergence.every_n_steps,
+        "trainer.check_val_every_n_epoch": None,
+        "trainer.min_steps": config.convergence.min_steps or None,
+        "trainer.min_epochs": 0,  # min_steps alone (with min_steps, Lightning's default is one whole epoch too)
+    }
+
+
+def fit_callbacks(config: ExperimentConfig, run_dir: Path) -> list:
+    """The probe and Lightning's EarlyStopping on it, for the arm's own fit (none without `convergence`)."""
+    spec = config.convergence
+    if spec is None:
+        return []
+    return [LearningCurveProbe(str(run_dir / PROBE_SET), **probe_settings(config)), early_stopping(spec)]
+
+
+def early_stopping(spec: ConvergenceSpec):
+    """Lightning's EarlyStopping on the probe, checked at validation (every probe, see fit_overrides)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return EarlyStopping(
+        monitor=METRIC, mode="max", patience=spec.patience, min_delta=spec.min_delta,
+        check_on_train_epoch_end=False, strict=False, verbose=False,
+    )  # fmt: skip
+
+
+def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
+    """`{"status": CONVERGED | RISING | UNFINISHED | NOT_RECORDED, "step": N or None, "best": value,
+    "best_step": step, "text": ...}` for one fit's learning curve (the module docstring's rule)."""
+    records = (curve or {}).get("records") or []
+    if not records:
+        return {"status": NOT_RECORDED, "step": None, "best": None, "best_step": None, "text": NOT_RECORDED}
+    best, best_step, wait, reached = float("-inf"), None, 0, None
+    for record in records:
+        if record["value"] > best + spec.min_delta:
+            best, best_step, wait, reached = record["value"], record["step"], 0, None
+        else:
+            wait += 1
+            if wait == spec.patience:
+                reached = record["step"]
+    found = {"best": best, "best_step": best_step}
+    if curve.get("stopped_early"):
+        step = curve["last_step"]
+        return {"status": CONVERGED, "step": step, **found, "text": f"converged at step {step}"}
+    if not curve.get("finished"):
+        return {"status": UNFINISHED, "step": None, **found, "text": UNFINISHED}
+    if reached is not None:
+        return {"status": CONVERGED, "step": reached, **found, "text": f"converged at step {reached}"}
+    return {"status": RISING, "step": None, **found, "text": f"{RISING} ({curve.get('max_steps')} steps)"}
+
+
+def arm_statuses(config: ExperimentConfig, arms: dict) -> dict[str, dict[int, dict]]:
+    """`{arm: {seed: status}}` of every run that holds a learning curve (`result["learning_curve"]`)."""
+    spec = config.convergence or ConvergenceSpec()
+    return {
+        name: {int(seed): status(result.get("learning_curve"), spec) for seed, result in seeds.items()}
+        for name, seeds in arms.items()
+    }
+
+
+def rising_arms(statuses: dict[str, dict[int, dict]]) -> dict[str, str]:
+    """The arms a claim may not be judged on: some seed still rising at the cap (or its fit unfinished)."""
+    rising = {}
+    for name, seeds in statuses.items():
+        still = [seed for seed, s in sorted(seeds.items()) if s["status"] in (RISING, UNFINISHED)]
+        if still:
+            rising[name] = f"still rising at the cap (seed {', '.join(map(str, still))})"
+    return rising
