@@ -19,7 +19,7 @@ def toy_launch_args(tmp_path: Path, out: str, seeds: str = "[0, 1]", arms: list 
         str(ROOT / "configs/experiments/_phantom/data.yaml"), "--arms", json.dumps(arms), "--seeds", seeds,
         "--steps", "2", "--evaluator.classifier.steps", "3", "--retriever.config", "null",
         "--protocol.probe_images", "2", "--protocol.test_prompts", "4", "--protocol.sample_steps", "2",
-        "--protocol.batch_size", "8", "--protocol.fid_guidance", "null", "--augmentation", "null",
+        "--protocol.batch_size", "8", "--protocol.fid_guidance", "null", "--augmentation", "null", "--convergence", "null",
         "--claims", json.dumps([{"id": "learns", "text": "t", "comparisons": [
             {"a": arms[0]["name"], "b": "baseline", "metric": "probe/cond_balanced_accuracy"}]}]),
     ]  # fmt: skip
