@@ -55,8 +55,8 @@ from cxr_ldm.evaluation.metrics.metric_names import (  # noqa: E402
     current_names,
 )
 from cxr_ldm.evaluation.metrics.operating_points import operating_points  # noqa: E402
+from cxr_ldm.evaluation.protocol import sample_rows  # noqa: E402
 from cxr_ldm.experiments.phantom_data import ensure_phantom  # noqa: E402
-from cxr_ldm.experiments.protocol import sample_rows  # noqa: E402
 from cxr_ldm.experiments.synthetic_augmentation import ClassifierSettings  # noqa: E402
 from cxr_ldm.generation.finding_prompts import finding_prompts  # noqa: E402
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated  # noqa: E402

@@ -1,4 +1,4 @@
-"""The tiny pretrained pipeline built by two `fit` configs (cxr_ldm.experiments.tiny_pretrained), toy budgets."""
+"""The tiny pretrained pipeline built by two `fit` configs (cxr_ldm.training.tiny_pretrained), toy budgets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from cxr_ldm.experiments.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
+from cxr_ldm.training.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
 from cxr_ldm.training import build_run
 
 BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "batch_size": 8, "seed": 0}

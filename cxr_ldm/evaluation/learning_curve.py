@@ -1,7 +1,7 @@
 """A learning curve during `fit`: every N steps, a small finding probe of the model being trained, judged by
 the experiment's evaluator, so that Lightning's `EarlyStopping` can stop a fit on its plateau.
 
-The probe is the protocol's finding probe made small (experiments/protocol.py): one prompt per finding
+The probe is the protocol's finding probe made small (evaluation/protocol.py): one prompt per finding
 (the probe set, evaluation/probe_set.py), `images_per_finding` images each drawn from the EMA weights with
 fixed seeds, `sample_steps` sampler steps; the evaluator calls each finding at its operating point, and the
 macro balanced accuracy over the findings (`probe/balanced_accuracy`) is logged with `self.log` (what

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,18 +25,14 @@ from typing import Any
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.learning_curve import read_learning_curve
+from cxr_ldm.evaluation.protocol import judge, prompting
+from cxr_ldm.evaluation.references import References
 from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
 from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.plan import REFERENCES, REPORT, Unit, arm_unit_name, plan_units
 from cxr_ldm.experiments.progress import StageLog
-from cxr_ldm.experiments.protocol import evaluate_model, prompting
-from cxr_ldm.experiments.real_references import (
-    References,
-    build_references,
-    data_overrides,
-    reference_inputs,
-)
+from cxr_ldm.experiments.real_references import build_references, data_overrides, reference_inputs
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.unit_records import DONE, clear_run, unit_folder, unit_key, write_record
 from cxr_ldm.experiments.unit_start import start_unit
@@ -82,7 +77,7 @@ def ensure_pretrained(config: ExperimentConfig, log: StageLog) -> None:
     path = Path(config.pretrained)
     if (path / "model_index.json").is_file() or not config.build_pretrained:
         return
-    from cxr_ldm.experiments.tiny_pretrained import build_tiny_pretrained
+    from cxr_ldm.training.tiny_pretrained import build_tiny_pretrained
 
     log.line(f"building the tiny pretrained pipeline at {path} (make tiny-pretrained)")
     build_tiny_pretrained(path, Path(config.out) / "tiny-pretrain")
@@ -152,14 +147,6 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     return checkpoint
 
 
-def _judge(
-    source, folder: Path, config: ExperimentConfig, references: References, asked, model_id: str
-) -> dict:
-    if folder.exists():
-        shutil.rmtree(folder)  # images of an interrupted evaluation: drawn again with the same seeds
-    return evaluate_model(source, folder, config.protocol, references, asked, model_id)
-
-
 def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References):
     """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
     a sentence template, tokens of textual inversion, or the report's text)."""
@@ -196,8 +183,6 @@ class UnitOutcome:
 def _references(config: ExperimentConfig, log: StageLog, build: bool = False) -> tuple[References, dict]:
     """The references (built by the `references` unit, read back by the others) and the inputs of every
     evaluation."""
-    from cxr_ldm.generation.image_source import load_image_source
-
     out = Path(config.out)
     if build:
         ensure_data(config, log)
@@ -209,7 +194,7 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
     if config.retriever.config is not None:
         retriever["retriever_config"] = digest(file_contents(config.retriever.config))
     claim_folder(out / "retriever", retriever, log.line)
-    references = build_references(config, out, load_image_source(config.pretrained).vae())
+    references = build_references(config, out)
     if build:
         log.stage("references: evaluator, retriever, ceilings")
     eval_inputs = {**refs_inputs, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
@@ -218,8 +203,6 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
 
 
 def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutcome) -> None:
-    from cxr_ldm.generation.image_source import load_image_source
-
     references, eval_inputs = _references(config, log, build=True)
     if not config.protocol.baseline:
         return
@@ -229,16 +212,13 @@ def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutco
         outcome.reused.append("baseline")
         return
     asked = prompting(config.protocol, references)
-    source = load_image_source(config.pretrained)
-    baseline = _judge(source, folder / "eval", config, references, asked, config.pretrained)
+    baseline = judge(config.pretrained, folder / "eval", config.protocol, references, asked)
     write_result(folder / RESULT, {"metrics": baseline})
     log.stage("baseline (the pretrained pipeline)", unit=True)
     outcome.computed.append("baseline")
 
 
 def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: UnitOutcome) -> None:
-    from cxr_ldm.generation.image_source import load_image_source
-
     arm = next(a for a in config.arms if a.name == unit.arm)
     seed = unit.seed
     references, eval_inputs = _references(config, log)
@@ -259,9 +239,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     fitted = log.stage(f"{unit.label}: fit")
     if not is_first_task():
         return  # a fit on several tasks (DDP in one job): task 0 evaluates
-    metrics = _judge(
-        load_image_source(checkpoint), run_dir / "eval", config, references, asked, str(checkpoint)
-    )
+    metrics = judge(checkpoint, run_dir / "eval", config.protocol, references, asked)
     gc.collect()
     evaluated = log.stage(f"{unit.label}: evaluation", unit=True, unit_before=fitted)
     result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,

@@ -23,11 +23,11 @@ from cxr_ldm.evaluation.metrics.metric_names import (
     KID,
     MS_SSIM,
 )
+from cxr_ldm.evaluation.protocol import flatten
 from cxr_ldm.experiments.claims import add_values, check_claims
 from cxr_ldm.experiments.convergence import arm_statuses, rising_arms
 from cxr_ldm.experiments.followup import FollowupRun, Values
 from cxr_ldm.experiments.learning_curves import convergence_table, learning_curve_figure
-from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import plain
 from cxr_ldm.generation.generated_folder import read_generated

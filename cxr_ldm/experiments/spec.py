@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.evaluation.protocol import ProtocolSpec
+from cxr_ldm.evaluation.references import EvaluatorSpec
+from cxr_ldm.labels import CHEXPERT_LABELS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Groups of every experiment besides its arms (claims may name them; no arm may take these names).
@@ -65,17 +66,6 @@ class DataSpec:
 
 
 @dataclass
-class EvaluatorSpec:
-    """The CXR classifier that judges generated images: trained on the real training split (operating points
-    chosen on the real validation split, fixed before any generated image is seen), or loaded from
-    `checkpoint` (a `CxrClassifier` .ckpt; its operating points are still chosen on the validation split)."""
-
-    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
-    seed: int = 0
-    checkpoint: str | None = None
-
-
-@dataclass
 class RetrieverSpec:
     """The image-text retriever for text-to-image recall: a `fit` config trained once on the real training
     split (seed 0), or an `ImageTextRetriever` checkpoint. `config: null` and `checkpoint: null` skip retrieval."""
@@ -117,36 +107,6 @@ class ArmSpec:
     seeds: list[int] | None = None
     probe_prompts: dict[str, str] | None = None
     checkpoints: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class ProtocolSpec:
-    """How every model (and the pretrained baseline) is judged.
-
-    Args:
-        findings: the evaluator's findings and the probes' prompts.
-        probe_images: images per finding probe prompt.
-        test_prompts: a seeded subset of the real test prompts, one image each (null: all of them).
-        guidance: classifier-free guidance of the probes and test-prompt images.
-        fid_guidance: also FID / KID on test-prompt images at this guidance (null or equal: not again).
-        scheduler / sample_steps: the sampler of every image (docs/evaluation.md: the sampler study).
-        diversity_prompts / diversity_samples: MS-SSIM between samples of one prompt, over this many test prompts.
-        retrieval_k: text-to-image recall@k reported (1, 5 and 10 are computed).
-        baseline: also judge the pretrained pipeline before fine-tuning.
-        batch_size: images per sampling batch.
-    """
-
-    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
-    probe_images: int = 32
-    test_prompts: int | None = None
-    guidance: float = 4.0
-    fid_guidance: float | None = 2.0
-    scheduler: str = "dpm++"
-    sample_steps: int = 15
-    diversity_prompts: int = 16
-    diversity_samples: int = 4
-    baseline: bool = True
-    batch_size: int = 64
 
 
 @dataclass

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.protocol import flatten
 from cxr_ldm.experiments.claims import add_values
 from cxr_ldm.experiments.followup import FollowupInputs, FollowupResult
-from cxr_ldm.experiments.protocol import flatten
 from cxr_ldm.experiments.real_references import reference_inputs
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.synthetic_augmentation.config import (
