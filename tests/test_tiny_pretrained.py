@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from cxr_ldm.training.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
 from cxr_ldm.training import build_run
+from cxr_ldm.training.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
 
 BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "batch_size": 8, "seed": 0}
 CAPTIONS = {"a pa chest x-ray", "a ap chest x-ray"}

@@ -42,11 +42,8 @@ def evaluator_cuts(evaluator, validate: ImageSet) -> dict[str, float]:
 
 def real_ceilings(evaluator, cuts: dict[str, float], validate: ImageSet, test: ImageSet, vae) -> dict:
     """The evaluator on real test images and on their VAE reconstructions (at `cuts`), and validation vs test."""
-    return {
-        "real_test": on_real_images(classify_image_set(evaluator, test, cuts)),
-        "vae_reconstructions": on_real_images(
-            classify_image_set(evaluator, vae_reconstructions(vae, test), cuts)
-        ),
-        "thresholds": cuts,
-        "validate_vs_test": distances(test, validate, evaluator),
-    }
+    validate_vs_test = distances(test, validate, evaluator)
+    real_test = on_real_images(classify_image_set(evaluator, test, cuts))
+    reconstructed = on_real_images(classify_image_set(evaluator, vae_reconstructions(vae, test), cuts))
+    return {"real_test": real_test, "vae_reconstructions": reconstructed, "thresholds": cuts,
+            "validate_vs_test": validate_vs_test}  # fmt: skip

@@ -93,8 +93,8 @@ def probe_records(findings, options, prompts: dict[str, str] | None) -> list[Pro
 
 def shown_test_set(protocol: ProtocolSpec, references: References) -> ImageSet:
     """The real test images whose prompts every model is asked for (a seeded subset, or all)."""
-    test = references.splits.test
-    return test.take(sample_rows(len(test), protocol.test_prompts))
+    rows = sample_rows(len(references.splits.test), protocol.test_prompts)
+    return references.splits.test.take(rows)
 
 
 def prompting(
@@ -102,10 +102,11 @@ def prompting(
 ) -> Prompting:
     """How a model trained on `datamodule`'s prompts (default: the experiment's data) is asked for the
     probes and the shown test images. A test image the model's data leaves out (its filters) is left out."""
+    options = references.splits.options if datamodule is None else datamodule.options
+    probes = probe_records(protocol.findings, options, probe_prompts)
     shown = shown_test_set(protocol, references)
     if datamodule is None:
-        options = references.splits.options
-        return Prompting(probe_records(protocol.findings, options, probe_prompts), shown, list(shown.prompts))
+        return Prompting(probes, shown, list(shown.prompts))
     datamodule.setup()
     test = datamodule.datasets["test"]
     own = dict(zip(test.dicom_ids, test.prompts, strict=True))
@@ -117,7 +118,7 @@ def prompting(
     kept = shown.take(rows)
     queries = list(kept.prompts)
     kept.prompts = [own[image_id] for image_id in kept.ids]
-    return Prompting(probe_records(protocol.findings, datamodule.options, probe_prompts), kept, queries)
+    return Prompting(probes, kept, queries)
 
 
 def t2i_recall(retriever, images: ImageSet, queries: list[str]) -> dict[str, float]:

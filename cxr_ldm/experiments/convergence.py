@@ -28,13 +28,6 @@ CONVERGED, RISING, UNFINISHED, NOT_RECORDED = (
 )
 
 
-def write_arm_probe_set(config: ExperimentConfig, run_dir: Path, references, asked) -> None:
-    """The probe set of one (arm, seed) fit (its probe prompts, the evaluator and its cuts), when the
-    experiment records learning curves."""
-    if config.convergence is not None:
-        write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
-
-
 def probe_settings(config: ExperimentConfig) -> dict:
     """The probe's settings, the protocol's sampler filling what `convergence` leaves open."""
     spec, protocol = config.convergence, config.protocol
@@ -66,12 +59,15 @@ def fit_overrides(config: ExperimentConfig) -> dict:
     }
 
 
-def fit_callbacks(config: ExperimentConfig, run_dir: Path) -> list:
-    """The probe and Lightning's EarlyStopping on it, for the arm's own fit (none without `convergence`)."""
+def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) -> list:
+    """The probe and Lightning's EarlyStopping on it, for the arm's own fit (none without `convergence`),
+    with the probe set they read written to `run_dir` (the arm's probe prompts, the evaluator and its cuts)."""
     spec = config.convergence
     if spec is None:
         return []
-    return [LearningCurveProbe(str(run_dir / PROBE_SET), **probe_settings(config)), early_stopping(spec)]
+    settings, stop = probe_settings(config), early_stopping(spec)
+    write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
+    return [LearningCurveProbe(str(run_dir / PROBE_SET), **settings), stop]
 
 
 def early_stopping(spec: ConvergenceSpec):

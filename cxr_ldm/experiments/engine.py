@@ -25,7 +25,7 @@ from typing import Any
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.learning_curve import read_learning_curve
-from cxr_ldm.evaluation.protocol import judge, prompting
+from cxr_ldm.evaluation.protocol import Prompting, judge, prompting
 from cxr_ldm.evaluation.references import References
 from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
@@ -95,9 +95,11 @@ def _substitute(value: Any, names: dict[str, str]) -> Any:
     return value
 
 
-def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) -> Path:
+def fit_arm(
+    config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path, references: References, asked: Prompting
+) -> Path:
     """The arm's prepare fits and its own fit for `seed` (each resumed from its last checkpoint, skipped when
-    done); returns the fit's last checkpoint."""
+    done), its learning curve probed with the probes `asked`; returns the fit's last checkpoint."""
     if seed in arm.checkpoints:
         checkpoint = Path(arm.checkpoints[seed])
         if not checkpoint.is_file():
@@ -128,6 +130,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
     if config.steps is not None:
         main["trainer.max_steps"] = config.steps
     main.update(convergence.fit_overrides(config))
+    callbacks = convergence.fit_callbacks(config, run_dir, references, asked)
     stages.append((run_dir / "fit", arm.configs, arm.overrides, main))
     for folder, configs, overrides, own in stages:
         if (folder / "done").is_file():
@@ -136,7 +139,7 @@ def fit_arm(config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path) ->
             configs,
             {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
             ckpt_path="auto",
-            callbacks=convergence.fit_callbacks(config, run_dir) if folder.name == "fit" else (),
+            callbacks=callbacks if folder.name == "fit" else (),
         )
         (folder / "done").touch()
     checkpoint = run_dir / "fit" / "checkpoints" / "last.ckpt"
@@ -188,11 +191,12 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
         ensure_data(config, log)
         ensure_pretrained(config, log)
         log.stage("data and pretrained pipeline")
-    refs_inputs = {**reference_inputs(config), "pretrained": folder_digest(Path(config.pretrained))}
-    claim_folder(out / "evaluator", refs_inputs, log.line)
+    pretrained = folder_digest(Path(config.pretrained))
+    refs_inputs = {**reference_inputs(config), "pretrained": pretrained}
     retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
     if config.retriever.config is not None:
         retriever["retriever_config"] = digest(file_contents(config.retriever.config))
+    claim_folder(out / "evaluator", refs_inputs, log.line)
     claim_folder(out / "retriever", retriever, log.line)
     references = build_references(config, out)
     if build:
@@ -233,9 +237,8 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
         outcome.reused.append(unit.label)
         return
     asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
-    convergence.write_arm_probe_set(config, run_dir, references, asked)
     log.stage(f"{unit.label}: references")
-    checkpoint = fit_arm(config, arm, seed, run_dir)
+    checkpoint = fit_arm(config, arm, seed, run_dir, references, asked)
     fitted = log.stage(f"{unit.label}: fit")
     if not is_first_task():
         return  # a fit on several tasks (DDP in one job): task 0 evaluates

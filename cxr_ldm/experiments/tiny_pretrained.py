@@ -10,7 +10,9 @@ from cxr_ldm.training.tiny_pretrained import build_tiny_pretrained
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m cxr_ldm.experiments.tiny_pretrained") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="the demo's tiny \"pretrained\" pipeline from two `fit` configs")
+    parser = argparse.ArgumentParser(
+        prog=prog, description='the demo\'s tiny "pretrained" pipeline from two `fit` configs'
+    )
     parser.add_argument("--out", default="artifacts/tiny-pretrained")
     parser.add_argument("--work", default="runs/tiny-pretrain", help="phantom, caches, checkpoints, logs")
     parser.add_argument("--studies", type=int, default=2000)
