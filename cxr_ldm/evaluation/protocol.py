@@ -186,15 +186,3 @@ def judge(
     if out.exists():
         shutil.rmtree(out)
     return evaluate_model(load_image_source(model), out, protocol, references, asked, str(model))
-
-
-def flatten(results: dict, prefix: str = "") -> dict[str, float]:
-    """`{"probe": {"cond_auroc": 0.9}}` -> `{"probe/cond_auroc": 0.9}` (numbers only)."""
-    flat = {}
-    for key, value in results.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat

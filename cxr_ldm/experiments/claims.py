@@ -119,6 +119,18 @@ def compare(
     return ComparisonResult(comparison, verdict, a, b, difference, spread, note)
 
 
+def flatten(results: dict, prefix: str = "") -> dict[str, float]:
+    """`{"probe": {"cond_auroc": 0.9}}` -> `{"probe/cond_auroc": 0.9}` (numbers only)."""
+    flat = {}
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
 def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict[str, float]) -> None:
     """Append one seed's metrics (`{metric: value}`) to `values[group][metric]`."""
     for metric, value in flat.items():

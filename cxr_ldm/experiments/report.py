@@ -23,8 +23,7 @@ from cxr_ldm.evaluation.metrics.metric_names import (
     KID,
     MS_SSIM,
 )
-from cxr_ldm.evaluation.protocol import flatten
-from cxr_ldm.experiments.claims import add_values, check_claims
+from cxr_ldm.experiments.claims import add_values, check_claims, flatten
 from cxr_ldm.experiments.convergence import arm_statuses, rising_arms
 from cxr_ldm.experiments.followup import FollowupRun, Values
 from cxr_ldm.experiments.learning_curves import convergence_table, learning_curve_figure
@@ -310,7 +309,6 @@ def write_report(
     images = refs.get("images", {})
     p = config.protocol
     shown = "all" if p.test_prompts is None else f"a seeded {p.test_prompts} of the"
-    figure_paths = figures(out, config, results)
     log_hparams(out, config, results)
     lines = [
         f"# {config.name}", "",
@@ -339,6 +337,7 @@ def write_report(
     ]  # fmt: skip
     for section in sections:
         lines += section
+    figure_paths = figures(out, config, results)
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}]({path.relative_to(out)})" for path in figure_paths]
     lines += ["", "probe-images.png: per probe prompt (in the order of the findings above) one row per model: "

@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.protocol import flatten
-from cxr_ldm.experiments.claims import add_values
+from cxr_ldm.experiments.claims import add_values, flatten
 from cxr_ldm.experiments.followup import FollowupInputs, FollowupResult
 from cxr_ldm.experiments.real_references import reference_inputs
 from cxr_ldm.experiments.spec import ExperimentConfig
