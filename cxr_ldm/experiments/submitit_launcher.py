@@ -125,7 +125,17 @@ class SubmititLauncher:
             self.submit(batch)
             self.outcome.submitted += [unit.name for unit in batch]
             if not wait or (not running and not batch and not todo):
+                if wait:
+                    self.wait_for_exit(wave)
                 return [self.state(unit) for unit in wave]
+            time.sleep(self.launcher.poll_seconds)
+
+    def wait_for_exit(self, wave: Sequence[Unit]) -> None:
+        """A job records its unit done before its process ends: wait for the processes of the wave's jobs
+        that this launcher submitted, so that none still runs when it returns (a later launch or `--status`
+        would take a job still exiting for one at work)."""
+        jobs = [self.live[unit.name] for unit in wave if unit.name in self.live]
+        while not all(job.done() for job in jobs):
             time.sleep(self.launcher.poll_seconds)
 
     def launch(self) -> LaunchOutcome:
