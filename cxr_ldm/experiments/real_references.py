@@ -106,6 +106,14 @@ def load_or_train_retriever(config: ExperimentConfig, out: Path):
     return load_checkpoint(checkpoint, ImageTextRetriever, "retriever").cpu().eval()
 
 
+def references_built(config: ExperimentConfig, out: Path) -> bool:
+    """`build_references` would read everything back from `out` (the evaluator, its ceilings, the retriever)."""
+    evaluator = config.evaluator.checkpoint is not None or (out / "evaluator" / "evaluator.pt").is_file()
+    retriever = config.retriever.checkpoint is not None or config.retriever.config is None
+    retriever = retriever or (out / "retriever" / "done").is_file()
+    return evaluator and retriever and (out / "evaluator" / "ceilings.json").is_file()
+
+
 def build_references(config: ExperimentConfig, out: Path, pretrained_vae) -> References:
     """Everything judged against, made once (evaluator and retriever are kept under `out` for reruns)."""
     splits = read_real_splits(config, out)
