@@ -251,7 +251,19 @@ def read_model_entries(
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` with a folder that does not change between restarts of the same run."""
+    """`ModelCheckpoint` with a folder that does not change between restarts of the same run, whose
+    `last.ckpt` (with `save_last`) always holds the fit's final state when the fit ends.
+
+    Lightning saves `last.ckpt` at the end of training only when its process saved no checkpoint: a fit of
+    250 steps with a checkpoint every 100 ended with the step-200 `last.ckpt` when run straight through, and
+    with the step-250 one when resumed from step 200 (no checkpoint in the resumed process), so the model
+    judged from `last.ckpt` depended on where the fit had been interrupted.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # not saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
     def _pin_dirpath(self, trainer: Trainer) -> None:
         if self.dirpath is None:

@@ -51,3 +51,31 @@ def test_checkpoint_gets_the_mode_a_plain_write_gives(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+
+
+def test_last_ckpt_holds_the_final_step_however_the_fit_was_interrupted(tmp_path):
+    """A fit of 32 steps with a checkpoint every 5: `last.ckpt` is the step-32 state when run straight and
+    when resumed from the step-25 or step-30 checkpoint (Lightning alone kept step 30 run straight, and
+    saved step 32 only in a resumed process that had saved nothing)."""
+    from _tiny_run import tiny_trainer
+    from test_learning_curve import Killed, Regression, regression_data
+
+    from cxr_ldm.checkpoints import RunCheckpoint
+
+    def fit(root, killed_at=None, resume=False):
+        callbacks = [RunCheckpoint(save_last=True, every_n_train_steps=5, save_top_k=0)]
+        trainer = tiny_trainer(root, max_steps=32, enable_checkpointing=True,
+                               callbacks=callbacks + ([Killed(killed_at)] if killed_at else []))  # fmt: skip
+        try:
+            trainer.fit(Regression(), regression_data(), ckpt_path="last" if resume else None)
+        except RuntimeError as error:
+            assert killed_at and str(error) == "killed"
+        return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    straight = fit(tmp_path / "straight")
+    assert straight["global_step"] == 32
+    for killed_at in (27, 31):
+        fit(tmp_path / f"killed{killed_at}", killed_at=killed_at)
+        resumed = fit(tmp_path / f"killed{killed_at}", resume=True)
+        # the step only: this plain DataLoader does not resume mid-epoch, so the weights differ
+        assert resumed["global_step"] == 32

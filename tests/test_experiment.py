@@ -186,8 +186,8 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) 
 
 
 def test_an_edited_config_file_changes_the_inputs_its_units_are_keyed_by(tmp_path: Path) -> None:
-    from cxr_ldm.experiments.engine import config_contents
     from cxr_ldm.experiments.spec import ArmSpec
+    from cxr_ldm.experiments.unit_inputs import config_contents
 
     base = tmp_path / "base.yaml"
     base.write_text("model.init_args.objective.snr_gamma: 1.0\n")

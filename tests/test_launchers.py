@@ -96,3 +96,39 @@ def test_a_failed_unit_is_reported_with_its_log_arm_and_seed_while_the_others_fi
     assert not (tmp_path / "out" / "results.json").exists()  # no report while a unit failed
     assert main([*args, "--status"]) == 1
     assert "arms/broken/seed0  failed" in capsys.readouterr().out
+
+
+def test_a_rerun_waits_for_a_unit_whose_job_runs_and_never_submits_a_second(tmp_path: Path) -> None:
+    """The records of a unit whose local job is alive (a real process under the recorded id): the driver
+    submits nothing for it, with or without waiting; once that process has ended without `done.json` the
+    unit is failed, and only then would a rerun submit it."""
+    import subprocess
+    import time
+
+    from cxr_ldm.experiments.submitit_launcher import SubmititLauncher
+    from cxr_ldm.experiments.unit_records import JOB, unit_folder, write_record
+
+    args = [*toy_launch_args(tmp_path, "out", seeds="[0]"), *local_launcher()]
+    command = parse_command(args)
+    config = command.experiment.config
+    launcher = SubmititLauncher(*command.experiment, command.launcher)
+    key = launcher.key(launcher.units[0])
+    job = subprocess.Popen(["sleep", "8"])  # the references unit's job, still running
+    write_record(unit_folder(config, "references"), JOB, {"key": key, "job_id": str(job.pid), "cluster": "local",
+                                                          "log": "x.err", "submitted": time.time()})  # fmt: skip
+    try:
+        # Submitted without waiting: the running job is found, nothing is submitted.
+        outcome = launch(parse_command([*args, *local_launcher(wait=False)]))
+        assert (outcome.submitted, outcome.attached) == ([], ["references"])
+        assert outcome.states[0].state == "running" and outcome.states[0].job_id == str(job.pid)
+        # Waiting: the driver waits for that job (its wave does not end while the job runs) and, the job ended
+        # without finishing the unit, reports it failed; it submitted no second job for it.
+        assert job.poll() is None  # still running when the driver starts
+        outcome = launch(command)
+        assert outcome.submitted == [] and outcome.attached == ["references"]
+        assert job.poll() is not None  # it returned after the job's end
+    finally:
+        job.kill()
+        job.wait()
+    assert [s.state for s in outcome.states] == ["failed", "pending", "pending"]
+    assert [s.name for s in outcome.failed] == ["references"]

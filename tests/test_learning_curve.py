@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny_run import TINY, load_state
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from torch.utils.data import DataLoader
 
 from cxr_ldm.errors import ConfigError
@@ -90,6 +90,49 @@ def test_early_stopping_stops_a_flat_curve_and_lets_a_rising_one_run_to_the_cap(
     # a fit that reached the cap on its plateau is converged: its last `patience` probes brought nothing
     at_cap = {**rising, "records": [{**r, "value": min(r["value"], 0.7)} for r in rising["records"]]}
     assert status(at_cap, SPEC)["status"] == CONVERGED
+
+
+class Killed(Callback):
+    """Stops the fit with an error at `step` (a stand-in for SIGKILL: only the checkpoints on disk survive)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+def checkpointed_fit(root: Path, killed_at: int | None = None, resume: bool = False) -> dict:
+    """The flat scripted fit with a last checkpoint every probe step (as the phantom recipe's RunCheckpoint)."""
+    from _tiny_run import tiny_trainer
+
+    from cxr_ldm.checkpoints import RunCheckpoint
+
+    callbacks = [ScriptedProbe(FLAT), early_stopping(SPEC),
+                 RunCheckpoint(save_last=True, every_n_train_steps=SPEC.every_n_steps, save_top_k=0)]  # fmt: skip
+    trainer = tiny_trainer(root, max_steps=50, min_epochs=0, val_check_interval=SPEC.every_n_steps,
+                           check_val_every_n_epoch=None, limit_val_batches=1, enable_checkpointing=True,
+                           callbacks=callbacks + ([Killed(killed_at)] if killed_at else []))  # fmt: skip
+    try:
+        trainer.fit(Regression(), regression_data(), regression_data(), ckpt_path="last" if resume else None)
+    except RuntimeError as error:
+        assert killed_at and str(error) == "killed"
+    return read_learning_curve(root)
+
+
+@pytest.mark.parametrize("killed_at", [12, 17])
+def test_a_fit_killed_after_a_probe_step_s_checkpoint_stops_where_an_uninterrupted_one_does(
+    tmp_path: Path, killed_at: int
+) -> None:
+    """Killed after the checkpoint of step 10 or 15 (each written right after that step's probe) and resumed
+    from it: EarlyStopping has counted that probe, so the resumed fit stops at step 20 as the straight one."""
+    straight = checkpointed_fit(tmp_path / "straight")
+    assert straight["stopped_early"] and straight["last_step"] == 20
+    checkpointed_fit(tmp_path / "killed", killed_at=killed_at)
+    resumed = checkpointed_fit(tmp_path / "killed", resume=True)
+    assert resumed["records"] == straight["records"]
+    assert (resumed["last_step"], resumed["stopped_early"]) == (20, True)
 
 
 def test_an_arm_still_rising_at_the_cap_makes_its_claims_undecided(tmp_path: Path) -> None:

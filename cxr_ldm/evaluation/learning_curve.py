@@ -14,11 +14,13 @@ Its records (step, value, per finding) are kept in the checkpoint (the callback'
 keeps the curve so far, and written to `<default_root_dir>/learning_curve.json` with how the fit ended.
 
 The probe runs at the end of a training batch whose step is a multiple of `every_n_steps`, before the
-checkpoints of that step are saved (Lightning runs checkpoint callbacks last). `EarlyStopping` checks at
-validation: set `trainer.val_check_interval` to `every_n_steps` so that each check reads a new probe.
-Validation runs after that step's checkpoint, so a fit resumed from the checkpoint of a probe's step keeps
-that probe in its curve, but its EarlyStopping has not counted it: the stop can come one probe later than
-in an uninterrupted fit (the convergence status, replayed on the whole curve, is not affected).
+checkpoints of that step are saved (Lightning runs checkpoint callbacks last). `ProbeEarlyStopping`
+(Lightning's `EarlyStopping` on the probe's metric) checks right after the probe, at the end of the same
+batch, not at validation: the checkpoint of a probe's step holds the probe and the stopping rule's count
+of it, so a fit killed after that checkpoint and resumed from it stops at the step an uninterrupted fit
+stops at (checked at validation, which runs after the checkpoint, the resumed fit would not count the
+probe of its checkpoint's step and could stop one probe later). Keep `trainer.val_check_interval` at
+`every_n_steps` (validation loss and samples at each probe; checked when an EarlyStopping watches the probe).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
@@ -164,6 +167,49 @@ class LearningCurveProbe(Callback):
         path = Path(trainer.default_root_dir) / RECORD_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(document, indent=2) + "\n")
+
+
+class ProbeEarlyStopping(EarlyStopping):
+    """Lightning's `EarlyStopping` on the probe (`monitor=METRIC`, mode max), checked at the end of each probe
+    step's training batch, after `LearningCurveProbe` (which must come before it among the callbacks), so that
+    the step's checkpoint holds the check (module docstring). Args: every_n_steps (the probe's), and
+    EarlyStopping's patience, min_delta, min_steps are the Trainer's."""
+
+    def __init__(self, every_n_steps: int, **kwargs) -> None:
+        super().__init__(monitor=METRIC, mode="max", check_on_train_epoch_end=False, **kwargs)
+        self.every_n_steps = every_n_steps
+        self.checked_step = 0  # the last step checked (the micro-batches of one step end at the same step)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "checked_step": self.checked_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.checked_step = int(state_dict.get("checked_step", 0))
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        probes = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, LearningCurveProbe)]
+        if not probes or probes[0] > trainer.callbacks.index(self):
+            raise ConfigError(
+                "ProbeEarlyStopping checks the probe's value: put a LearningCurveProbe before it"
+            )
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pass  # checked at the probe's step instead
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        step = trainer.global_step
+        if (
+            step == 0
+            or step % self.every_n_steps
+            or step == self.checked_step
+            or self._should_skip_check(trainer)
+        ):
+            return
+        self.checked_step = step
+        self._run_early_stopping_check(trainer)
 
 
 def read_learning_curve(folder: Path) -> dict | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from cxr_ldm.evaluation.learning_curve import METRIC, LearningCurveProbe
+from cxr_ldm.evaluation.learning_curve import LearningCurveProbe, ProbeEarlyStopping
 from cxr_ldm.evaluation.probe_set import write_probe_set
 from cxr_ldm.experiments.spec import ConvergenceSpec, ExperimentConfig
 
@@ -47,8 +47,8 @@ def unit_inputs(config: ExperimentConfig) -> dict:
 
 
 def fit_overrides(config: ExperimentConfig) -> dict:
-    """The fit keys the learning curve needs: validation (where EarlyStopping checks) at every probe, and no
-    stop before `min_steps`."""
+    """The fit keys the learning curve needs: validation (its loss and samples) at every probe, and no stop
+    before `min_steps`."""
     if config.convergence is None:
         return {}
     return {
@@ -70,14 +70,11 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) ->
     return [LearningCurveProbe(str(run_dir / PROBE_SET), **settings), stop]
 
 
-def early_stopping(spec: ConvergenceSpec):
-    """Lightning's EarlyStopping on the probe, checked at validation (every probe, see fit_overrides)."""
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    return EarlyStopping(
-        monitor=METRIC, mode="max", patience=spec.patience, min_delta=spec.min_delta,
-        check_on_train_epoch_end=False, strict=False, verbose=False,
-    )  # fmt: skip
+def early_stopping(spec: ConvergenceSpec) -> ProbeEarlyStopping:
+    """Lightning's EarlyStopping on the probe, checked right after each probe (evaluation/learning_curve.py)."""
+    return ProbeEarlyStopping(
+        spec.every_n_steps, patience=spec.patience, min_delta=spec.min_delta, strict=False, verbose=False
+    )
 
 
 def status(curve: dict | None, spec: ConvergenceSpec) -> dict:

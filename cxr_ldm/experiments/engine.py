@@ -16,10 +16,9 @@ Layout of `out`:
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,18 @@ from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
 from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.plan import REFERENCES, REPORT, Unit, arm_unit_name, plan_units
 from cxr_ldm.experiments.progress import StageLog
-from cxr_ldm.experiments.real_references import build_references, data_overrides, reference_inputs
+from cxr_ldm.experiments.real_references import build_references, data_overrides
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
+from cxr_ldm.experiments.unit_inputs import (
+    RESULT,
+    UnitInputs,
+    reusable_arm_result,
+    reusable_baseline,
+)
 from cxr_ldm.experiments.unit_records import DONE, clear_run, unit_folder, unit_key, write_record
 from cxr_ldm.experiments.unit_start import start_unit
-from cxr_ldm.experiments.units import (
-    claim_folder,
-    digest,
-    folder_digest,
-    read_result,
-    write_result,
-)
+from cxr_ldm.experiments.units import claim_folder, read_result, write_result
 from cxr_ldm.training import fit
-from cxr_ldm.training.config_files import file_contents
-
-RESULT = "result.json"
 
 
 @dataclass
@@ -167,12 +163,6 @@ def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References
     return prompting(config.protocol, references, datamodule, arm.probe_prompts)
 
 
-def config_contents(arm: ArmSpec) -> str:
-    """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
-    files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
-    return digest([file_contents(path) for path in files])
-
-
 @dataclass
 class UnitOutcome:
     """What one unit did: the labels it computed and reused; the report unit also gives the results."""
@@ -191,19 +181,13 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
         ensure_data(config, log)
         ensure_pretrained(config, log)
         log.stage("data and pretrained pipeline")
-    pretrained = folder_digest(Path(config.pretrained))
-    refs_inputs = {**reference_inputs(config), "pretrained": pretrained}
-    retriever = {**refs_inputs, "retriever": asdict(config.retriever)}
-    if config.retriever.config is not None:
-        retriever["retriever_config"] = digest(file_contents(config.retriever.config))
-    claim_folder(out / "evaluator", refs_inputs, log.line)
-    claim_folder(out / "retriever", retriever, log.line)
+    inputs = UnitInputs(config)
+    claim_folder(out / "evaluator", inputs.references, log.line)
+    claim_folder(out / "retriever", inputs.retriever, log.line)
     references = build_references(config, out)
     if build:
         log.stage("references: evaluator, retriever, ceilings")
-    eval_inputs = {**refs_inputs, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
-                   "threads": config.threads}  # fmt: skip
-    return references, eval_inputs
+    return references, inputs.evaluation
 
 
 def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutcome) -> None:
@@ -211,7 +195,8 @@ def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutco
     if not config.protocol.baseline:
         return
     folder = Path(config.out) / "baseline"
-    if claim_folder(folder, eval_inputs, log.line) and read_result(folder / RESULT) is not None:
+    claim_folder(folder, eval_inputs, log.line)
+    if reusable_baseline(folder, eval_inputs) is not None:
         log.skip("baseline (the pretrained pipeline)")
         outcome.reused.append("baseline")
         return
@@ -227,12 +212,9 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     seed = unit.seed
     references, eval_inputs = _references(config, log)
     run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
-    fit_inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
-                  "pretrained": folder_digest(Path(config.pretrained)), "data": asdict(config.data),
-                  "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
+    fit_inputs = UnitInputs(config).fit(arm, seed)
     claim_folder(run_dir, fit_inputs, log.line)
-    result = read_result(run_dir / RESULT)
-    if result is not None and result.get("evaluation_inputs") == json.loads(json.dumps(eval_inputs)):
+    if reusable_arm_result(run_dir, fit_inputs, eval_inputs) is not None:
         log.skip(unit.label)
         outcome.reused.append(unit.label)
         return

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from cxr_ldm.evaluation.references import References, make_references
+from cxr_ldm.evaluation.references import CEILINGS, EVALUATOR_WEIGHTS, References, make_references
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import digest
 from cxr_ldm.training import fit
@@ -47,6 +47,14 @@ def fit_retriever(config: ExperimentConfig, out: Path) -> tuple[str | Path | Non
         fit([spec.config], overrides, ckpt_path="auto")
         (run_dir / "done").touch()
     return run_dir / "checkpoints" / "last.ckpt", "retriever"
+
+
+def references_built(config: ExperimentConfig, out: Path) -> bool:
+    """`build_references` would read everything back from `out` (the evaluator, its ceilings, the retriever)."""
+    evaluator = config.evaluator.checkpoint is not None or (out / "evaluator" / EVALUATOR_WEIGHTS).is_file()
+    retriever = config.retriever.checkpoint is not None or config.retriever.config is None
+    retriever = retriever or (out / "retriever" / "done").is_file()
+    return evaluator and retriever and (out / "evaluator" / CEILINGS).is_file()
 
 
 def build_references(config: ExperimentConfig, out: Path) -> References:

@@ -126,7 +126,7 @@ class ConvergenceSpec:
     1 / (4 sqrt(n (F - 1))): 0.0255 for n = 32 and F = 4, below the default min_delta of 0.03.
 
     Args:
-        every_n_steps: training steps between probes (also the validation interval, where EarlyStopping checks).
+        every_n_steps: training steps between probes (also the validation interval: validation loss and samples at each probe).
         patience: probes without an improvement above `min_delta` before the fit stops.
         min_delta: the smallest rise of the probe's macro balanced accuracy that counts as an improvement.
         min_steps: no fit stops before this many steps (Lightning's `Trainer(min_steps)`): a fit that starts

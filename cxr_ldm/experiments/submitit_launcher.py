@@ -23,6 +23,7 @@ from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.launcher_spec import LauncherSpec
 from cxr_ldm.experiments.plan import REPORT, Unit, plan_units, waves
 from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.unit_inputs import UnitInputs, earlier_result
 from cxr_ldm.experiments.unit_job import UnitJob
 from cxr_ldm.experiments.unit_records import (
     DONE,
@@ -59,6 +60,7 @@ class SubmititLauncher:
         self.stream = stream or sys.stderr
         self.units = plan_units(config, followups)
         self.live: dict[str, object] = {}  # unit -> submitit Job submitted by this driver
+        self.inputs = UnitInputs(config)  # the units' inputs (the pretrained pipeline's digest made once)
 
     def line(self, text: str) -> None:
         print(f"[{self.config.name}] {text}", file=self.stream, flush=True)
@@ -67,9 +69,11 @@ class SubmititLauncher:
         return unit_key(self.config, self.followups, unit.name)
 
     def state(self, unit: Unit) -> UnitState:
-        return unit_state(
-            unit_folder(self.config, unit.name), unit.name, self.key(unit), self.live.get(unit.name)
-        )
+        """The unit's state from its records, or done by the result an earlier run left from the same inputs
+        (a folder written before the launcher existed): never submitted again, as the engine would reuse it."""
+        folder = unit_folder(self.config, unit.name)
+        return unit_state(folder, unit.name, self.key(unit), self.live.get(unit.name),
+                          earlier=lambda: earlier_result(self.config, unit.name, self.inputs))  # fmt: skip
 
     def states(self) -> list[UnitState]:
         return [self.state(unit) for unit in self.units]

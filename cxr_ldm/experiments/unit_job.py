@@ -17,7 +17,7 @@ from submitit.helpers import Checkpointable
 from cxr_ldm.experiments.cluster_fit import is_first_task
 from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.unit_records import DONE, STARTED, unit_folder, unit_key, write_record
+from cxr_ldm.experiments.unit_records import DONE, record_start, unit_folder, unit_key, write_record
 
 
 class UnitJob(Checkpointable):
@@ -32,12 +32,8 @@ class UnitJob(Checkpointable):
         key = unit_key(self.config, self.followups, self.name)
         folder = unit_folder(self.config, self.name)
         started = time.time()
-        if is_first_task():
-            write_record(
-                folder,
-                STARTED,
-                {"key": key, "time": started, "host": os.uname().nodename, "pid": os.getpid()},
-            )
+        if is_first_task():  # attempt 2, 3...: the same job requeued (preempted, timed out)
+            started = record_start(folder, key, host=os.uname().nodename, pid=os.getpid())["time"]
         outcome = run_unit(self.config, self.followups, self.name)
         if is_first_task():
             write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})

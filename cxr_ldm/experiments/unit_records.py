@@ -1,8 +1,13 @@
 """A launcher's record of each unit, under `<out>/units/<unit>/`: `job.json` (the job that runs it: its id,
 cluster and log), `started.json` and `done.json` (written by the unit itself), each stamped with the unit's
 key (a digest of the experiment config and follow-ups: a record of other inputs is no record of this one).
+`started.json` also counts the job's attempts: a requeued job (preempted, timed out) starts again and
+writes attempt 2, 3, ..., keeping the time of its first start.
+
 From them, a unit's state: done, running (its job is alive: listed by squeue, or its local process lives),
-failed (its job ended without finishing it) or pending (no job of these inputs)."""
+failed (its job ended without finishing it) or pending (no job of these inputs). A unit with no record of
+these inputs whose result an earlier run left, made from the same inputs (experiments/unit_inputs.py
+`earlier_result`, asked through `earlier`), is done too: a folder written before the launcher existed."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +47,18 @@ def read_record(folder: Path, kind: str, key: str) -> dict | None:
     """The record `kind` of the unit when it holds these inputs' key, else None."""
     record = read_result(folder / kind)
     return record if record is not None and record.get("key") == key else None
+
+
+def record_start(folder: Path, key: str, **facts) -> dict:
+    """Write `started.json` for a start of the unit's job: attempt 1, or one more than the job's last start
+    (a requeued job), keeping the time of the first start. Returns the record."""
+    now = time.time()
+    last = read_record(folder, STARTED, key)
+    attempt = 1 if last is None else int(last.get("attempt", 1)) + 1
+    first = now if last is None else float(last.get("first_time", last["time"]))
+    record = {"key": key, "time": now, "attempt": attempt, "first_time": first, **facts}
+    write_record(folder, STARTED, record)
+    return record
 
 
 def clear_run(folder: Path) -> None:
@@ -79,7 +96,11 @@ class UnitState:
     job_id: str = ""
     seconds: float | None = None
     log: str = ""
-    detail: str = ""  # squeue's state of a running job (PENDING, RUNNING, REQUEUED...)
+    detail: str = (
+        ""  # squeue's state of a running job (PENDING, RUNNING, REQUEUED...), or where a result came from
+    )
+    attempts: int | None = None  # starts of its job (more than 1: requeued), when recorded
+    since_first: float | None = None  # seconds from the job's first start to its end (or to now)
 
 
 def job_alive(job: dict, live=None) -> str | None:
@@ -93,30 +114,53 @@ def job_alive(job: dict, live=None) -> str | None:
     return "RUNNING" if process_alive(int(job["job_id"])) else None
 
 
-def unit_state(folder: Path, name: str, key: str, live=None) -> UnitState:
+EARLIER = "earlier run"
+
+
+def result_seconds(result: dict) -> float | None:
+    """The wall seconds a unit's result records (an arm unit's fit and evaluation), if any."""
+    seconds = result.get("seconds")
+    return sum(seconds.values()) if isinstance(seconds, dict) and seconds else None
+
+
+def unit_state(
+    folder: Path, name: str, key: str, live=None, earlier: Callable[[], dict | None] | None = None
+) -> UnitState:
+    """The unit's state from its records. `live`: submitit's Job when this process submitted it. `earlier`:
+    asked (only when neither a done record nor a live job says otherwise) for the unit's result an earlier
+    run left from the same inputs; with one the unit is done."""
     done = read_record(folder, DONE, key)
     job = read_record(folder, JOB, key)
     started = read_record(folder, STARTED, key)
     job_id, log = (job["job_id"], job["log"]) if job else ("", "")
+    attempts = started.get("attempt", 1) if started else None
+    first = started.get("first_time", started["time"]) if started else None
     if done is not None:
-        return UnitState(name, "done", job_id, done["seconds"], log)
+        since_first = None if first is None else done["time"] - first
+        return UnitState(name, "done", job_id, done["seconds"], log, "", attempts, since_first)
+    alive = None if job is None else job_alive(job, live)
+    if alive is not None:
+        seconds = None if started is None else time.time() - started["time"]
+        since_first = None if first is None else time.time() - first
+        return UnitState(name, "running", job_id, seconds, log, alive, attempts, since_first)
+    result = earlier() if earlier is not None else None
+    if result is not None:
+        return UnitState(name, "done", job_id, result_seconds(result), log, EARLIER)
     if job is None:
         return UnitState(name, "pending")
-    alive = job_alive(job, live)
-    since = started["time"] if started else None
-    if alive is not None:
-        seconds = None if since is None else time.time() - since
-        return UnitState(name, "running", job_id, seconds, log, alive)
-    return UnitState(name, "failed", job_id, None, log)
+    return UnitState(name, "failed", job_id, None, log, "", attempts)
 
 
 __all__ = [
     "DONE",
+    "EARLIER",
     "JOB",
     "STARTED",
     "UnitState",
     "clear_run",
     "read_record",
+    "record_start",
+    "result_seconds",
     "unit_folder",
     "unit_key",
     "unit_state",

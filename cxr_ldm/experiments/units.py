@@ -54,17 +54,21 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()[:16]
 
 
+def folder_holds(folder: Path, inputs: dict) -> bool:
+    """`folder` holds the outputs of `inputs` (its recorded inputs are these); reads, changes nothing."""
+    try:
+        return json.loads((folder / KEY_FILE).read_text()) == plain(inputs)
+    except (OSError, ValueError):
+        return False
+
+
 def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
     """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there); otherwise
     whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
+    if folder_holds(folder, inputs):
+        return True
     stamp = folder / KEY_FILE
     wanted = plain(inputs)
-    if stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()) == wanted:
-                return True
-        except ValueError:
-            pass
     if folder.exists() and any(folder.iterdir()):
         if log is not None:
             log(f"clearing {folder}: made from other inputs")

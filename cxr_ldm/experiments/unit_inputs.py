@@ -1,0 +1,122 @@
+"""What each unit is keyed by, and whether what an earlier run left on disk is a unit's finished result.
+
+The engine (experiments/engine.py) claims a unit's folders with these inputs (experiments/units.py
+`claim_folder`) and reuses a result made from them; `--status` and the submitit launcher ask
+`earlier_result`, which decides the same way without touching the folders, for a unit that holds no
+launcher record of these inputs (a result folder written before the launcher existed, or by a run
+interrupted between writing the result and recording the unit done).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+
+from cxr_ldm.experiments import convergence
+from cxr_ldm.experiments.plan import REFERENCES, plan_units
+from cxr_ldm.experiments.real_references import reference_inputs, references_built
+from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
+from cxr_ldm.experiments.units import digest, folder_digest, folder_holds, plain, read_result
+from cxr_ldm.training.config_files import file_contents
+
+RESULT = "result.json"
+
+
+def config_contents(arm: ArmSpec) -> str:
+    """A digest of what the arm's config files say (bases included): an edited file makes its units anew."""
+    files = [*arm.configs, *(path for prep in arm.prepare for path in prep.configs)]
+    return digest([file_contents(path) for path in files])
+
+
+class UnitInputs:
+    """The inputs of `config`'s units (the pretrained pipeline's digest computed once)."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+
+    @cached_property
+    def pretrained(self) -> str:
+        return folder_digest(Path(self.config.pretrained))
+
+    @property
+    def references(self) -> dict:
+        """The evaluator's folder: the data, its config, the evaluator, the pretrained pipeline."""
+        return {**reference_inputs(self.config), "pretrained": self.pretrained}
+
+    @property
+    def retriever(self) -> dict:
+        config = self.config
+        inputs = {**self.references, "retriever": asdict(config.retriever)}
+        if config.retriever.config is not None:
+            inputs["retriever_config"] = digest(file_contents(config.retriever.config))
+        return inputs
+
+    @property
+    def evaluation(self) -> dict:
+        """What every evaluation (the baseline's, each arm's) is made from."""
+        config = self.config
+        return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
+                "threads": config.threads}  # fmt: skip
+
+    def fit(self, arm: ArmSpec, seed: int) -> dict:
+        """An (arm, seed) unit's folder: what its fits are made from."""
+        config = self.config
+        return {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
+                "pretrained": self.pretrained, "data": asdict(config.data),
+                "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
+
+
+def same_inputs(recorded, inputs: dict) -> bool:
+    """A result's recorded inputs are `inputs` (compared as JSON, as they were written)."""
+    return recorded == json.loads(json.dumps(plain(inputs)))
+
+
+def reusable_arm_result(run_dir: Path, fit_inputs: dict, evaluation_inputs: dict) -> dict | None:
+    """The (arm, seed) unit's result when its folder holds these fit inputs and the result was judged with
+    these evaluation inputs (the engine reuses it), else None."""
+    if not folder_holds(run_dir, fit_inputs):
+        return None
+    result = read_result(run_dir / RESULT)
+    if result is None or not same_inputs(result.get("evaluation_inputs"), evaluation_inputs):
+        return None
+    return result
+
+
+def reusable_baseline(folder: Path, evaluation_inputs: dict) -> dict | None:
+    """The pretrained baseline's result when its folder holds these evaluation inputs, else None."""
+    return read_result(folder / RESULT) if folder_holds(folder, evaluation_inputs) else None
+
+
+def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | None = None) -> dict | None:
+    """The result an earlier run left for the unit `name` that the engine would reuse as it is: the arm
+    unit's `result.json`, or for `references` the evaluator, retriever and baseline (`{}` when the protocol
+    judges no baseline). None when there is none, it was made from other inputs, or the unit has no result
+    of its own to judge by (the follow-ups, the report)."""
+    inputs = inputs or UnitInputs(config)
+    out = Path(config.out)
+    if name == REFERENCES:
+        if not (folder_holds(out / "evaluator", inputs.references) and folder_holds(out / "retriever", inputs.retriever)
+                and references_built(config, out)):  # fmt: skip
+            return None
+        if not config.protocol.baseline:
+            return {}
+        return reusable_baseline(out / "baseline", inputs.evaluation)
+    unit = next((unit for unit in plan_units(config) if unit.name == name), None)
+    if unit is None or unit.arm is None:
+        return None
+    arm = next(a for a in config.arms if a.name == unit.arm)
+    run_dir = out / "arms" / arm.name / f"seed{unit.seed}"
+    return reusable_arm_result(run_dir, inputs.fit(arm, unit.seed), inputs.evaluation)
+
+
+__all__ = [
+    "RESULT",
+    "UnitInputs",
+    "config_contents",
+    "earlier_result",
+    "reusable_arm_result",
+    "reusable_baseline",
+    "same_inputs",
+]

@@ -1,0 +1,103 @@
+"""`experiment --status` and the submitit launcher on a result folder written before the launcher existed
+(no `units/` records): a unit whose result the engine would reuse is done, and is not submitted again; one
+made from other inputs is pending. The elapsed column: the current attempt, and a requeued job's attempt
+number and time in all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from _launch import local_launcher, toy_launch_args
+
+from cxr_ldm.commands.experiment import launch, parse_command
+from cxr_ldm.experiments.engine import run_experiment, run_unit
+from cxr_ldm.experiments.status_table import status_table
+from cxr_ldm.experiments.unit_job import UnitJob
+from cxr_ldm.experiments.unit_records import (
+    DONE,
+    EARLIER,
+    JOB,
+    STARTED,
+    clear_run,
+    read_result,
+    record_start,
+    unit_state,
+    write_record,
+)
+
+ARM = "arms/unet-text/seed0"
+
+
+def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(tmp_path: Path) -> None:
+    args = toy_launch_args(tmp_path, "out", seeds="[0]")
+    out = tmp_path / "out"
+    run_experiment(*parse_command(args).experiment)
+    shutil.rmtree(out / "units")  # as a run before the launcher left it: results, no unit records
+    (out / "results.json").unlink()
+
+    status = launch(parse_command([*args, "--status"]))
+    states = {s.name: s for s in status.states}
+    assert (states["references"].state, states["references"].detail) == ("done", EARLIER)
+    assert (states[ARM].state, states[ARM].detail) == ("done", EARLIER)
+    result = read_result(out / ARM / "result.json")
+    assert states[ARM].seconds == sum(result["seconds"].values())  # its fit and evaluation, as recorded
+    assert states["report"].state == "done"  # every other unit done: --status builds the report
+    assert (out / "results.json").is_file()
+    table = status_table(status.states)
+    assert f"{ARM}  done (earlier run)" in table and "3 done" in table
+
+    # The engine agrees: it reuses that unit as it is. The launcher submits nothing.
+    assert run_unit(*parse_command(args).experiment, ARM).reused == ["unet-text seed 0"]
+    assert launch(parse_command([*args, *local_launcher()])).submitted == []
+
+    # Judged with other protocol settings, the result is no longer this unit's: pending (and the references,
+    # whose baseline is judged by the protocol, too); the folders are left as they are.
+    other = launch(parse_command([*args, "--protocol.probe_images", "3", "--status"]))
+    assert {s.name: s.state for s in other.states} == {
+        "references": "pending",
+        ARM: "pending",
+        "report": "pending",
+    }
+    assert (out / ARM / "result.json").is_file()
+
+    # UnitJob (what submitit runs, and runs again when the job is requeued) counts its starts.
+    job = UnitJob(*parse_command(args).experiment, "references")
+    job()
+    job()
+    started = read_result(out / "units" / "references" / STARTED)
+    assert started["attempt"] == 2 and started["first_time"] < started["time"]
+    references = launch(parse_command([*args, "--status"])).states[0]
+    assert (references.state, references.attempts, references.detail) == ("done", 2, "")
+
+
+def test_the_elapsed_column_counts_the_current_attempt_and_a_requeued_job_s_attempts(tmp_path: Path) -> None:
+    folder, key = tmp_path / "units" / ARM, "k"
+    write_record(folder, JOB, {"key": key, "job_id": str(os.getpid()), "cluster": "local", "log": "x.err"})
+    first = record_start(folder, key, pid=os.getpid())
+    assert first["attempt"] == 1
+    running = unit_state(folder, ARM, key)
+    assert (running.state, running.attempts) == ("running", 1)
+    assert "attempt" not in status_table([running])  # a job that started once: its time alone
+
+    # The job requeued (preempted) and started again 90 s later: its elapsed time counts from this start,
+    # and the row says which attempt it is and the time since the first start.
+    write_record(folder, STARTED, {**first, "time": first["time"] - 90, "first_time": first["time"] - 90})
+    again = record_start(folder, key, pid=os.getpid())
+    assert (again["attempt"], again["first_time"]) == (2, first["time"] - 90)
+    running = unit_state(folder, ARM, key)
+    assert running.seconds < 30 and 90 <= running.since_first < 120
+    row = status_table([running]).splitlines()[1]
+    assert "(attempt 2, 1m3" in row or "(attempt 2, 1m4" in row or "(attempt 2, 1m5" in row, row
+
+    # It finished: the elapsed time of the attempt that finished it, and the time in all.
+    write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": 12.0})
+    done = unit_state(folder, ARM, key)
+    assert (done.state, done.seconds, done.attempts) == ("done", 12.0, 2)
+    assert "0m12s (attempt 2, 1m3" in status_table([done])
+
+    # A new job for the unit (a rerun after a failure) starts at attempt 1 again.
+    clear_run(folder)
+    assert record_start(folder, key)["attempt"] == 1
