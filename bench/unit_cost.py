@@ -15,6 +15,8 @@ the median of each over the repeats and the ratio before / after (above 1: after
 
     python bench/unit_cost.py --before b357e67 --steps 300 --every 100 --repeats 3
     python bench/unit_cost.py --before b357e67 --config configs/experiments/demo.yaml --threads 1
+    python bench/unit_cost.py --config configs/experiments/demo.yaml --steps 100 --every 50 --repeats 2 \
+        --set protocol.test_prompts=60
 
 The first run builds the references (minutes); later runs reuse them (same `--out`).
 """
@@ -62,6 +64,9 @@ def child_argv(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        argv += [f"--{key}", value]
     return argv
 
 
@@ -130,6 +135,10 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="steps between learning-curve probes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="force this thread count in both trees")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an experiment key for both trees, e.g. protocol.test_prompts=60 (a smaller evaluation)",
+    )  # fmt: skip
     parser.add_argument("--out", default="runs/bench-unit-cost")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
