@@ -155,7 +155,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for repeat in range(args.repeats):
         for label, tree in trees.items():
-            run = launch(tree, args, str(out / "units" / f"{label}-{repeat}"))
+            run = launch(tree, args, str(out / "units" / f"{args.arm}-{label}-{repeat}"))
             runs[label].append(run)
             print(f"{label} #{repeat}: threads {run['threads']}, fit {run['fit_wall']:.1f} s wall / "
                   f"{run['fit_cpu']:.1f} s cpu, evaluation {run['eval_wall']:.1f} s wall / {run['eval_cpu']:.1f} s "
