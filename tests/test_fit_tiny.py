@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny_run import fit_args, load_state, run_fit
+from _tiny_run import TINY, cli_args, fit_args, load_state, run_fit
 from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -190,3 +190,20 @@ def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, 
     resumed = run(tmp_path / "stopped", tmp_path / "resumed-probe", 12, "--ckpt_path", "last")
     assert [(row["epoch"], row["step"]) for row in resumed] == [(1, 11), (1, 12)]
     assert [row["images"] for row in first + resumed] == [row["images"] for row in straight]
+
+
+def test_validation_samples_every_n_steps_log_grids_at_those_steps_only(tmp_path, phantom_root):
+    """Validation at every step, pictures at every second step only."""
+    samples = tmp_path / "samples.yaml"
+    samples.write_text(
+        "trainer:\n  callbacks:\n    - class_path: cxr_ldm.callbacks.ValidationSamples\n      init_args:\n"
+        "        prompts: [normal]\n        num_inference_steps: 2\n        every_n_steps: 2\n"
+    )
+    run = tmp_path / "run"
+    extra = ("--config", str(samples), "--trainer.max_steps", "4", "--trainer.val_check_interval", "1")
+    assert main(cli_args([TINY], run, phantom_root, run / "cache", *extra)) == 0
+    (events,) = run.glob("tensorboard/version_*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    assert len(accumulator.Scalars("val/loss")) == 4  # validation ran at every step
+    assert [image.step for image in accumulator.Images("samples/grid")] == [2, 4]

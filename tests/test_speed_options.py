@@ -178,7 +178,27 @@ def test_fused_adamw_only_where_every_parameter_is_on_cuda():
     assert not fused_applies([cpu])
     assert not fused_applies([])
     optimizer = make_adamw([{"params": [torch.nn.Parameter(torch.ones(2))]}], fused=True)
-    assert not optimizer.defaults["fused"]  # CPU parameters: the default implementation
+    assert not optimizer.defaults["fused"]  # CPU parameters: the multi-tensor implementation
+    assert optimizer.defaults["foreach"]
+
+
+def test_adamw_on_cpu_updates_as_the_single_tensor_loop_bit_for_bit():
+    """The CPU optimizer (foreach) moves every parameter exactly as torch's per-tensor AdamW loop."""
+    shapes = [(3, 5), (7,), (2, 3, 3), (1,)]
+    grads = torch.Generator().manual_seed(0)
+    steps = [[torch.randn(shape, generator=grads) for shape in shapes] for _ in range(4)]
+    moved = []
+    for build in (lambda g: make_adamw(g), lambda g: torch.optim.AdamW(g, foreach=False)):
+        params = [torch.nn.Parameter(torch.full(shape, 0.5)) for shape in shapes]
+        optimizer = build([{"params": params[:2], "lr": 1e-3, "weight_decay": 1e-2},
+                           {"params": params[2:], "lr": 3e-3}])  # fmt: skip
+        for step in steps:
+            for param, grad in zip(params, step, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+        moved.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*moved, strict=True))
+    assert not torch.equal(moved[0][0], torch.full((3, 5), 0.5))  # the parameters did move
 
 
 def test_fused_adamw_is_off_on_cpu_even_when_asked(pairs, tmp_path):

@@ -83,9 +83,11 @@ def parse_command(argv: list[str]) -> ExperimentCommand:
 
     parser = build_parser()
     init = parser.instantiate_classes(parser.parse_args(argv))
+    launcher = init["launcher"].validate()
     config = ExperimentConfig(**{f.name: init[f.name] for f in fields(ExperimentConfig)})
-    experiment = ParsedExperiment(config, (AugmentationFollowup(init["augmentation"]),))
-    return ExperimentCommand(experiment, init["launcher"].validate(), bool(init["status"]))
+    # threads: auto becomes the cores of a unit under this launcher before any unit is keyed
+    experiment = ParsedExperiment(config.resolved(launcher), (AugmentationFollowup(init["augmentation"]),))
+    return ExperimentCommand(experiment, launcher, bool(init["status"]))
 
 
 def parse_experiment(argv: list[str]) -> ParsedExperiment:

@@ -269,7 +269,7 @@ def run_unit(
 ) -> UnitOutcome:
     """Run the unit `name` of `config` (experiments/plan.py), resuming whatever an earlier run of the same
     inputs finished. It starts from its own thread count and seeds, whatever ran before it in the process."""
-    config.validate(followups)
+    config = config.validate(followups).resolved()
     units = {unit.name: unit for unit in plan_units(config, followups)}
     if name not in units:
         raise ConfigError(f"unit {name!r} is not a unit of {config.name}; its units: {sorted(units)}")
@@ -294,7 +294,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
     """Everything `config` declares, then `followups` (experiments run after the arms with the model of one
     arm), resuming whatever an earlier run of the same inputs finished: the in-process launcher, every unit
     of the plan one after another in this process."""
-    config.validate(followups)
+    config = config.validate(followups).resolved()
     units = plan_units(config, followups)
     log = StageLog(
         config.name, units=sum(unit.arm is not None for unit in units) + int(config.protocol.baseline)

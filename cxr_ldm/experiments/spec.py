@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.protocol import ProtocolSpec
 from cxr_ldm.evaluation.references import EvaluatorSpec
+from cxr_ldm.experiments.threads import resolve_threads
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -206,7 +207,8 @@ class ExperimentConfig:
         seeds: every arm's seeds unless the arm names its own.
         steps: the training budget of every arm (`trainer.max_steps`); null keeps each config's.
         threads: torch's CPU threads in every unit (a unit's input: it changes CPU summation order, so two
-            units at once on one machine give what they give one after another).
+            units at once on one machine give what they give one after another), or `auto`: the cores a
+            unit has when it runs, resolved by the command before any unit is keyed (experiments/threads.py).
         data / evaluator / retriever / protocol / claims: see their types.
         arms: the fine-tuning strategies compared.
         convergence: record every arm's learning curve and stop each fit on its plateau (`steps` is then the
@@ -219,7 +221,7 @@ class ExperimentConfig:
     build_pretrained: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
     steps: int | None = None
-    threads: int = 1
+    threads: int | Literal["auto"] = 1
     data: DataSpec = field(default_factory=DataSpec)
     evaluator: EvaluatorSpec = field(default_factory=EvaluatorSpec)
     retriever: RetrieverSpec = field(default_factory=RetrieverSpec)
@@ -227,6 +229,12 @@ class ExperimentConfig:
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
     claims: list[ClaimSpec] = field(default_factory=list)
     convergence: ConvergenceSpec | None = None
+
+    def resolved(self, launcher=None) -> ExperimentConfig:
+        """This config with `threads: auto` resolved for `launcher` (experiments/threads.py; None: this
+        process); the config itself when threads is a number."""
+        threads = resolve_threads(self.threads, launcher)
+        return self if threads == self.threads else replace(self, threads=threads)
 
     def arm_seeds(self, arm: ArmSpec) -> list[int]:
         return list(self.seeds if arm.seeds is None else arm.seeds)
@@ -269,8 +277,7 @@ class ExperimentConfig:
             raise ConfigError(
                 "protocol.diversity_samples: MS-SSIM diversity needs at least 2 samples per prompt"
             )
-        if self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        resolve_threads(self.threads)  # a number of at least 1, or auto
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1 (or null), got {self.steps}")
         if self.convergence is not None:

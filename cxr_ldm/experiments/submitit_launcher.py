@@ -56,7 +56,8 @@ class SubmititLauncher:
     def __init__(
         self, config: ExperimentConfig, followups: Sequence[Followup], launcher: LauncherSpec, stream=None
     ) -> None:
-        self.config, self.followups, self.launcher = config, tuple(followups), launcher.validate()
+        self.launcher = launcher.validate()
+        self.config, self.followups = config.resolved(self.launcher), tuple(followups)
         self.stream = stream or sys.stderr
         self.units = plan_units(config, followups)
         self.live: dict[str, object] = {}  # unit -> submitit Job submitted by this driver
