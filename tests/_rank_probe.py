@@ -1,4 +1,5 @@
-"""Callbacks for DDP tests: what each rank ran and how it ended, and a bad batch on one rank only."""
+"""Callbacks for DDP tests: what each rank ran and how it ended, a bad batch on one rank only, and the
+trained parameters a step left without a gradient."""
 
 from __future__ import annotations
 
@@ -103,3 +104,17 @@ def float32_copy_bytes(module) -> int:
             seen.add(pointer)
             copies += obj.untyped_storage().nbytes()
     return copies
+
+
+class UnusedParameters(Callback):
+    """After every backward, writes the names of the parameters that require a gradient and got none (one
+    JSON list a step): the parameters DDP without find_unused_parameters waits for in vain."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        unused = [name for name, p in pl_module.named_parameters() if p.requires_grad and p.grad is None]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as stream:
+            stream.write(json.dumps({"step": trainer.global_step, "unused": unused}) + "\n")

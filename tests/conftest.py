@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning.pytorch  # noqa: F401 - see below
-import pytest
-import torch
+# Tests never download: a hub id must fail at once, as under CI (.ci/run), not after network retries. Set
+# before anything imports huggingface_hub (lightning does), which reads it once, at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning.pytorch  # noqa: E402,F401 - see below
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Lightning gives its logger a StreamHandler on sys.stderr when first imported. Imported here, at collection,
 # that is the real stderr; imported first inside a test that captures output, it would keep writing to that
@@ -43,3 +47,15 @@ def corrupt_phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, PHANTOM_STUDIES, PHANTOM_SIZE, PHANTOM_SEED, corrupt=0.1, progress=False, workers=1
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fit(tmp_path_factory: pytest.TempPathFactory, phantom_root: Path) -> Path:
+    """One `fit` of configs/tiny.yaml on `phantom_root` (4 steps: checkpoints at steps 2 and 4, `last.ckpt`,
+    TensorBoard logs with a sample grid), shared by the tests that need a trained tiny model; read-only for
+    tests. Returns the run folder (its checkpoints are under `checkpoints/`)."""
+    from _tiny_run import run_fit
+
+    run = tmp_path_factory.mktemp("tiny-fit")
+    run_fit(run, phantom_root)
+    return run

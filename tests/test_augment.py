@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _tiny_run import TINY, cli_args, run_fit
+from _tiny_run import TINY, cli_args
 
 from cxr_ldm.__main__ import main
 from cxr_ldm.errors import ConfigError
@@ -44,9 +44,8 @@ def toy_config(out: Path, phantom_root: Path, model: Path) -> AugmentationConfig
     )
 
 
-def test_augmentation_end_to_end_and_resume(tmp_path: Path, phantom_root: Path) -> None:
-    checkpoints = run_fit(tmp_path / "ldm", phantom_root, "--trainer.max_steps", "2")
-    config = toy_config(tmp_path / "augment", phantom_root, checkpoints / "last.ckpt")
+def test_augmentation_end_to_end_and_resume(tmp_path: Path, phantom_root: Path, tiny_fit: Path) -> None:
+    config = toy_config(tmp_path / "augment", phantom_root, tiny_fit / "checkpoints" / "last.ckpt")
     arms = plan_arms(config)
     assert len(arms) == 8
 

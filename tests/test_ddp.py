@@ -72,6 +72,10 @@ FAMILIES = {
 }
 
 
+# About 25 s each on 2 quiet cores. What makes a family fail under DDP (a trained parameter without a
+# gradient at some step) is checked for every config, in one process, by test_variants_configs.py
+# (test_config_runs_and_trains_only_what_it_names); the DDP launch itself by the test above.
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_two_process_ddp_for_every_text_encoder_family(tmp_path, phantom_root, family):
     config = FINETUNE / f"{FAMILIES[family]}.yaml"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from _tiny_run import ROOT, run_fit
+from _tiny_run import ROOT
 from PIL import Image
 
 from cxr_ldm.__main__ import main
@@ -88,8 +88,8 @@ def retriever_ckpt(work, eval_phantom) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ldm_ckpt(work, eval_phantom) -> Path:
-    return run_fit(work / "ldm", eval_phantom, "--trainer.max_steps", "2") / "last.ckpt"
+def ldm_ckpt(tiny_fit) -> Path:
+    return tiny_fit / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,8 @@ def test_memorization_finds_copies_in_pixel_and_feature_space(tmp_path):
     feature, feature_index = nearest_feature_neighbours(features["generated"], features["train"])
     reference, _ = nearest_feature_neighbours(features["held_out"], features["train"])
     assert feature_index[:2].tolist() == [3, 7] and feature[:2].max() < 1e-5
-    assert torch.argsort(feature)[:2].tolist() == [0, 1]  # the copies are the closest
+    # the copies are the closest (both at distance ~0: their order between them is rounding)
+    assert sorted(torch.argsort(feature)[:2].tolist()) == [0, 1]
     summary = distance_summary("memorization_feature", feature, reference)
     assert summary["memorization_feature_min_distance"] < 1e-5
     assert summary["memorization_feature_fraction_below_reference_p01"] >= 2 / 8

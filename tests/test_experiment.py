@@ -42,11 +42,19 @@ def toy_args(tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def toy_experiment(tmp_path_factory) -> tuple[Path, dict]:
+    """`experiment` run once at toy budgets (`toy_args`): its folder and its results.json. The end-to-end test
+    reruns parts of it; the unit unet-text seed 0 stays as this run left it."""
+    tmp_path = tmp_path_factory.mktemp("experiment")
+    assert main(toy_args(tmp_path)) == 0
+    return tmp_path, json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(toy_experiment) -> None:
+    tmp_path, results = toy_experiment
     args = toy_args(tmp_path)
     out = tmp_path / "out"
-    assert main(args) == 0
-    results = json.loads((out / "results.json").read_text())
     assert sorted(results["arms"]) == ["unet", "unet-text"]
     for arm in ("unet", "unet-text"):
         assert sorted(results["arms"][arm]) == ["seed0", "seed1"]
@@ -152,10 +160,10 @@ def test_a_phantom_of_other_settings_is_made_anew_and_foreign_folders_are_refuse
         ensure_phantom(foreign, 40, 32)
 
 
-def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(tmp_path: Path) -> None:
+def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(toy_experiment) -> None:
+    tmp_path, results = toy_experiment
     args = toy_args(tmp_path)
-    first = run_experiment(*parse_experiment([*args, "--seeds", "[0]", "--augmentation", "null"]))
-    trained = first.results["arms"]["unet-text"]["seed0"]
+    trained = results["arms"]["unet-text"]["seed0"]
     arms = [{"name": "unet-text", "configs": UNET_TEXT,
              "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
     judged = run_experiment(

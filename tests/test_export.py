@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from _tiny_run import ROOT, run_fit
+from _tiny_run import ROOT
 from safetensors.torch import load_file
 
 from cxr_ldm.__main__ import main
@@ -18,48 +18,61 @@ PLAIN_DIFFUSERS = """
 import sys, json, torch
 from diffusers import StableDiffusionPipeline
 assert "cxr_ldm" not in sys.modules
-pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1])
-out = pipe("pleural effusion", num_inference_steps=3, guidance_scale=4.0, output_type="np",
-           generator=torch.Generator().manual_seed(0))
-print(json.dumps({"shape": list(out.images.shape), "scheduler": type(pipe.scheduler).__name__,
-                  "modules": sorted(m for m in ("cxr_ldm",) if m in sys.modules)}))
+reports = {}
+for folder in sys.argv[1:]:
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    out = pipe("pleural effusion", num_inference_steps=3, guidance_scale=4.0, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    reports[folder] = {"shape": list(out.images.shape), "scheduler": type(pipe.scheduler).__name__,
+                       "modules": sorted(m for m in ("cxr_ldm",) if m in sys.modules)}
+print(json.dumps(reports))
 """
+
+FLAGS = {"no-ema": ["--no-ema"], "ema": ["--ema"], "default": []}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, phantom_root):
-    run = tmp_path_factory.mktemp("run")
-    return run_fit(run, phantom_root, "--trainer.max_steps", "2") / "last.ckpt"
+def checkpoint(tiny_fit):
+    return tiny_fit / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("flag", ["--no-ema", "--ema", None])
-def test_export_loads_in_plain_diffusers(tmp_path, checkpoint, flag):
-    """EMA weights unless --no-ema: the default matches sampling, validation and `generate`."""
-    ema = flag != "--no-ema"
-    out = tmp_path / "pipeline"
-    assert main(["export", "--ckpt", str(checkpoint), "--out", str(out), *([flag] if flag else [])]) == 0
-    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint):
+    """The checkpoint exported with each of FLAGS, then every export loaded and sampled in one plain-diffusers
+    process: {name: (folder, that process's report on it)}."""
+    base = tmp_path_factory.mktemp("export")
+    for name, flag in FLAGS.items():
+        assert main(["export", "--ckpt", str(checkpoint), "--out", str(base / name), *flag]) == 0
     result = subprocess.run(
-        [sys.executable, "-c", PLAIN_DIFFUSERS, str(out)],
+        [sys.executable, "-c", PLAIN_DIFFUSERS, *(str(base / name) for name in FLAGS)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    reports = json.loads(result.stdout.strip().splitlines()[-1])
+    return {name: (base / name, reports[str(base / name)]) for name in FLAGS}
+
+
+@pytest.mark.parametrize("flag", list(FLAGS))
+def test_export_loads_in_plain_diffusers(exported, checkpoint, flag):
+    """EMA weights unless --no-ema: the default matches sampling, validation and `generate`."""
+    ema = flag != "no-ema"
+    out, report = exported[flag]
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert report == {"shape": [1, 32, 32, 3], "scheduler": "PNDMScheduler", "modules": []}
 
     model = LatentDiffusion.load_from_checkpoint(checkpoint, map_location="cpu")
-    exported = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    exported_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     expected = (
         model.ema.named_shadows() if ema else {f"unet.{k}": v for k, v in model.unet.state_dict().items()}
     )
-    for name, tensor in exported.items():
+    for name, tensor in exported_unet.items():
         assert torch.equal(tensor, expected[f"unet.{name}"].to(tensor.dtype)), name
     if ema:  # EMA and raw weights really differ after training, so the choice matters
         raw = model.unet.state_dict()
-        assert any(not torch.equal(exported[k], raw[k]) for k in exported)
+        assert any(not torch.equal(exported_unet[k], raw[k]) for k in exported_unet)
     text = load_file(out / "text_encoder" / "model.safetensors")
     assert all(torch.equal(v, model.text.encoder.state_dict()[k]) for k, v in text.items())
 

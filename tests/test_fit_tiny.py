@@ -13,9 +13,8 @@ from cxr_ldm.models import LatentDiffusion
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, phantom_root):
-    run = tmp_path_factory.mktemp("run")
-    return run, run_fit(run, phantom_root)
+def trained(tiny_fit):
+    return tiny_fit, tiny_fit / "checkpoints"
 
 
 def test_frozen_components_unchanged_trained_changed(trained):

@@ -159,6 +159,11 @@ def runs(tmp_path_factory, phantom_root):
                 extra = ["--model.init_args.conditioning.text_projection_weights", str(projection_folder())]
             if name == "text-projection-pretrain":
                 extra = ["--model.init_args.output_dir", str(base / name / "text_projection")]
+            probe = {
+                "class_path": "_rank_probe.UnusedParameters",
+                "init_args": {"out_dir": str(base / name / "unused")},
+            }
+            extra += ["--trainer.callbacks+", json.dumps(probe)]
             done[name] = run_variant(FINETUNE / f"{name}.yaml", base / name, phantom_root, *extra)
         return done[name]
 
@@ -171,6 +176,10 @@ def runs(tmp_path_factory, phantom_root):
 @pytest.mark.parametrize("name", [c.stem for c in CONFIGS])
 def test_config_runs_and_trains_only_what_it_names(runs, name):
     run = runs(name)
+    # Every parameter that requires a gradient gets one at every step: DDP (without find_unused_parameters,
+    # tests/test_ddp.py) fails on a step where one did not.
+    steps = [json.loads(line) for line in (run / "unused" / "rank0.jsonl").read_text().splitlines()]
+    assert len(steps) >= 2 and [s["unused"] for s in steps] == [[]] * len(steps), steps
     checkpoints = run / "checkpoints"
     if name == "text-projection-pretrain":  # no checkpoint callback: the projection folder is the output
         assert (run / "text_projection" / "model.safetensors").is_file()
