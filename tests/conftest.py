@@ -59,3 +59,28 @@ def tiny_fit(tmp_path_factory: pytest.TempPathFactory, phantom_root: Path) -> Pa
     run = tmp_path_factory.mktemp("tiny-fit")
     run_fit(run, phantom_root)
     return run
+
+
+# `make test` runs the modules on two workers (pytest-xdist, `--dist loadfile`: a module's tests stay on one
+# worker with its fixtures), handing out modules in collection order. The longest modules go first, so that
+# the short ones fill in around them and both workers finish together instead of one waiting on the last long
+# module (measured: 5 min 32 s in alphabetical order on 2 cores). Every other module keeps its place.
+LONG_MODULES_FIRST = (
+    "test_experiment.py",
+    "test_eval_end_to_end.py",
+    "test_slurm.py",
+    "test_variants_configs.py",
+    "test_ddp.py",
+    "test_fit_tiny.py",
+    "test_model_correctness.py",
+    "test_status.py",
+    "test_export.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_MODULES_FIRST.index(name) if name in LONG_MODULES_FIRST else len(LONG_MODULES_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a module and among the other modules

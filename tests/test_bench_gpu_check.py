@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,7 @@ import gpu_check  # noqa: E402
 import requirements_check  # noqa: E402
 
 
+@pytest.mark.slow  # the whole GPU check script at tiny scale on CPU, run by hand with make test-slow
 def test_gpu_check_tiny_writes_one_json_with_every_section(tmp_path):
     out = tmp_path / "check.json"
     assert gpu_check.main(["--tiny", "--quick", "--out", str(out)]) == 0

@@ -307,6 +307,7 @@ def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, cla
     assert {"eval/fid_xrv", "eval/ms_ssim", "eval/cond_accuracy"} <= set(logged)
 
 
+@pytest.mark.slow  # two gloo processes; the one-process evaluation is test_evaluate_end_to_end
 def test_evaluate_on_two_ranks_equals_one_process(work, ldm_ckpt, data_yaml, classifier_ckpt, retriever_ckpt):
     """Two CPU processes (gloo) share generation and evaluator features; rank 0's metrics equal one process's."""
     import os

@@ -168,7 +168,8 @@ def test_v_prediction_min_snr_bf16_and_checkpointing_train(tmp_path, phantom_roo
     assert model.unet.is_gradient_checkpointing
 
 
-@pytest.mark.parametrize("sampling", ["shuffle", "finding_balanced"])
+# finding_balanced (its own sampler, the same resumable loader) is the long check: make test-slow
+@pytest.mark.parametrize("sampling", ["shuffle", pytest.param("finding_balanced", marks=pytest.mark.slow)])
 def test_mid_epoch_resume_with_loader_workers_replays_the_batch_order(tmp_path, phantom_root, sampling):
     """One process, two DataLoader workers: stopped at step 10 (epoch 1, two batches in; epochs of 8
     batches) and resumed, a run trains on the images of one run straight to step 12, in the same order."""

@@ -18,9 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+from lightning import Callback
 from torch import nn
+
+from cxr_ldm.models.components import read_pretrained_component
 
 LOW_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -37,6 +41,20 @@ class Reload:
 
     read: Callable[[], list[torch.Tensor]]
     tensors: list[torch.Tensor | None]
+
+
+def frozen_reloads(spec, state: dict[str, torch.Tensor], loaded: dict, frozen: set[str]) -> list[Reload]:
+    """How a fit in the low dtype reads each frozen pretrained component again from its source (`spec`, the
+    model's components part): the model's own tensors of it (`state`, kept with their variables), in the order
+    the source gives them (`loaded[name] = (_, tensors)`), None for one the model dropped."""
+    present = {id(tensor) for tensor in state.values()}
+    return [
+        Reload(
+            partial(read_pretrained_component, spec, name), [t if id(t) in present else None for t in tensors]
+        )
+        for name, (_, tensors) in loaded.items()
+        if name in frozen
+    ]
 
 
 class FrozenDtype:
@@ -140,3 +158,12 @@ class FrozenDtype:
         for name, (_, original) in self._stash.items():
             if name in state_dict:
                 state_dict[name] = original.clone()
+
+
+class TeardownOnException(Callback):
+    """A fit that raises (non-finite loss, interrupt, out of memory) never calls the module's `teardown`, and
+    Lightning gives `on_exception` to callbacks only: this one gives the frozen weights their original dtype
+    back and closes the text cache, so the model object is whole for whoever caught the error."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        pl_module.teardown("fit")

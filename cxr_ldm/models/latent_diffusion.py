@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from functools import partial
 from typing import Any
 
 import torch
@@ -16,11 +15,7 @@ from torch import nn
 from cxr_ldm.checkpoints import find_frozen_pretrained, read_model_entries, write_model_entries
 from cxr_ldm.data.prompt_tokens import PromptTokenizer
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.models.components import (
-    latent_scaling_factor,
-    load_diffusion_components,
-    read_pretrained_component,
-)
+from cxr_ldm.models.components import latent_scaling_factor, load_diffusion_components
 from cxr_ldm.models.diffusion_loss import add_training_noise, diffusion_loss, prediction_target
 from cxr_ldm.models.diffusion_parts import (
     PARTS,
@@ -34,7 +29,7 @@ from cxr_ldm.models.diffusion_parts import (
     upgrade_flat_arguments,
 )
 from cxr_ldm.models.ema import EmaWeights, ema_applied
-from cxr_ldm.models.frozen_dtype import FrozenDtype, Reload, training_dtype
+from cxr_ldm.models.frozen_dtype import FrozenDtype, TeardownOnException, frozen_reloads, training_dtype
 from cxr_ldm.models.gradient_checkpointing import checkpoint_gradient_path
 from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.nonfinite import NonfiniteLoss
@@ -139,7 +134,6 @@ class LatentDiffusion(LightningModule):
         self.trainable = trainable
         self.nonfinite = NonfiniteLoss(self.objective.nonfinite_loss, self.objective.nonfinite_max_skips)
         self._batches_since_step = 0  # micro-batches whose loss went into the coming optimizer step
-        self._drop_gradients = False  # a step all DDP ranks skip: its zero gradients are not applied
         self._device_generator: torch.Generator | None = None
         self.vae_scale = latent_scaling_factor(self.vae)
 
@@ -166,14 +160,7 @@ class LatentDiffusion(LightningModule):
         frozen = set(self.components()) - set(trainable)
         state = self.state_dict(keep_vars=True)
         self._frozen_pretrained = find_frozen_pretrained(state, loaded, frozen)
-        # The model's own tensors of each frozen pretrained component, in the order the source gives them
-        # (None for one the model dropped), so a fit in the low dtype can read the source again.
-        present = {id(tensor) for tensor in state.values()}
-        self._frozen_sources = {
-            name: [tensor if id(tensor) in present else None for tensor in tensors]
-            for name, (_, tensors) in loaded.items()
-            if name in frozen
-        }
+        self._frozen_reloads = frozen_reloads(self.components_spec, state, loaded, frozen)
 
     # ----------------------------------------------------------------- components and freezing
     def components(self) -> dict[str, nn.Module]:
@@ -306,25 +293,13 @@ class LatentDiffusion(LightningModule):
         every = max(1, int(getattr(self._trainer, "log_every_n_steps", 1) or 1))
         if self.nonfinite.skips(loss, self.global_step, batch, batch_idx, self.global_step % every == 0):
             self.log("train/nonfinite_steps_skipped", float(self.nonfinite.steps_skipped))
-            return self._skipped_step_loss()
+            return self.nonfinite.skipped_step_loss(self.trainer.world_size, self.trained_named_parameters())
         self._batches_since_step += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
 
-    def _skipped_step_loss(self) -> torch.Tensor | None:
-        """What a skipped step returns: nothing in one process. Under DDP, where Lightning needs a loss from
-        every rank and DDP an all-reduce of every trained parameter's gradient, a zero loss through every
-        trained parameter; `on_before_optimizer_step` then drops those zero gradients, so the optimizer
-        moves nothing, as in one process."""
-        if self.trainer.world_size == 1:
-            return None
-        self._drop_gradients = True
-        return sum(param.sum() for param in self.trained_named_parameters().values()) * 0.0
-
     def on_before_optimizer_step(self, optimizer) -> None:
-        if self._drop_gradients:
-            self._drop_gradients = False
-            optimizer.zero_grad(set_to_none=True)
+        self.nonfinite.drop_skipped_gradients(optimizer)
 
     def on_train_epoch_end(self) -> None:
         self.nonfinite.check()
@@ -333,17 +308,17 @@ class LatentDiffusion(LightningModule):
         self.nonfinite.check()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        with self.ema_scope():
-            loss = self._shared_step(batch, "val", generator)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["prompt"]))
-        return loss
+        return self._held_out_loss(batch, batch_idx, "val", prog_bar=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._held_out_loss(batch, batch_idx, "test", prog_bar=False)
+
+    def _held_out_loss(self, batch: dict, batch_idx: int, stage: str, prog_bar: bool) -> torch.Tensor:
+        """The EMA weights' loss on a held-out batch, its noise seeded by the batch index."""
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         with self.ema_scope():
-            loss = self._shared_step(batch, "test", generator)
-        self.log("test/loss", loss, sync_dist=True, batch_size=len(batch["prompt"]))
+            loss = self._shared_step(batch, stage, generator)
+        self.log(f"{stage}/loss", loss, prog_bar=prog_bar, sync_dist=True, batch_size=len(batch["prompt"]))
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -389,15 +364,9 @@ class LatentDiffusion(LightningModule):
             datamodule.set_prompt_tokenizer(self._prompt_tokenizer)
         if stage != "fit":
             return
-        accumulate = self.trainer.accumulate_grad_batches
-        if self.objective.nonfinite_loss == "skip" and self.trainer.world_size > 1 and accumulate > 1:
-            raise ConfigError(
-                "model.init_args.objective.nonfinite_loss: skip with trainer.accumulate_grad_batches: "
-                f"{accumulate} under DDP ({self.trainer.world_size} ranks) is refused: a skipped last "
-                "micro-batch would leave the accumulated gradients un-synchronised between the ranks. Set "
-                "trainer.accumulate_grad_batches: 1 (raise data.init_args.batch_size instead) or use "
-                "nonfinite_loss: raise"
-            )
+        self.nonfinite.refuse_unsynchronised_skip(
+            self.trainer.world_size, self.trainer.accumulate_grad_batches
+        )
         if channels_last_applies(self.speed.channels_last, self.trainer.strategy.root_device):
             use_channels_last(self.unet)
         if self.speed.compile_unet:
@@ -412,11 +381,7 @@ class LatentDiffusion(LightningModule):
         dtype = training_dtype(self.trainer.precision)
         if self.speed.frozen_in_training_dtype and dtype is not None:
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
-            reloads = [
-                Reload(partial(read_pretrained_component, self.components_spec, name), tensors)
-                for name, tensors in self._frozen_sources.items()
-            ]
-            self.frozen_dtype.cast(self, frozen, dtype, reloads)
+            self.frozen_dtype.cast(self, frozen, dtype, self._frozen_reloads)
         if self.conditioning.text_embedding_cache:
             self.text_cache = open_text_cache(self.text, self.trainer, self.text_trains())
 
@@ -425,13 +390,4 @@ class LatentDiffusion(LightningModule):
         self.text_cache = None
 
     def configure_callbacks(self) -> list[Callback]:
-        return [_TeardownOnException()]
-
-
-class _TeardownOnException(Callback):
-    """A fit that raises (non-finite loss, interrupt, out of memory) never calls the module's `teardown`, and
-    Lightning gives `on_exception` to callbacks only: this one gives the frozen weights their original dtype
-    back and closes the text cache, so the model object is whole for whoever caught the error."""
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        pl_module.teardown("fit")
+        return [TeardownOnException()]

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from cxr_ldm.errors import ConfigError
+
 log = logging.getLogger("cxr_ldm.models")
 
 # (tensor, "max" | "min") -> the tensor reduced over every DDP rank; the tensor itself in one process
@@ -52,8 +54,39 @@ class NonfiniteLoss:
     def reset(self) -> None:
         """A fit's fresh start: nothing skipped, nothing waiting to be checked."""
         self.steps_skipped = 0
+        self._drop_gradients = False  # a step all DDP ranks skip: its zero gradients are not applied
         self._unchecked: list[tuple[int, int, str]] = []  # (step, batch, batch description) not yet checked
         self._first_nonfinite: torch.Tensor | None = None  # device index into _unchecked, -1 when none
+
+    def refuse_unsynchronised_skip(self, world_size: int, accumulate: int) -> None:
+        """`skip` with gradient accumulation under DDP is refused (a skipped last micro-batch would leave the
+        accumulated gradients un-synchronised between the ranks)."""
+        if self.policy == "skip" and world_size > 1 and accumulate > 1:
+            raise ConfigError(
+                "model.init_args.objective.nonfinite_loss: skip with trainer.accumulate_grad_batches: "
+                f"{accumulate} under DDP ({world_size} ranks) is refused: a skipped last "
+                "micro-batch would leave the accumulated gradients un-synchronised between the ranks. Set "
+                "trainer.accumulate_grad_batches: 1 (raise data.init_args.batch_size instead) or use "
+                "nonfinite_loss: raise"
+            )
+
+    def skipped_step_loss(
+        self, world_size: int, trained: dict[str, torch.nn.Parameter]
+    ) -> torch.Tensor | None:
+        """What a skipped step returns: nothing in one process. Under DDP, where Lightning needs a loss from
+        every rank and DDP an all-reduce of every trained parameter's gradient, a zero loss through every
+        trained parameter; `drop_skipped_gradients` then drops those zero gradients, so the optimizer moves
+        nothing, as in one process."""
+        if world_size == 1:
+            return None
+        self._drop_gradients = True
+        return sum(param.sum() for param in trained.values()) * 0.0
+
+    def drop_skipped_gradients(self, optimizer) -> None:
+        """Before the optimizer step: a step every rank skipped applies no gradients."""
+        if self._drop_gradients:
+            self._drop_gradients = False
+            optimizer.zero_grad(set_to_none=True)
 
     def skips(self, loss: torch.Tensor, step: int, batch: dict, batch_idx: int, check_now: bool) -> bool:
         """True when this micro-batch's step is to be skipped (`skip` and a non-finite loss).
