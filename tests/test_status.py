@@ -73,6 +73,22 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     assert (references.state, references.attempts, references.detail) == ("done", 2, "")
 
 
+def test_status_lists_an_arm_whose_config_file_is_missing_as_pending(tmp_path: Path, capsys) -> None:
+    """The table is drawn without reading the arm's config files when the arm has no result yet: the unit
+    whose file is missing is pending (its own job fails with the error in its log), the driver does not
+    stop on it."""
+    from test_experiment import UNET_TEXT
+
+    from cxr_ldm.commands.experiment import main
+
+    arms = [{"name": "good", "configs": UNET_TEXT},
+            {"name": "broken", "configs": [str(tmp_path / "missing.yaml")]}]  # fmt: skip
+    assert (
+        main([*toy_launch_args(tmp_path, "out", seeds="[0]", arms=arms), *local_launcher(), "--status"]) == 0
+    )
+    assert "arms/broken/seed0  pending" in capsys.readouterr().out
+
+
 def test_the_elapsed_column_counts_the_current_attempt_and_a_requeued_job_s_attempts(tmp_path: Path) -> None:
     folder, key = tmp_path / "units" / ARM, "k"
     write_record(folder, JOB, {"key": key, "job_id": str(os.getpid()), "cluster": "local", "log": "x.err"})

@@ -108,6 +108,8 @@ def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | Non
         return None
     arm = next(a for a in config.arms if a.name == unit.arm)
     run_dir = out / "arms" / arm.name / f"seed{unit.seed}"
+    if not (run_dir / RESULT).is_file():
+        return None  # nothing to reuse; an arm whose config files cannot be read fails in its own unit
     return reusable_arm_result(run_dir, inputs.fit(arm, unit.seed), inputs.evaluation)
 
 
