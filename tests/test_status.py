@@ -52,6 +52,17 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     # The engine agrees: it reuses that unit as it is. The launcher submits nothing.
     assert run_unit(*parse_command(args).experiment, ARM).reused == ["unet-text seed 0"]
     assert launch(parse_command([*args, *local_launcher()])).submitted == []
+    # A launcher made in Python from a config with `threads: auto` (local jobs one per core: the 1 thread this
+    # folder was made with) judges the earlier results with the resolved inputs, so they are done.
+    from dataclasses import replace
+
+    from cxr_ldm.experiments.submitit_launcher import SubmititLauncher
+    from cxr_ldm.experiments.threads import available_cores
+
+    command = parse_command([*args, *local_launcher(array_parallelism=available_cores())])
+    config, followups = command.experiment
+    launcher = SubmititLauncher(replace(config, threads="auto"), followups, command.launcher)
+    assert {s.name: s.state for s in launcher.states()}[ARM] == "done"
 
     # Judged with other protocol settings, the result is no longer this unit's: pending (and the references,
     # whose baseline is judged by the protocol, too); the folders are left as they are.

@@ -59,9 +59,9 @@ class SubmititLauncher:
         self.launcher = launcher.validate()
         self.config, self.followups = config.resolved(self.launcher), tuple(followups)
         self.stream = stream or sys.stderr
-        self.units = plan_units(config, followups)
+        self.units = plan_units(self.config, followups)
         self.live: dict[str, object] = {}  # unit -> submitit Job submitted by this driver
-        self.inputs = UnitInputs(config)  # the units' inputs (the pretrained pipeline's digest made once)
+        self.inputs = UnitInputs(self.config)  # the units' inputs, threads resolved (pretrained digest once)
 
     def line(self, text: str) -> None:
         print(f"[{self.config.name}] {text}", file=self.stream, flush=True)

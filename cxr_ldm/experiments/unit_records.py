@@ -96,9 +96,8 @@ class UnitState:
     job_id: str = ""
     seconds: float | None = None
     log: str = ""
-    detail: str = (
-        ""  # squeue's state of a running job (PENDING, RUNNING, REQUEUED...), or where a result came from
-    )
+    # squeue's state of a running job (PENDING, RUNNING, REQUEUED...), or where a result came from
+    detail: str = ""
     attempts: int | None = None  # starts of its job (more than 1: requeued), when recorded
     since_first: float | None = None  # seconds from the job's first start to its end (or to now)
 
