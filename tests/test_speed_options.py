@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 
 import pytest
 import torch
-from _tiny_run import tiny_init_args, write_pairs
+from _tiny_run import domain_encoder_init_args, tiny_init_args, write_pairs
 from lightning import Callback, Trainer
 
 from cxr_ldm.data.image_text_folder import ImageTextFolderDataModule
@@ -127,7 +128,7 @@ def test_text_cache_gives_the_same_loss_and_is_rebuilt_when_the_encoder_changes(
     built = (folders[0] / "embeddings.npy").stat().st_mtime_ns
 
     # The cache as the training step reads it: same loss, train (dropout rows) and validation.
-    model.text_cache = open_text_cache(model.text, model.trainer, model.text_trains())
+    model.text_cache = open_text_cache(model.text, model.trainer, model.trained_text_parts())
     batch = batch_of(["normal", "pleural effusion"] * 2)
     assert model.text_cache.covers(batch["prompt"])
     cached = {stage: loss_of(model, batch, stage) for stage in ("train", "val")}
@@ -136,7 +137,7 @@ def test_text_cache_gives_the_same_loss_and_is_rebuilt_when_the_encoder_changes(
         assert torch.equal(loss, loss_of(model, batch, stage))
 
     # The loss is read from the cache: a changed encoder does not move it while the cache is in place.
-    model.text_cache = open_text_cache(model.text, model.trainer, model.text_trains())
+    model.text_cache = open_text_cache(model.text, model.trainer, model.trained_text_parts())
     saved = {k: v.clone() for k, v in model.text.encoder.state_dict().items()}
     with torch.no_grad():
         list(model.text.encoder.parameters())[-1].add_(0.1)
@@ -167,6 +168,40 @@ def test_text_cache_is_not_used_when_the_text_encoder_trains(pairs, tmp_path):
     model = tiny_model(trainable=trainable, text_embedding_cache=True)
     fit(model, pairs, tmp_path, max_steps=1)
     assert not list((tmp_path / "cache").glob("text-embeddings-*"))
+
+
+def test_frozen_encoder_states_are_cached_under_a_trained_projection_and_train_the_same_weights(pairs, tmp_path):
+    """A frozen BERT-family encoder with a trained projection (the domain-frozen-unet arm): with the cache,
+    the encoder runs once per prompt at fit start, not every step, and the fit ends on the same weights."""
+    unet = {**domain_encoder_init_args()["components"]["unet_config"], "cross_attention_dim": 32}
+
+    def fitted(cache: bool, root) -> tuple[LatentDiffusion, int, dict]:
+        args = domain_encoder_init_args(
+            unet_config=unet,
+            text_projection="linear",
+            trainable={"unet": Trainable(lr=1e-3), "text_projection": Trainable(lr=1e-3)},
+            text_embedding_cache=cache,
+            condition_dropout=0.5,
+        )
+        torch.manual_seed(0)
+        model = LatentDiffusion(**args)
+        initial = {name: value.clone() for name, value in model.text.projection.state_dict().items()}
+        calls = []
+        model.text.encoder.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(1)
+        fit(model, pairs, root, max_steps=2)
+        return model, len(calls), initial
+
+    plain, plain_calls, _ = fitted(False, tmp_path / "plain")
+    cached, cached_calls, initial = fitted(True, tmp_path / "cached")
+    (folder,) = (tmp_path / "cached" / "cache").glob("text-embeddings-*")
+    assert json.loads((folder / "meta.json").read_text())["level"] == "encoder"
+    assert cached_calls == 1 and plain_calls >= 3, (cached_calls, plain_calls)  # one batch of prompts at fit start
+    trained = cached.text.projection.state_dict()
+    assert not any(torch.equal(trained[name], value) for name, value in initial.items())  # it trains
+    plain_weights = plain.state_dict()
+    for name, value in cached.state_dict().items():
+        assert torch.equal(value, plain_weights[name]), name
 
 
 # ----------------------------------------------------------------------------- fused AdamW

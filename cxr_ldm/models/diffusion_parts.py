@@ -93,8 +93,9 @@ class Conditioning:
         textual_inversion: placeholder tokens added to the tokenizer, trained as `token_embeddings`.
         text_embedding_cache: when no text part trains, encode every distinct training and validation
             prompt once at fit start into a cache folder (beside the data module's `cache_dir`, else under
-            the run's root dir) and read the U-Net's context from it. Disk: prompts x tokens x width values
-            (about 11 GB for 100,000 report prompts with CLIP at bf16).
+            the run's root dir) and read the U-Net's context from it; when only the projection of a frozen
+            encoder trains, cache the encoder's states and project them every step. Disk: prompts x tokens
+            x width values (about 11 GB for 100,000 report prompts with CLIP at bf16).
     """
 
     max_prompt_tokens: int | None = None

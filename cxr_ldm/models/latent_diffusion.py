@@ -35,7 +35,7 @@ from cxr_ldm.models.lora import LoraSpec, add_lora
 from cxr_ldm.models.nonfinite import NonfiniteLoss
 from cxr_ldm.models.optimizer import build_optimizer
 from cxr_ldm.models.text_conditioner import TextConditioner
-from cxr_ldm.models.text_embedding_cache import TextEmbeddingCache, open_text_cache
+from cxr_ldm.models.text_embedding_cache import ENCODER, TextEmbeddingCache, open_text_cache
 from cxr_ldm.models.text_projection import build_projection
 from cxr_ldm.models.textual_inversion import add_placeholder_tokens
 from cxr_ldm.models.trainable import (
@@ -193,9 +193,12 @@ class LatentDiffusion(LightningModule):
             if param.requires_grad
         }
 
-    def text_trains(self) -> bool:
+    def trained_text_parts(self) -> list[str]:
         text_parts = ("text_encoder", "text_projection", "token_embeddings", "text_encoder_lora")
-        return any(name in self.trainable for name in text_parts)
+        return [name for name in text_parts if name in self.trainable]
+
+    def text_trains(self) -> bool:
+        return bool(self.trained_text_parts())
 
     # ----------------------------------------------------------------- encoding
     def encode_images(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -235,7 +238,10 @@ class LatentDiffusion(LightningModule):
         if self.text_cache is not None and self.text_cache.covers(prompts):
             context, mask = self.text_cache.lookup(prompts, dropped)
             mask = mask.to(self.device, non_blocking=True) if self.text.use_attention_mask else None
-            return context.to(self.device, non_blocking=True), mask
+            context = context.to(self.device, non_blocking=True)
+            if self.text_cache.level == ENCODER:  # the frozen encoder's states, through the trained projection
+                context = self.text.project(context)
+            return context, mask
         if "input_ids" not in batch:
             if dropped is not None:
                 prompts = ["" if drop else prompt for prompt, drop in zip(prompts, dropped, strict=True)]
@@ -383,7 +389,7 @@ class LatentDiffusion(LightningModule):
             frozen = [module for name, module in self.components().items() if name not in self.trainable]
             self.frozen_dtype.cast(self, frozen, dtype, self._frozen_reloads)
         if self.conditioning.text_embedding_cache:
-            self.text_cache = open_text_cache(self.text, self.trainer, self.text_trains())
+            self.text_cache = open_text_cache(self.text, self.trainer, self.trained_text_parts())
 
     def teardown(self, stage: str) -> None:
         self.frozen_dtype.restore()

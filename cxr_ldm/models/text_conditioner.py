@@ -45,11 +45,18 @@ class TextConditioner(nn.Module):
     def encode_tokens(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        return self.project(self.encoder_states(input_ids, attention_mask))
+
+    def encoder_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The encoder's last hidden states, before the projection."""
         mask = attention_mask if self.use_attention_mask else None
-        hidden = self.encoder(input_ids=input_ids, attention_mask=mask)[0]
-        if self.projection is not None:
-            hidden = self.projection(hidden)
-        return hidden
+        return self.encoder(input_ids=input_ids, attention_mask=mask)[0]
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The encoder's states into the U-Net's width (unchanged without a projection)."""
+        return hidden if self.projection is None else self.projection(hidden)
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(context, mask): the mask (1 for tokens, 0 for padding) is None for CLIP, which attends to all."""
