@@ -13,8 +13,8 @@ config value (`--threads N` forces both): the after tree's `auto` resolves to th
 Prints each run's fit and evaluation seconds (wall and CPU, user + sys of the subprocess) and, at the end,
 the median of each over the repeats and the ratio before / after (above 1: after is cheaper):
 
-    python bench/unit_cost.py --before b357e67 --steps 300 --every 100 --repeats 3
-    python bench/unit_cost.py --before b357e67 --config configs/experiments/demo.yaml --threads 1
+    python bench/unit_cost.py --before 5e47c58 --steps 300 --every 100 --repeats 3
+    python bench/unit_cost.py --before 5e47c58 --config configs/experiments/demo.yaml --threads 1
     python bench/unit_cost.py --config configs/experiments/demo.yaml --steps 100 --every 50 --repeats 2 \
         --set protocol.test_prompts=60
 
@@ -78,7 +78,7 @@ def cpu_seconds() -> float:
 def run_child(args: argparse.Namespace) -> None:
     """In a source tree (cwd and PYTHONPATH): the references, or one unit's fit and evaluation, timed."""
     from cxr_ldm.commands.experiment import parse_experiment
-    from cxr_ldm.experiments import convergence, engine
+    from cxr_ldm.experiments import engine
     from cxr_ldm.experiments.progress import StageLog
     from cxr_ldm.experiments.unit_start import start_unit
 
@@ -89,21 +89,18 @@ def run_child(args: argparse.Namespace) -> None:
     if args.child == "references":
         engine._references(config, log, build=True)
         return
-    from cxr_ldm.generation.image_source import load_image_source
+    from cxr_ldm.evaluation.protocol import judge
 
     arm = next(a for a in config.arms if a.name == args.arm)
     references, _ = engine._references(config, log)
     run_dir = Path(args.child)
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh fit, never one a former bench run left done
     asked = engine.arm_prompting(config, arm, references)
-    convergence.write_arm_probe_set(config, run_dir, references, asked)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    checkpoint = engine.fit_arm(config, arm, 0, run_dir)
+    checkpoint = engine.fit_arm(config, arm, 0, run_dir, references, asked)  # writes the probe set first
     fit = (time.perf_counter() - wall, cpu_seconds() - cpu)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    metrics = engine._judge(
-        load_image_source(checkpoint), run_dir / "eval", config, references, asked, "bench"
-    )
+    metrics = judge(checkpoint, run_dir / "eval", config.protocol, references, asked)
     evaluation = (time.perf_counter() - wall, cpu_seconds() - cpu)
     curve = json.loads((run_dir / "fit" / "learning_curve.json").read_text())
     print(MARK + json.dumps({
@@ -128,7 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--before", default="b357e67", help="git revision of the 'before' tree")
+    parser.add_argument(
+        "--before", default="5e47c58", help="git revision of the 'before' tree (with today's engine API)"
+    )
     parser.add_argument("--config", default="configs/experiments/paper.yaml")
     parser.add_argument("--arm", default="unet-text")
     parser.add_argument("--steps", type=int, default=300)
