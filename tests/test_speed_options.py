@@ -170,7 +170,9 @@ def test_text_cache_is_not_used_when_the_text_encoder_trains(pairs, tmp_path):
     assert not list((tmp_path / "cache").glob("text-embeddings-*"))
 
 
-def test_frozen_encoder_states_are_cached_under_a_trained_projection_and_train_the_same_weights(pairs, tmp_path):
+def test_frozen_encoder_states_are_cached_under_a_trained_projection_and_train_the_same_weights(
+    pairs, tmp_path
+):
     """A frozen BERT-family encoder with a trained projection (the domain-frozen-unet arm): with the cache,
     the encoder runs once per prompt at fit start, not every step, and the fit ends on the same weights."""
     unet = {**domain_encoder_init_args()["components"]["unet_config"], "cross_attention_dim": 32}
@@ -196,7 +198,10 @@ def test_frozen_encoder_states_are_cached_under_a_trained_projection_and_train_t
     cached, cached_calls, initial = fitted(True, tmp_path / "cached")
     (folder,) = (tmp_path / "cached" / "cache").glob("text-embeddings-*")
     assert json.loads((folder / "meta.json").read_text())["level"] == "encoder"
-    assert cached_calls == 1 and plain_calls >= 3, (cached_calls, plain_calls)  # one batch of prompts at fit start
+    assert cached_calls == 1 and plain_calls >= 3, (
+        cached_calls,
+        plain_calls,
+    )  # one batch of prompts at fit start
     trained = cached.text.projection.state_dict()
     assert not any(torch.equal(trained[name], value) for name, value in initial.items())  # it trains
     plain_weights = plain.state_dict()

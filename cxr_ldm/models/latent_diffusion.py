@@ -239,9 +239,8 @@ class LatentDiffusion(LightningModule):
             context, mask = self.text_cache.lookup(prompts, dropped)
             mask = mask.to(self.device, non_blocking=True) if self.text.use_attention_mask else None
             context = context.to(self.device, non_blocking=True)
-            if self.text_cache.level == ENCODER:  # the frozen encoder's states, through the trained projection
-                context = self.text.project(context)
-            return context, mask
+            # a frozen encoder's states (level `encoder`) go through the trained projection every step
+            return (self.text.project(context) if self.text_cache.level == ENCODER else context), mask
         if "input_ids" not in batch:
             if dropped is not None:
                 prompts = ["" if drop else prompt for prompt, drop in zip(prompts, dropped, strict=True)]
