@@ -13,14 +13,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-# Two workers (pytest-xdist), a module per worker at a time; `make test TEST_WORKERS=0` runs in one process.
+# Two workers (pytest-xdist), a module per worker at a time, handed out in the order tests/conftest.py gives
+# (longest first; --no-loadscope-reorder keeps xdist from reordering by test count, which put the one-test
+# SLURM module last); `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadfile $(if $(filter 0,$(TEST_WORKERS)),,--no-loadscope-reorder)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q $(XDIST)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m slow $(XDIST)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -9,18 +9,28 @@ from pathlib import Path
 # before anything imports huggingface_hub (lightning does), which reads it once, at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import lightning.pytorch  # noqa: E402,F401 - see below
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
-# Lightning gives its logger a StreamHandler on sys.stderr when first imported. Imported here, at collection,
-# that is the real stderr; imported first inside a test that captures output, it would keep writing to that
-# test's closed capture stream ("Logging error" tracebacks in later tests' stderr).
 
 # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine they oversubscribe the
 # CPU badly (one tiny training step took 10 s with 2 threads and 0.1 s with 1). Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In every process that runs tests: one torch thread, and Lightning imported at collection.
+
+    Lightning gives its logger a StreamHandler on sys.stderr when first imported. Imported here, at
+    collection, that is the real stderr; imported first inside a test that captures output, it would keep
+    writing to that test's closed capture stream ("Logging error" tracebacks in later tests' stderr).
+    The pytest-xdist controller of `make test` runs no test: it skips both imports (about 9 s of CPU that
+    would compete with the two workers' own start on a 2-core machine)."""
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        return  # the xdist controller
+    import lightning.pytorch  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
+
 
 PHANTOM_STUDIES = 120
 PHANTOM_SIZE = 64
@@ -67,18 +77,20 @@ def tiny_fit(tmp_path_factory: pytest.TempPathFactory, phantom_root: Path) -> Pa
 # in around them and both workers finish together instead of one waiting on the last long module (measured:
 # 5 min 32 s in alphabetical order on 2 cores). Every other module keeps its place.
 LONG_MODULES_FIRST = (
-    "test_variants_configs.py",  # 87 s
     "test_experiment.py",  # 62 s
+    "test_variants_configs.py",  # 57 s
     "test_eval_end_to_end.py",  # 50 s
     "test_slurm.py",  # 37 s
-    "test_faults.py",  # 31 s
     "test_fit_tiny.py",  # 27 s
+    "test_speed_options.py",  # 24 s
+    "test_faults.py",  # 21 s
     "test_ddp.py",  # 21 s
-    "test_model_correctness.py",  # 20 s
-    "test_speed_options.py",  # 14 s
     "test_export.py",  # 12 s
     "test_frozen_checkpoints.py",  # 12 s
     "test_status.py",  # 11 s
+    "test_paper_arms.py",  # 11 s
+    "test_augment.py",  # 11 s
+    "test_model_correctness.py",  # 9 s
 )
 
 

@@ -27,6 +27,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 # ---------------------------------------------------------------- 4. warnings stay on
+@pytest.mark.slow  # a fresh process importing the package (10 s)
 def test_importing_the_package_keeps_warnings_visible():
     code = (
         "import warnings\n"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,16 +31,25 @@ print(json.dumps({"prediction_type": pipe.scheduler.config.prediction_type, "sha
 """
 
 
-def test_v_prediction_reaches_sampling_and_export(tmp_path, phantom_root):
-    checkpoints = run_fit(
+def _v_prediction_fit(tmp_path, phantom_root) -> Path:
+    return run_fit(
         tmp_path / "run", phantom_root, "--trainer.max_steps", "2", "--model.init_args.components.prediction_type",
         "v_prediction",
     )  # fmt: skip
+
+
+def test_v_prediction_reaches_sampling(tmp_path, phantom_root):
+    checkpoints = _v_prediction_fit(tmp_path, phantom_root)
     model = LatentDiffusion.load_from_checkpoint(checkpoints / "last.ckpt", map_location="cpu")
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
     for name in ("pndm", "ddim", "dpm++", "euler", "unipc"):
         assert build_pipeline(model, name).scheduler.config.prediction_type == "v_prediction", name
     assert sample(model, ["normal"], [0], num_inference_steps=2).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow  # a plain-diffusers process (10 s); make test keeps tests/test_export.py's for epsilon
+def test_v_prediction_export_samples_in_plain_diffusers(tmp_path, phantom_root):
+    checkpoints = _v_prediction_fit(tmp_path, phantom_root)
     out = tmp_path / "export"
     assert main(["export", "--ckpt", str(checkpoints / "last.ckpt"), "--out", str(out)]) == 0
     result = subprocess.run(

@@ -268,6 +268,7 @@ def _model(runs, name: str):
     return LatentDiffusion.load_from_checkpoint(runs(name) / "checkpoints" / "last.ckpt", map_location="cpu")
 
 
+@pytest.mark.slow  # exports every variant (30 s); make test keeps tests/test_export.py's plain-diffusers load
 def test_every_variant_exports_to_plain_diffusers(exported):
     _, report = exported
     report = dict(report)
@@ -275,6 +276,7 @@ def test_every_variant_exports_to_plain_diffusers(exported):
     assert report == {name: [1, 32, 32, 3] for name in EXPORTED}
 
 
+@pytest.mark.slow  # exports every variant (30 s); make test keeps tests/test_export.py's plain-diffusers load
 def test_pretrained_bert_encoder_with_projection_end_to_end(runs, exported):
     """The real 384-wide MiniLM encoder, frozen, with an MLP projection into a 32-wide U-Net: the
     README snippet (plain diffusers + transformers) reproduces the model's own prompt embeddings."""
@@ -296,6 +298,7 @@ def test_pretrained_bert_encoder_with_projection_end_to_end(runs, exported):
     assert written and all(torch.equal(v, original[k]) for k, v in written.items() if k in original)
 
 
+@pytest.mark.slow  # exports every variant (30 s); make test keeps tests/test_export.py's plain-diffusers load
 def test_textual_inversion_export_has_token_and_merged_rows(runs, exported):
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -310,6 +313,7 @@ def test_textual_inversion_export_has_token_and_merged_rows(runs, exported):
     assert torch.equal(table[:49408], spliced.base.weight) and torch.equal(table[49408], spliced.new_rows[0])
 
 
+@pytest.mark.slow  # exports every variant (30 s); make test keeps tests/test_export.py's plain-diffusers load
 def test_lora_export_is_merged_and_equivalent(runs, exported):
     from diffusers import UNet2DConditionModel
 
