@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.training import build_run
 from cxr_ldm.training.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
 
@@ -127,3 +128,19 @@ def test_autoencoder_one_cycle_schedule_and_its_errors() -> None:
         Autoencoder(vae_config=vae_config, lr_scheduler="one-cycle").configure_optimizers()
     with pytest.raises(ConfigError, match="lr_warmup_steps"):
         Autoencoder(vae_config=vae_config, lr_warmup_steps=-1)
+
+
+def test_a_smaller_image_size_trains_its_own_stages_and_samples_at_that_size(built: dict, tmp_path) -> None:
+    """`image_size` 32: both stages again under their own keys (the 64 px ones are left alone), the U-Net on
+    8x8 latents, the export sampling 32 px images; a size the VAE and U-Net cannot halve is refused."""
+    info = build_tiny_pretrained(tmp_path / "out32", built["work"], **BUDGET, image_size=32)
+    assert info["ran"] == ["vae", "unet"] and info["image_size"] == 32
+    assert info["vae_stage"]["folder"] != built["info"]["vae_stage"]["folder"]
+    pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "out32", safety_checker=None)
+    pipeline.set_progress_bar_config(disable=True)
+    assert pipeline.unet.config.sample_size == 8
+    images = pipeline("a pa chest x-ray", num_inference_steps=2, output_type="np",
+                      generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    assert images.shape == (1, 32, 32, 3)
+    with pytest.raises(ConfigError, match="image_size 36"):
+        build_tiny_pretrained(tmp_path / "bad", built["work"], **BUDGET, image_size=36)

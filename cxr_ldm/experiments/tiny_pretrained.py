@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m cxr_ldm.experimen
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop-after", choices=["vae", "unet"], default="unet")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the stage configs' 64 px")
     args = parser.parse_args(argv)
     info = build_tiny_pretrained(
         args.out, args.work, args.studies, args.vae_steps, args.unet_steps, args.batch_size, args.seed,
-        args.stop_after,
+        args.stop_after, args.image_size,
     )  # fmt: skip
     print(json.dumps(info, indent=2))
     return 0

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import parse_fit_config
 
@@ -37,6 +38,7 @@ UNET_STAGE_CONFIG = CONFIG_DIR / "tiny-unet.yaml"
 PHANTOM_SEED = 1  # the demo's data uses seed 0
 DONE = "done.json"  # a finished stage's marker (and what it recorded)
 WARMUP_FRACTION = 0.05  # of each stage's steps: the warm-up of its one-cycle-like schedule
+VAE_DOWNSAMPLING = 4  # configs/pretrain/tiny-vae.yaml: three blocks, two downsamplings
 
 
 def _key(settings: list) -> str:
@@ -142,23 +144,44 @@ def build_tiny_pretrained(
     batch_size: int = 32,
     seed: int = 0,
     stop_after: Literal["vae", "unet"] = "unet",
+    image_size: int | None = None,
 ) -> dict:
     """Run stage 1 and stage 2 (skipping a stage finished earlier) and export the pipeline to `out`.
 
     Budgets: `studies` of the seed-1 phantom, `vae_steps` and `unet_steps` optimizer steps of `batch_size`
     images; `seed` seeds stage 1 (stage 2 uses seed + 1). `stop_after="vae"` runs stage 1 only and exports
-    nothing. Returns what was done, also written to `out/pretrain.json`.
+    nothing. `image_size`: the side the pipeline is trained at (default: the stage configs', 64 px); the
+    phantom stays at the configs' size and the data module resizes it (as an experiment's `data.image_size`
+    does), the U-Net's `sample_size` follows (the VAE's x4 downsampling). Returns what was done, also
+    written to `out/pretrain.json`.
     """
     out, work = Path(out), Path(work)
+    if image_size is not None and (image_size < 4 * VAE_DOWNSAMPLING or image_size % (2 * VAE_DOWNSAMPLING)):
+        raise ConfigError(
+            f"image_size {image_size}: the tiny pipeline needs a multiple of {2 * VAE_DOWNSAMPLING} (its VAE "
+            f"downsamples x{VAE_DOWNSAMPLING}, its U-Net once more), at least {4 * VAE_DOWNSAMPLING}"
+        )
     started = time.perf_counter()
-    image_size = int(parse_fit_config(VAE_STAGE_CONFIG).data.init_args.image_size)
+    phantom_size = int(parse_fit_config(VAE_STAGE_CONFIG).data.init_args.image_size)
     phantom = work / f"phantom-seed{PHANTOM_SEED}-{studies}"
-    pretraining_phantom(phantom, studies, image_size)
+    pretraining_phantom(phantom, studies, phantom_size)
     data = {"data.init_args.root": str(phantom), "data.init_args.cache_dir": str(work / "cache"),
             "data.init_args.batch_size": batch_size}  # fmt: skip
+    sized: list = []  # the default size keeps the stage keys it had before sizes were an option
+    unet_size: dict = {}
+    if image_size is not None and image_size != phantom_size:
+        sized = [image_size]
+        data["data.init_args.image_size"] = image_size
+        components = parse_fit_config(UNET_STAGE_CONFIG).model.init_args.components
+        unet_size["model.init_args.components.unet_config"] = {
+            **components.unet_config,
+            "sample_size": image_size // VAE_DOWNSAMPLING,
+        }
     ran: list[str] = []
 
-    vae_key = _key([PHANTOM_SEED, studies, vae_steps, batch_size, seed, _config_digest(VAE_STAGE_CONFIG)])
+    vae_key = _key(
+        [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _config_digest(VAE_STAGE_CONFIG), *sized]
+    )
     stage1 = work / f"stage1-vae-{vae_key}"
     vae = _read_done(stage1)
     if vae is None:
@@ -168,7 +191,7 @@ def build_tiny_pretrained(
         _write_done(stage1, vae)
         ran.append("vae")
     info = {"phantom_seed": PHANTOM_SEED, "studies": studies, "images": vae["images"], "batch_size": batch_size,
-            "seed": seed, "vae_stage": {"config": str(VAE_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])),
+            "seed": seed, "image_size": image_size or phantom_size, "vae_stage": {"config": str(VAE_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])),
                                         "folder": stage1.name, **vae}}  # fmt: skip
     if stop_after == "vae":
         return {**info, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
@@ -180,7 +203,7 @@ def build_tiny_pretrained(
         overrides = {**data, "seed_everything": seed + 1, "trainer.max_steps": unet_steps,
                      "model.init_args.optimization.lr_warmup_steps": int(WARMUP_FRACTION * unet_steps),
                      "model.init_args.components.pretrained_model_name_or_path": str(stage1),
-                     "data.init_args.latent_cache_vae": str(stage1)}  # fmt: skip
+                     "data.init_args.latent_cache_vae": str(stage1), **unet_size}  # fmt: skip
         unet = run_unet_stage(stage2, overrides, unet_steps)
         _write_done(stage2, unet)
         ran.append("unet")
