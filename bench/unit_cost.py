@@ -95,7 +95,7 @@ def run_child(args: argparse.Namespace) -> None:
     references, _ = engine._references(config, log)
     run_dir = Path(args.child)
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh fit, never one a former bench run left done
-    asked = engine.arm_prompting(config, arm, references)
+    asked = engine.arm_prompting(config, arm, references, run_dir)
     wall, cpu = time.perf_counter(), cpu_seconds()
     checkpoint = engine.fit_arm(config, arm, 0, run_dir, references, asked)  # writes the probe set first
     fit = (time.perf_counter() - wall, cpu_seconds() - cpu)

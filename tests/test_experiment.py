@@ -206,3 +206,19 @@ def test_an_edited_config_file_changes_the_inputs_its_units_are_keyed_by(tmp_pat
     assert config_contents(arm) == before
     base.write_text("model.init_args.objective.snr_gamma: 5.0\n")  # the base, read through `config:`, changed
     assert config_contents(arm) != before
+
+
+def test_an_arm_s_placeholders_reach_the_data_module_that_writes_its_probes(tmp_path) -> None:
+    """`{pretrained}` in an arm's `data.init_args.*` overrides is filled in for the data module that writes
+    the arm's probes, as for its fit (the probe set-up refused the literal '{pretrained}' as a VAE folder)."""
+    from cxr_ldm.experiments.engine import arm_datamodule
+
+    arm = {
+        "name": "unet-text",
+        "configs": UNET_TEXT,
+        "overrides": {"data.init_args.latent_cache_vae": "{pretrained}"},
+    }
+    config, _ = parse_experiment([*toy_args(tmp_path), "--arms", json.dumps([arm])])
+    config = config.resolved()
+    datamodule = arm_datamodule(config, config.arms[0], tmp_path / "unit")
+    assert datamodule.latent_cache_vae == config.pretrained

@@ -146,21 +146,31 @@ def fit_arm(
     return checkpoint
 
 
-def arm_prompting(config: ExperimentConfig, arm: ArmSpec, references: References):
-    """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
-    a sentence template, tokens of textual inversion, or the report's text)."""
+def arm_datamodule(config: ExperimentConfig, arm: ArmSpec, run_dir: Path | None = None):
+    """The arm's data module as its fit builds it: its configs, its `data.init_args.*` overrides with `{run}`
+    (the unit's folder, when given) and `{pretrained}` filled in as the fit fills them, the experiment's data."""
     from cxr_ldm.training.datamodule import load_datamodule
 
-    out = Path(config.out)
+    names = {"{pretrained}": config.pretrained, **({"{run}": str(run_dir)} if run_dir is not None else {})}
     overrides = {
         key.removeprefix("data.init_args."): value
-        for key, value in arm.overrides.items()
+        for key, value in _substitute(arm.overrides, names).items()
         if key.startswith("data.init_args.")
     }
-    datamodule = load_datamodule(
-        arm.configs, **{**overrides, **data_overrides(config, out)}, image_cache=False, num_workers=0
+    return load_datamodule(
+        arm.configs,
+        **{**overrides, **data_overrides(config, Path(config.out))},
+        image_cache=False,
+        num_workers=0,
     )
-    return prompting(config.protocol, references, datamodule, arm.probe_prompts)
+
+
+def arm_prompting(
+    config: ExperimentConfig, arm: ArmSpec, references: References, run_dir: Path | None = None
+):
+    """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
+    a sentence template, tokens of textual inversion, or the report's text)."""
+    return prompting(config.protocol, references, arm_datamodule(config, arm, run_dir), arm.probe_prompts)
 
 
 @dataclass
@@ -218,7 +228,9 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
         log.skip(unit.label)
         outcome.reused.append(unit.label)
         return
-    asked = arm_prompting(config, arm, references)  # before the fit: a wrong probe set-up fails early
+    asked = arm_prompting(
+        config, arm, references, run_dir
+    )  # before the fit: a wrong probe set-up fails early
     log.stage(f"{unit.label}: references")
     checkpoint = fit_arm(config, arm, seed, run_dir, references, asked)
     fitted = log.stage(f"{unit.label}: fit")
