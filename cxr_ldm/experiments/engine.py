@@ -228,9 +228,8 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
         log.skip(unit.label)
         outcome.reused.append(unit.label)
         return
-    asked = arm_prompting(
-        config, arm, references, run_dir
-    )  # before the fit: a wrong probe set-up fails early
+    # before the fit: a wrong probe set-up fails early
+    asked = arm_prompting(config, arm, references, run_dir)
     log.stage(f"{unit.label}: references")
     checkpoint = fit_arm(config, arm, seed, run_dir, references, asked)
     fitted = log.stage(f"{unit.label}: fit")

@@ -191,8 +191,9 @@ def build_tiny_pretrained(
         _write_done(stage1, vae)
         ran.append("vae")
     info = {"phantom_seed": PHANTOM_SEED, "studies": studies, "images": vae["images"], "batch_size": batch_size,
-            "seed": seed, "image_size": image_size or phantom_size, "vae_stage": {"config": str(VAE_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])),
-                                        "folder": stage1.name, **vae}}  # fmt: skip
+            "seed": seed, "image_size": image_size or phantom_size,
+            "vae_stage": {"config": str(VAE_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])),
+                          "folder": stage1.name, **vae}}  # fmt: skip
     if stop_after == "vae":
         return {**info, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
 
