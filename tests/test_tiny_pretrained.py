@@ -1,4 +1,4 @@
-"""The tiny pretrained pipeline built by two `fit` configs (cxr_ldm.training.tiny_pretrained), toy budgets."""
+"""The tiny pretrained pipeline built by three `fit` configs (cxr_ldm.training.tiny_pretrained), toy budgets."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
+from transformers import CLIPTextModel
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.training import build_run
-from cxr_ldm.training.tiny_pretrained import VAE_STAGE_CONFIG, build_tiny_pretrained
+from cxr_ldm.training.tiny_pretrained import TEXT_STAGE_CONFIG, VAE_STAGE_CONFIG, build_tiny_pretrained
 
-BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "batch_size": 8, "seed": 0}
+BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "text_steps": 3, "batch_size": 8, "seed": 0}
 CAPTIONS = {"a pa chest x-ray", "a ap chest x-ray"}
 
 
@@ -23,7 +24,7 @@ def mtimes(folder: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict:
-    """Stage 1 alone (a build stopped between the stages), then the whole build: only stage 2 runs."""
+    """Stages 0 and 1 alone (a build stopped between the stages), then the whole build: only stage 2 runs."""
     root = tmp_path_factory.mktemp("tiny-pretrained")
     work, out = root / "work", root / "out"
     first = build_tiny_pretrained(out, work, **BUDGET, stop_after="vae")
@@ -31,11 +32,12 @@ def built(tmp_path_factory) -> dict:
     stage1_checkpoints = mtimes(stage1)
     info = build_tiny_pretrained(out, work, **BUDGET)
     return {"work": work, "out": out, "first": first, "info": info, "stage1": stage1,
-            "stage1_checkpoints": stage1_checkpoints, "stage2": work / info["unet_stage"]["folder"]}  # fmt: skip
+            "stage1_checkpoints": stage1_checkpoints, "stage2": work / info["unet_stage"]["folder"],
+            "stage0": work / info["text_stage"]["folder"]}  # fmt: skip
 
 
 def test_a_build_stopped_between_stages_reruns_only_stage_2(built: dict) -> None:
-    assert built["first"]["ran"] == ["vae"] and "unet_stage" not in built["first"]
+    assert built["first"]["ran"] == ["text", "vae"] and "unet_stage" not in built["first"]
     assert built["info"]["ran"] == ["unet"]
     assert built["stage1_checkpoints"] and mtimes(built["stage1"]) == built["stage1_checkpoints"]
     assert (built["stage1"] / "done.json").is_file() and (built["stage2"] / "done.json").is_file()
@@ -73,6 +75,22 @@ def test_the_pipeline_vae_is_stage_1s_trained_vae(built: dict) -> None:
     assert not all(torch.equal(initial[k], exported[k]) for k in initial)
 
 
+def test_the_pipeline_text_encoder_is_stage_0s_language_model_left_frozen_by_stage_2(built: dict) -> None:
+    exported = CLIPTextModel.from_pretrained(built["out"], subfolder="text_encoder").state_dict()
+    learnt = CLIPTextModel.from_pretrained(built["stage0"] / "language_model").state_dict()
+    assert exported.keys() == learnt.keys()
+    assert all(torch.equal(exported[k], learnt[k]) for k in exported)
+    checkpoint = torch.load(
+        built["stage0"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert checkpoint["global_step"] == BUDGET["text_steps"]
+    # Stage 0 trained it: its initial encoder (same config, same seed) differs.
+    initial = build_run(
+        [TEXT_STAGE_CONFIG], {"seed_everything": BUDGET["seed"]}
+    ).model.text_encoder.state_dict()
+    assert not all(torch.equal(initial[k], learnt[k]) for k in learnt)
+
+
 def test_pretrain_json_records_the_build(built: dict) -> None:
     recorded = json.loads((built["out"] / "pretrain.json").read_text())
     assert recorded == built["info"]
@@ -81,6 +99,9 @@ def test_pretrain_json_records_the_build(built: dict) -> None:
     assert sum(recorded["unet_stage"]["captions"].values()) == recorded["images"] > 0
     assert recorded["vae_stage"]["steps"] == recorded["unet_stage"]["steps"] == 3
     assert recorded["vae_stage"]["config"] == "configs/pretrain/tiny-vae.yaml"
+    text = recorded["text_stage"]
+    assert text["config"] == "configs/pretrain/tiny-text.yaml" and text["steps"] == BUDGET["text_steps"]
+    assert text["sentences"]["train"] > 20_000 and text["vocabulary"] > 1_000 and text["train_loss"] > 0
 
 
 def test_a_second_build_reuses_both_stages(built: dict) -> None:
@@ -93,6 +114,7 @@ def test_a_second_build_reuses_both_stages(built: dict) -> None:
     )
     assert (
         again["vae_stage"] == built["info"]["vae_stage"]
+        and again["text_stage"] == built["info"]["text_stage"]
         and again["unet_stage"] == built["info"]["unet_stage"]
     )
     assert (built["out"] / "model_index.json").is_file()

@@ -6,6 +6,7 @@ from cxr_ldm.models.autoencoder import Autoencoder
 from cxr_ldm.models.components import ComponentLoadError
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import LoraSpec
+from cxr_ldm.models.text_language_model import TextLanguageModel
 from cxr_ldm.models.text_projection import TextProjection
 from cxr_ldm.models.text_projection_pretrainer import TextProjectionPretrainer
 from cxr_ldm.models.textual_inversion import TextualInversionConfig
@@ -16,6 +17,7 @@ __all__ = [
     "ComponentLoadError",
     "LatentDiffusion",
     "LoraSpec",
+    "TextLanguageModel",
     "TextProjection",
     "TextProjectionPretrainer",
     "TextualInversionConfig",

@@ -1,14 +1,17 @@
-"""The demo's tiny "pretrained" pipeline from two `fit` configs (`python -m cxr_ldm.experiments.tiny_pretrained`).
+"""The demo's tiny "pretrained" pipeline from three `fit` configs (`python -m cxr_ldm.experiments.tiny_pretrained`).
 
-Honest by construction: it trains on a phantom drawn with another seed (1) than the demo's data (0), so
-never on the demo's test images, with captions that name only the view, never a finding (so never the demo's
-prompts). Stage 1, `configs/pretrain/tiny-vae.yaml`, trains the VAE (`Autoencoder`: L1 + 1e-6 KL). Between
-the stages the trained VAE encodes the training images once more to measure its latent scale, 1 / std of
-the posterior means (as Stable Diffusion's 0.18215 scales its VAE's latents to unit variance), and is saved
-with that `scaling_factor` in its config. Stage 2, `configs/pretrain/tiny-unet.yaml`, trains the U-Net and
-the CLIP text encoder with the diffusion loss on that frozen VAE's latent cache. Both stages run through
-`cxr_ldm.training.fit`, as `python -m cxr_ldm fit --config ...` would; the result is exported with
-`export_pipeline` as a diffusers `StableDiffusionPipeline` directory plus `pretrain.json`.
+Honest by construction: its images are a phantom drawn with another seed (1) than the demo's data (0), so
+never the demo's test images, with captions that name only the view, never a finding (so the U-Net never
+sees an image paired with a finding's name). Stage 0, `configs/pretrain/tiny-text.yaml`, teaches the CLIP
+text encoder language from text alone (`TextLanguageModel`: next-token prediction on real report sentences),
+as Stable Diffusion's CLIP knew English before its U-Net was trained. Stage 1, `configs/pretrain/tiny-vae.yaml`,
+trains the VAE (`Autoencoder`: L1 + 1e-6 KL). Between stages 1 and 2 the trained VAE encodes the training
+images once more to measure its latent scale, 1 / std of the posterior means (as Stable Diffusion's 0.18215
+scales its VAE's latents to unit variance), and is saved with that `scaling_factor` in its config. Stage 2,
+`configs/pretrain/tiny-unet.yaml`, trains the U-Net with the diffusion loss on that frozen VAE's latent cache
+and stage 0's frozen text encoder. Every stage runs through `cxr_ldm.training.fit`, as
+`python -m cxr_ldm fit --config ...` would; the result is exported with `export_pipeline` as a diffusers
+`StableDiffusionPipeline` directory plus `pretrain.json`.
 
 Resumable: each stage works in its own folder under `work`, named by everything that decides it (budgets,
 seed, config file); a finished stage leaves `done.json` there and is never rerun, an interrupted one resumes
@@ -33,10 +36,12 @@ from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import parse_fit_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+TEXT_STAGE_CONFIG = CONFIG_DIR / "tiny-text.yaml"
 VAE_STAGE_CONFIG = CONFIG_DIR / "tiny-vae.yaml"
 UNET_STAGE_CONFIG = CONFIG_DIR / "tiny-unet.yaml"
 PHANTOM_SEED = 1  # the demo's data uses seed 0
 DONE = "done.json"  # a finished stage's marker (and what it recorded)
+TEXT_MODEL = "language_model"  # stage 0's text encoder and tokenizer, in its folder
 WARMUP_FRACTION = 0.05  # of each stage's steps: the warm-up of its one-cycle-like schedule
 VAE_DOWNSAMPLING = 4  # configs/pretrain/tiny-vae.yaml: three blocks, two downsamplings
 
@@ -120,8 +125,21 @@ def run_vae_stage(folder: Path, overrides: dict, steps: int) -> dict:
             **timing}  # fmt: skip
 
 
+def run_text_stage(folder: Path, overrides: dict, steps: int) -> dict:
+    """Stage 0: teach the text encoder language; it is written to `folder/language_model`."""
+    cli, timing = _fit(TEXT_STAGE_CONFIG, folder, {**overrides, "model.init_args.output_dir": str(folder / TEXT_MODEL)},
+                       steps)  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    data = cli.datamodule
+    return {"sentences": {name: len(rows) for name, rows in data.sentences.items()},
+            "vocabulary": len(data.vocabulary()),
+            **{key.replace("/", "_"): round(float(metrics[key]), 4) for key in ("train/loss", "val/loss")
+               if key in metrics},
+            **timing}  # fmt: skip
+
+
 def run_unet_stage(folder: Path, overrides: dict, steps: int) -> dict:
-    """Stage 2: fit the U-Net and text encoder on the frozen stage-1 VAE; export to `folder/pipeline`."""
+    """Stage 2: fit the U-Net on the frozen stage-1 VAE and stage-0 text encoder; export to `folder/pipeline`."""
     from cxr_ldm.generation.export import export_pipeline
 
     cli, timing = _fit(UNET_STAGE_CONFIG, folder, overrides, steps)
@@ -141,16 +159,18 @@ def build_tiny_pretrained(
     studies: int = 2000,
     vae_steps: int = 1200,
     unet_steps: int = 4000,
+    text_steps: int = 3000,
     batch_size: int = 32,
     seed: int = 0,
-    stop_after: Literal["vae", "unet"] = "unet",
+    stop_after: Literal["text", "vae", "unet"] = "unet",
     image_size: int | None = None,
 ) -> dict:
-    """Run stage 1 and stage 2 (skipping a stage finished earlier) and export the pipeline to `out`.
+    """Run stages 0, 1 and 2 (skipping a stage finished earlier) and export the pipeline to `out`.
 
-    Budgets: `studies` of the seed-1 phantom, `vae_steps` and `unet_steps` optimizer steps of `batch_size`
-    images; `seed` seeds stage 1 (stage 2 uses seed + 1). `stop_after="vae"` runs stage 1 only and exports
-    nothing. `image_size`: the side the pipeline is trained at (default: the stage configs', 64 px); the
+    Budgets: `text_steps` optimizer steps of stage 0 (of its config's batch of sentences); `studies` of the
+    seed-1 phantom, `vae_steps` and `unet_steps` optimizer steps of `batch_size` images; `seed` seeds
+    stages 0 and 1 (stage 2 uses seed + 1). `stop_after="text"` or `"vae"` runs the stages up to that one
+    and exports nothing. `image_size`: the side the pipeline is trained at (default: the stage configs', 64 px); the
     phantom stays at the configs' size and the data module resizes it (as an experiment's `data.image_size`
     does), the U-Net's `sample_size` follows (the VAE's x4 downsampling). Returns what was done, also
     written to `out/pretrain.json`.
@@ -162,6 +182,21 @@ def build_tiny_pretrained(
             f"downsamples x{VAE_DOWNSAMPLING}, its U-Net once more), at least {4 * VAE_DOWNSAMPLING}"
         )
     started = time.perf_counter()
+    ran: list[str] = []
+    text_key = _key([text_steps, seed, _config_digest(TEXT_STAGE_CONFIG)])
+    stage0 = work / f"stage0-text-{text_key}"
+    text = _read_done(stage0)
+    if text is None:
+        overrides = {"seed_everything": seed, "trainer.max_steps": text_steps,
+                     "trainer.val_check_interval": min(500, text_steps),
+                     "model.init_args.lr_warmup_steps": int(WARMUP_FRACTION * text_steps)}  # fmt: skip
+        text = run_text_stage(stage0, overrides, text_steps)
+        _write_done(stage0, text)
+        ran.append("text")
+    text_stage = {"config": str(TEXT_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])), "folder": stage0.name,
+                  **text}  # fmt: skip
+    if stop_after == "text":
+        return {"text_stage": text_stage, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
     phantom_size = int(parse_fit_config(VAE_STAGE_CONFIG).data.init_args.image_size)
     phantom = work / f"phantom-seed{PHANTOM_SEED}-{studies}"
     pretraining_phantom(phantom, studies, phantom_size)
@@ -177,7 +212,6 @@ def build_tiny_pretrained(
             **components.unet_config,
             "sample_size": image_size // VAE_DOWNSAMPLING,
         }
-    ran: list[str] = []
 
     vae_key = _key(
         [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _config_digest(VAE_STAGE_CONFIG), *sized]
@@ -191,19 +225,20 @@ def build_tiny_pretrained(
         _write_done(stage1, vae)
         ran.append("vae")
     info = {"phantom_seed": PHANTOM_SEED, "studies": studies, "images": vae["images"], "batch_size": batch_size,
-            "seed": seed, "image_size": image_size or phantom_size,
+            "seed": seed, "image_size": image_size or phantom_size, "text_stage": text_stage,
             "vae_stage": {"config": str(VAE_STAGE_CONFIG.relative_to(CONFIG_DIR.parents[1])),
                           "folder": stage1.name, **vae}}  # fmt: skip
     if stop_after == "vae":
         return {**info, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
 
-    unet_key = _key([vae_key, unet_steps, batch_size, seed, _config_digest(UNET_STAGE_CONFIG)])
+    unet_key = _key([vae_key, text_key, unet_steps, batch_size, seed, _config_digest(UNET_STAGE_CONFIG)])
     stage2 = work / f"stage2-unet-{unet_key}"
     unet = _read_done(stage2)
     if unet is None:
         overrides = {**data, "seed_everything": seed + 1, "trainer.max_steps": unet_steps,
                      "model.init_args.optimization.lr_warmup_steps": int(WARMUP_FRACTION * unet_steps),
                      "model.init_args.components.pretrained_model_name_or_path": str(stage1),
+                     "model.init_args.components.text_encoder_name_or_path": str(stage0 / TEXT_MODEL),
                      "data.init_args.latent_cache_vae": str(stage1), **unet_size}  # fmt: skip
         unet = run_unet_stage(stage2, overrides, unet_steps)
         _write_done(stage2, unet)
