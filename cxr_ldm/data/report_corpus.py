@@ -42,7 +42,9 @@ def read_report_sentences(archive: str | Path | None = None) -> list[str]:
     """Every sentence of every report's FINDINGS and IMPRESSION, in the archive's (sorted) file order."""
     path = Path(archive) if archive is not None else iu_reports_archive()
     if not path.is_file():
-        raise ConfigError(f"report corpus {path}: no such file (give the IU NLMCXR_reports.tgz, or leave it unset)")
+        raise ConfigError(
+            f"report corpus {path}: no such file (give the IU NLMCXR_reports.tgz, or leave it unset)"
+        )
     sentences: list[str] = []
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -54,7 +56,9 @@ def read_report_sentences(archive: str | Path | None = None) -> list[str]:
                     if node.get("Label") in SECTIONS and node.text:
                         sentences.extend(split_sentences(node.text))
     except (tarfile.TarError, ET.ParseError, OSError) as error:
-        raise ConfigError(f"report corpus {path}: not a readable archive of report XML files ({error})") from error
+        raise ConfigError(
+            f"report corpus {path}: not a readable archive of report XML files ({error})"
+        ) from error
     if not sentences:
         raise ConfigError(f"report corpus {path}: no FINDINGS or IMPRESSION text in any of its XML files")
     return sentences

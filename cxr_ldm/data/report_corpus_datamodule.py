@@ -39,7 +39,9 @@ class ReportCorpusDataModule(LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.init_args.val_fraction {val_fraction}: give a share in [0, 1)")
         if max_sentences is not None and max_sentences < 2:
-            raise ConfigError(f"data.init_args.max_sentences {max_sentences}: give at least 2, or null for all")
+            raise ConfigError(
+                f"data.init_args.max_sentences {max_sentences}: give at least 2, or null for all"
+            )
         if max_tokens < 3:
             raise ConfigError(f"data.init_args.max_tokens {max_tokens}: a sentence needs at least 3 tokens")
         self.save_hyperparameters()
@@ -51,7 +53,9 @@ class ReportCorpusDataModule(LightningDataModule):
         if self.sentences:
             return
         sentences = read_report_sentences(self.hparams.archive)
-        order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        order = torch.randperm(
+            len(sentences), generator=torch.Generator().manual_seed(self.hparams.seed)
+        ).tolist()
         order = order[: self.hparams.max_sentences]
         n_val = int(round(self.hparams.val_fraction * len(order)))
         self.sentences = {"val": [sentences[i] for i in order[:n_val]],
@@ -79,7 +83,9 @@ class ReportCorpusDataModule(LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:
-            raise RuntimeError("ReportCorpusDataModule: the model hands over its tokenizer (set_tokenizer) first")
+            raise RuntimeError(
+                "ReportCorpusDataModule: the model hands over its tokenizer (set_tokenizer) first"
+            )
         return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
                           collate_fn=self.collate, num_workers=self.hparams.num_workers, drop_last=shuffle)  # fmt: skip
 
