@@ -1,5 +1,6 @@
 """The report's learning curves: the probe's macro balanced accuracy against the training step for every arm
-(mean over seeds, with the seeds' min-max band), and each arm's convergence beside its final protocol number."""
+(mean over seeds, with the seeds' min-max band) under the evaluator's ceiling (its macro balanced accuracy on
+the real test images), and each arm's convergence beside its final protocol number."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import statistics
 from pathlib import Path
 
+from cxr_ldm.evaluation.metrics.metric_names import BALANCED_ACCURACY
 from cxr_ldm.experiments.spec import ExperimentConfig
 
 PROBE_BA = "probe/cond_balanced_accuracy"
@@ -49,6 +51,9 @@ def learning_curve_figure(folder: Path, results: dict) -> Path | None:
             steps, [min(v) for v in at], [max(v) for v in at], color=line.get_color(), alpha=0.2
         )
     axes.axhline(0.5, color="#999999", linestyle=":", linewidth=1)
+    ceiling = results.get("summary", {}).get("real_test", {}).get(BALANCED_ACCURACY)
+    if ceiling is not None:  # what the evaluator gives the real test images: the probe's ceiling
+        axes.axhline(ceiling["mean"], color="#c44e52", linestyle="--", linewidth=1, label="real test images")
     axes.set_xlabel("training step")
     axes.set_ylabel("probe balanced accuracy (macro)")
     axes.set_title("learning curves: mean over seeds, band = min-max", fontsize=9)
