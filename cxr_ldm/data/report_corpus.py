@@ -24,12 +24,9 @@ _DEIDENTIFIED = re.compile(r"X{3,}")  # also glued to a word: "4XXXX", "XXXXPM"
 
 def iu_reports_archive() -> Path:
     """The IU report archive shipped inside the installed torchxrayvision wheel."""
-    import importlib.util
+    from cxr_ldm.xrv import xrv
 
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the report corpus needs torchxrayvision installed (it ships NLMCXR_reports.tgz)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "NLMCXR_reports.tgz"
+    return Path(xrv.__file__).resolve().parent / "data" / "NLMCXR_reports.tgz"
 
 
 def split_sentences(text: str) -> list[str]:
