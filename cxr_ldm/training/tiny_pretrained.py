@@ -14,7 +14,7 @@ and stage 0's frozen text encoder. Every stage runs through `cxr_ldm.training.fi
 `StableDiffusionPipeline` directory plus `pretrain.json`.
 
 Resumable: each stage works in its own folder under `work`, named by everything that decides it (budgets,
-seed, config file); a finished stage leaves `done.json` there and is never rerun, an interrupted one resumes
+seed, config file; stage 0 also the report archive's content); a finished stage leaves `done.json` there and is never rerun, an interrupted one resumes
 from its last checkpoint (`ckpt_path="auto"`).
 """
 
@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader
 
+from cxr_ldm.data.report_corpus import iu_reports_archive
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import parse_fit_config
@@ -50,7 +51,7 @@ def _key(settings: list) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _config_digest(path: Path) -> str:
+def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
@@ -183,7 +184,8 @@ def build_tiny_pretrained(
         )
     started = time.perf_counter()
     ran: list[str] = []
-    text_key = _key([text_steps, seed, _config_digest(TEXT_STAGE_CONFIG)])
+    corpus = _file_digest(iu_reports_archive())  # the report sentences are an input of stage 0
+    text_key = _key([text_steps, seed, _file_digest(TEXT_STAGE_CONFIG), corpus])
     stage0 = work / f"stage0-text-{text_key}"
     text = _read_done(stage0)
     if text is None:
@@ -214,7 +216,7 @@ def build_tiny_pretrained(
         }
 
     vae_key = _key(
-        [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _config_digest(VAE_STAGE_CONFIG), *sized]
+        [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _file_digest(VAE_STAGE_CONFIG), *sized]
     )
     stage1 = work / f"stage1-vae-{vae_key}"
     vae = _read_done(stage1)
@@ -231,7 +233,7 @@ def build_tiny_pretrained(
     if stop_after == "vae":
         return {**info, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
 
-    unet_key = _key([vae_key, text_key, unet_steps, batch_size, seed, _config_digest(UNET_STAGE_CONFIG)])
+    unet_key = _key([vae_key, text_key, unet_steps, batch_size, seed, _file_digest(UNET_STAGE_CONFIG)])
     stage2 = work / f"stage2-unet-{unet_key}"
     unet = _read_done(stage2)
     if unet is None:
