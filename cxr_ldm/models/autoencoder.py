@@ -13,7 +13,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
-from diffusers.optimization import get_scheduler
 from lightning import LightningModule
 from torch import nn
 from torchvision.utils import make_grid
@@ -21,6 +20,7 @@ from torchvision.utils import make_grid
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import _load, check_source, resolve_source
 from cxr_ldm.models.image_metrics import image_metrics
+from cxr_ldm.models.optimizer import scheduled_adamw
 from cxr_ldm.models.trainable import freeze
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -167,18 +167,5 @@ class Autoencoder(LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.vae.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
-        try:
-            scheduler = get_scheduler(
-                self.hparams.lr_scheduler,
-                optimizer,
-                num_warmup_steps=self.hparams.lr_warmup_steps,
-                num_training_steps=int(total) if total and total != float("inf") else None,
-            )
-        except ValueError as error:  # an unknown name, or a decaying schedule without a step budget
-            raise ConfigError(
-                f"model.init_args.lr_scheduler {self.hparams.lr_scheduler!r}: {error} (a decaying schedule "
-                "needs trainer.max_steps or trainer.max_epochs)"
-            ) from error
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        h = self.hparams
+        return scheduled_adamw(self, params, h.lr, h.weight_decay, h.lr_scheduler, h.lr_warmup_steps)

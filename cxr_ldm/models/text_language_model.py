@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
-from transformers import get_scheduler
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.components import load_text_side
+from cxr_ldm.models.optimizer import scheduled_adamw
 
 
 class TextLanguageModel(LightningModule):
@@ -99,23 +99,10 @@ class TextLanguageModel(LightningModule):
         self.log("val/loss", loss, batch_size=len(batch["input_ids"]), sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        h = self.hparams
+        return scheduled_adamw(
+            self, self.parameters(), h.lr, h.weight_decay, h.lr_scheduler, h.lr_warmup_steps
         )
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
-        try:
-            scheduler = get_scheduler(
-                self.hparams.lr_scheduler,
-                optimizer,
-                num_warmup_steps=self.hparams.lr_warmup_steps,
-                num_training_steps=int(total) if total and total != float("inf") else None,
-            )
-        except ValueError as error:
-            raise ConfigError(
-                f"model.init_args.lr_scheduler {self.hparams.lr_scheduler!r}: {error} (a decaying schedule "
-                "needs trainer.max_steps or trainer.max_epochs)"
-            ) from error
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def output_folder(self) -> Path:
         if self.hparams.output_dir:
