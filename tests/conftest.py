@@ -85,11 +85,13 @@ LONG_MODULES_FIRST = (
     "test_speed_options.py",  # 24 s
     "test_faults.py",  # 21 s
     "test_ddp.py",  # 21 s
+    "test_tiny_pretrained.py",  # 18 s
     "test_export.py",  # 12 s
     "test_frozen_checkpoints.py",  # 12 s
     "test_status.py",  # 11 s
     "test_paper_arms.py",  # 11 s
     "test_augment.py",  # 11 s
+    "test_text_language_model.py",  # 11 s
     "test_model_correctness.py",  # 9 s
 )
 
