@@ -95,7 +95,7 @@ def test_language_training_lowers_the_held_out_loss_and_saves_a_loadable_encoder
 
     def held_out_loss() -> float:
         with torch.no_grad():
-            model.output_ids = torch.tensor(data.vocabulary())
+            model.use_vocabulary(data.vocabulary())
             losses = [
                 model.next_token_loss(b["input_ids"], b["attention_mask"]) for b in data.val_dataloader()
             ]

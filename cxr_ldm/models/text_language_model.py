@@ -70,12 +70,20 @@ class TextLanguageModel(LightningModule):
         vocab_size = self.text_encoder.config.vocab_size
         self.output_bias = torch.nn.Parameter(torch.zeros(vocab_size))
         self.register_buffer("output_ids", torch.arange(vocab_size), persistent=False)
+        self.register_buffer("output_rows", torch.arange(vocab_size), persistent=False)  # token id -> row
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "set_tokenizer"):
             datamodule.set_tokenizer(self.tokenizer)
-            self.output_ids = torch.tensor(datamodule.vocabulary(), device=self.output_ids.device)
+            self.use_vocabulary(datamodule.vocabulary())
+
+    def use_vocabulary(self, token_ids: list[int]) -> None:
+        """Let the softmax cover `token_ids` alone (each target must be one of them)."""
+        device = self.output_ids.device
+        self.output_ids = torch.tensor(token_ids, device=device)
+        self.output_rows = torch.full_like(self.output_rows, -1)
+        self.output_rows[self.output_ids] = torch.arange(len(token_ids), device=device)
 
     def next_token_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each real token given the tokens before it."""
@@ -85,9 +93,7 @@ class TextLanguageModel(LightningModule):
         targets = input_ids[:, 1:][keep]
         embeddings = self.text_encoder.get_input_embeddings().weight[self.output_ids]
         logits = states @ embeddings.T + self.output_bias[self.output_ids]
-        position = torch.full_like(self.output_bias, -1, dtype=torch.long)  # token id -> its output row
-        position[self.output_ids] = torch.arange(len(self.output_ids), device=position.device)
-        return F.cross_entropy(logits.float(), position[targets])
+        return F.cross_entropy(logits.float(), self.output_rows[targets])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.next_token_loss(batch["input_ids"], batch["attention_mask"])
