@@ -5,6 +5,7 @@ training's random numbers alone; its records survive a resume."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,14 @@ from lightning import Callback, LightningModule
 from torch.utils.data import DataLoader
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.learning_curve import METRIC, RECORD_FILE, LearningCurveProbe, read_learning_curve
-from cxr_ldm.experiments.convergence import CONVERGED, RISING, early_stopping, status
+from cxr_ldm.evaluation.learning_curve import (
+    AT_THRESHOLD,
+    METRIC,
+    RECORD_FILE,
+    LearningCurveProbe,
+    read_learning_curve,
+)
+from cxr_ldm.experiments.convergence import CONVERGED, RISING, early_stopping, status, stopping_threshold
 from cxr_ldm.experiments.spec import ConvergenceSpec
 
 SPEC = ConvergenceSpec(every_n_steps=5, patience=2, min_delta=0.03, images_per_finding=64)
@@ -60,12 +67,14 @@ def regression_data() -> DataLoader:
     return DataLoader(list(zip(x, x.sum(1, keepdim=True), strict=True)), batch_size=4)
 
 
-def scripted_fit(root: Path, curve: list[float], min_steps: int | None = None) -> dict:
+def scripted_fit(
+    root: Path, curve: list[float], min_steps: int | None = None, threshold: float | None = None
+) -> dict:
     from _tiny_run import tiny_trainer
 
     trainer = tiny_trainer(root, max_steps=50, min_steps=min_steps, min_epochs=0, val_check_interval=SPEC.every_n_steps,
-                           check_val_every_n_epoch=None,
-                           limit_val_batches=1, callbacks=[ScriptedProbe(curve), early_stopping(SPEC)])  # fmt: skip
+                           check_val_every_n_epoch=None, limit_val_batches=1,
+                           callbacks=[ScriptedProbe(curve), early_stopping(SPEC, threshold)])  # fmt: skip
     trainer.fit(Regression(), regression_data(), regression_data())
     return read_learning_curve(root)
 
@@ -103,15 +112,19 @@ class Killed(Callback):
             raise RuntimeError("killed")
 
 
-def checkpointed_fit(root: Path, killed_at: int | None = None, resume: bool = False) -> dict:
-    """The flat scripted fit with a last checkpoint every probe step (as the phantom recipe's RunCheckpoint)."""
+def checkpointed_fit(
+    root: Path, killed_at: int | None = None, resume: bool = False, curve: list[float] = FLAT,
+    min_steps: int | None = None, threshold: float | None = None,
+) -> dict:  # fmt: skip
+    """A scripted fit (default: the flat one) with a last checkpoint every probe step (as the phantom recipe's
+    RunCheckpoint)."""
     from _tiny_run import tiny_trainer
 
     from cxr_ldm.checkpoints import RunCheckpoint
 
-    callbacks = [ScriptedProbe(FLAT), early_stopping(SPEC),
+    callbacks = [ScriptedProbe(curve), early_stopping(SPEC, threshold),
                  RunCheckpoint(save_last=True, every_n_train_steps=SPEC.every_n_steps, save_top_k=0)]  # fmt: skip
-    trainer = tiny_trainer(root, max_steps=50, min_epochs=0, val_check_interval=SPEC.every_n_steps,
+    trainer = tiny_trainer(root, max_steps=50, min_steps=min_steps, min_epochs=0, val_check_interval=SPEC.every_n_steps,
                            check_val_every_n_epoch=None, limit_val_batches=1, enable_checkpointing=True,
                            callbacks=callbacks + ([Killed(killed_at)] if killed_at else []))  # fmt: skip
     try:
@@ -133,6 +146,51 @@ def test_a_fit_killed_after_a_probe_step_s_checkpoint_stops_where_an_uninterrupt
     resumed = checkpointed_fit(tmp_path / "killed", resume=True)
     assert resumed["records"] == straight["records"]
     assert (resumed["last_step"], resumed["stopped_early"]) == (20, True)
+
+
+def test_a_fit_stops_at_the_first_probe_within_the_margin_of_the_real_images_ceiling(tmp_path: Path) -> None:
+    """convergence.ceiling_margin: the rising curve (0.50, 0.54, ... at steps 5, 10, ...) stops at its first
+    probe at or above the real test images' balanced accuracy less the margin, and is converged there."""
+    spec = ConvergenceSpec(**{**asdict(SPEC), "ceiling_margin": 0.05})
+    threshold = stopping_threshold(spec, {"real_test": {"balanced_accuracy": 0.70}})
+    assert threshold == 0.65 and stopping_threshold(SPEC, {"real_test": {"balanced_accuracy": 0.70}}) is None
+    stopped = scripted_fit(tmp_path / "ceiling", RISING_CURVE, threshold=threshold)
+    assert [r["value"] for r in stopped["records"]] == pytest.approx([0.50, 0.54, 0.58, 0.62, 0.66])
+    assert stopped["last_step"] == 25 and stopped["stopped_early"]
+    assert (stopped["stopping_threshold"], stopped["stopping_reason"]) == (0.65, AT_THRESHOLD)
+    assert status(stopped, spec)["text"] == "converged at step 25 (at the real images' level)"
+    # below the threshold all the way, the same curve still runs to its cap, and the patience rule says why a
+    # flat one stopped
+    assert not scripted_fit(tmp_path / "high", RISING_CURVE, threshold=0.99)["stopped_early"]
+    flat = scripted_fit(tmp_path / "flat", FLAT, threshold=0.99)
+    assert (
+        flat["stopping_reason"] == "patience_exhausted"
+        and status(flat, spec)["text"] == "converged at step 20"
+    )
+    with pytest.raises(ConfigError, match="convergence.ceiling_margin"):
+        ConvergenceSpec(ceiling_margin=-0.1).validate(4)
+
+
+# the threshold 0.8 is reached at step 10, before min_steps 30; the curve then keeps improving by more than
+# min_delta, so a resumed fit that forgot the signal would run on to step 40
+SIGNAL_THEN_RISING = [0.50, 0.85, 0.55, 0.60, 0.70, 0.75, 0.78, 0.79, 0.80, 0.80]
+
+
+@pytest.mark.parametrize("killed_at", [17, 22])
+def test_a_stop_signalled_before_min_steps_holds_after_a_resume(tmp_path: Path, killed_at: int) -> None:
+    """Signalled at step 10 and held to min_steps 30 (Lightning keeps `should_stop`, not in its checkpoint):
+    killed after the checkpoint of step 15 or 20 and resumed, the fit still stops at step 30."""
+    run = {"curve": SIGNAL_THEN_RISING, "min_steps": 30, "threshold": 0.8}
+    straight = checkpointed_fit(tmp_path / "straight", **run)
+    assert (straight["last_step"], straight["stopping_reason"]) == (30, AT_THRESHOLD)
+    checkpointed_fit(tmp_path / "killed", killed_at=killed_at, **run)
+    resumed = checkpointed_fit(tmp_path / "killed", resume=True, **run)
+    assert resumed["records"] == straight["records"]
+    assert (resumed["last_step"], resumed["stopped_early"], resumed["stopping_reason"]) == (
+        30,
+        True,
+        AT_THRESHOLD,
+    )
 
 
 def test_an_arm_still_rising_at_the_cap_makes_its_claims_undecided(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
@@ -40,6 +41,9 @@ from cxr_ldm.generation.sampling import sample
 
 METRIC = "probe/balanced_accuracy"
 RECORD_FILE = "learning_curve.json"
+AT_THRESHOLD = (
+    EarlyStoppingReason.STOPPING_THRESHOLD.name.lower()
+)  # a fit stopped because its probe reached the stopping threshold
 
 
 class LearningCurveProbe(Callback):
@@ -163,17 +167,32 @@ class LearningCurveProbe(Callback):
             and trainer.should_stop
             and 0 < trainer.max_steps
             and trainer.global_step < trainer.max_steps,
+            **_stopping_rule(trainer),
         }
         path = Path(trainer.default_root_dir) / RECORD_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
+def _stopping_rule(trainer: Trainer) -> dict:
+    """The probe's EarlyStopping, as the record keeps it: its threshold and why it stopped the fit (if it did)."""
+    stops = [c for c in trainer.callbacks if isinstance(c, ProbeEarlyStopping)]
+    if not stops:
+        return {}
+    reason = stops[0].stopping_reason
+    return {"stopping_threshold": stops[0].stopping_threshold,
+            "stopping_reason": None if reason == EarlyStoppingReason.NOT_STOPPED else reason.name.lower()}  # fmt: skip
+
+
 class ProbeEarlyStopping(EarlyStopping):
     """Lightning's `EarlyStopping` on the probe (`monitor=METRIC`, mode max), checked at the end of each probe
     step's training batch, after `LearningCurveProbe` (which must come before it among the callbacks), so that
     the step's checkpoint holds the check (module docstring). Args: every_n_steps (the probe's), and
-    EarlyStopping's patience, min_delta, min_steps are the Trainer's."""
+    EarlyStopping's patience, min_delta, stopping_threshold; min_steps are the Trainer's.
+
+    A stop signalled before the Trainer's `min_steps` holds until then (Lightning keeps `should_stop`); the
+    signal (its `stopping_reason`) is part of this callback's state, so a fit resumed from a checkpoint between the signal and
+    `min_steps` stops at `min_steps` as the uninterrupted fit does (Lightning does not keep `should_stop`)."""
 
     def __init__(self, every_n_steps: int, **kwargs) -> None:
         super().__init__(monitor=METRIC, mode="max", check_on_train_epoch_end=False, **kwargs)
@@ -186,6 +205,10 @@ class ProbeEarlyStopping(EarlyStopping):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.checked_step = int(state_dict.get("checked_step", 0))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.stopping_reason != EarlyStoppingReason.NOT_STOPPED:  # resumed after its signal: it stands
+            trainer.should_stop = True
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         probes = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, LearningCurveProbe)]

@@ -7,7 +7,9 @@ replay EarlyStopping on the recorded probes (an improvement is a value above the
 `min_delta`; `wait` counts the probes since the last one); no fit stops before `min_steps` (Lightning's
 `Trainer(min_steps)`). A fit that EarlyStopping stopped is converged at the step it stopped. A fit that reached its cap is converged when its last `patience` probes brought no
 improvement (wait >= patience: it would have stopped there), at the step where wait reached patience;
-otherwise it is still rising at the cap.
+otherwise it is still rising at the cap. With `ceiling_margin` set, a fit also stops at the first probe within
+that margin of the evaluator's balanced accuracy on the real test images (EarlyStopping's `stopping_threshold`):
+"converged at step N (at the real images' level)".
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from cxr_ldm.evaluation.learning_curve import LearningCurveProbe, ProbeEarlyStopping
+from cxr_ldm.evaluation.learning_curve import AT_THRESHOLD, LearningCurveProbe, ProbeEarlyStopping
+from cxr_ldm.evaluation.metrics.metric_names import BALANCED_ACCURACY
 from cxr_ldm.evaluation.probe_set import write_probe_set
 from cxr_ldm.experiments.spec import ConvergenceSpec, ExperimentConfig
 
@@ -40,10 +43,14 @@ def probe_settings(config: ExperimentConfig) -> dict:
 
 def unit_inputs(config: ExperimentConfig) -> dict:
     """What a fit's unit is keyed by besides its arm and seed: the stopping rule and the probe (nothing
-    without `convergence`, so that the units of earlier runs stay theirs)."""
+    without `convergence`, and no `ceiling_margin` key while it is unset, so that the units of earlier runs
+    stay theirs)."""
     if config.convergence is None:
         return {}
-    return {"convergence": {**asdict(config.convergence), "probe": probe_settings(config)}}
+    rule = asdict(config.convergence)
+    if rule["ceiling_margin"] is None:
+        del rule["ceiling_margin"]
+    return {"convergence": {**rule, "probe": probe_settings(config)}}
 
 
 def fit_overrides(config: ExperimentConfig) -> dict:
@@ -65,16 +72,29 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) ->
     spec = config.convergence
     if spec is None:
         return []
-    settings, stop = probe_settings(config), early_stopping(spec)
+    settings, stop = (
+        probe_settings(config),
+        early_stopping(spec, stopping_threshold(spec, references.ceilings)),
+    )
     write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
     return [LearningCurveProbe(str(run_dir / PROBE_SET), **settings), stop]
 
 
-def early_stopping(spec: ConvergenceSpec) -> ProbeEarlyStopping:
-    """Lightning's EarlyStopping on the probe, checked right after each probe (evaluation/learning_curve.py)."""
+def stopping_threshold(spec: ConvergenceSpec, ceilings: dict) -> float | None:
+    """The probe value at which a fit stops (`ceiling_margin` below the evaluator's macro balanced accuracy
+    on the real test images), or None (no `ceiling_margin`)."""
+    if spec.ceiling_margin is None:
+        return None
+    return round(float(ceilings["real_test"][BALANCED_ACCURACY]) - spec.ceiling_margin, 4)
+
+
+def early_stopping(spec: ConvergenceSpec, threshold: float | None = None) -> ProbeEarlyStopping:
+    """Lightning's EarlyStopping on the probe, checked right after each probe (evaluation/learning_curve.py),
+    stopping also at `threshold` when given (`stopping_threshold`)."""
     return ProbeEarlyStopping(
-        spec.every_n_steps, patience=spec.patience, min_delta=spec.min_delta, strict=False, verbose=False
-    )
+        spec.every_n_steps, patience=spec.patience, min_delta=spec.min_delta, stopping_threshold=threshold,
+        strict=False, verbose=False,
+    )  # fmt: skip
 
 
 def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
@@ -94,7 +114,8 @@ def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
     found = {"best": best, "best_step": best_step}
     if curve.get("stopped_early"):
         step = curve["last_step"]
-        return {"status": CONVERGED, "step": step, **found, "text": f"converged at step {step}"}
+        why = " (at the real images' level)" if curve.get("stopping_reason") == AT_THRESHOLD else ""
+        return {"status": CONVERGED, "step": step, **found, "text": f"converged at step {step}{why}"}
     if not curve.get("finished"):
         return {"status": UNFINISHED, "step": None, **found, "text": UNFINISHED}
     if reached is not None:

@@ -135,6 +135,11 @@ class ConvergenceSpec:
         images_per_finding / sample_steps: the probe's size (its standard error must be below min_delta).
         guidance / scheduler: the probe's sampler (default: the protocol's guidance and scheduler).
         seed: the probe's images are drawn with seeds seed, seed + 1, ... at every step.
+        ceiling_margin: when set, a fit also stops (EarlyStopping's `stopping_threshold`) at the first probe
+            within this margin of the evaluator's macro balanced accuracy on the real test images (the
+            ceiling, measured before any fit): a model whose images the evaluator reads as well as real ones
+            has no room left to show an improvement above `min_delta`. Such a fit is "converged at step N
+            (at the real images' level)". None: the patience rule alone.
     """
 
     every_n_steps: int = 200
@@ -146,6 +151,7 @@ class ConvergenceSpec:
     guidance: float | None = None
     scheduler: str | None = None
     seed: int = 4000
+    ceiling_margin: float | None = None
 
     def standard_error(self, findings: int) -> float:
         """The most the probe's macro balanced accuracy can vary from its images alone (class docstring)."""
@@ -159,6 +165,10 @@ class ConvergenceSpec:
             raise ConfigError(f"convergence.min_delta must be in (0, 1), got {self.min_delta}")
         if self.min_steps < 0:
             raise ConfigError(f"convergence.min_steps must be at least 0, got {self.min_steps}")
+        if self.ceiling_margin is not None and not 0 <= self.ceiling_margin < 1:
+            raise ConfigError(
+                f"convergence.ceiling_margin must be in [0, 1) or null (no stop at the ceiling), got {self.ceiling_margin}"
+            )
         error = self.standard_error(findings)
         if error >= self.min_delta:
             needed = int(1 / (16 * self.min_delta**2 * max(findings - 1, 1))) + 1
