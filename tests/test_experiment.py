@@ -133,9 +133,16 @@ def test_experiment_config_errors_name_the_key(tmp_path: Path) -> None:
     assert (not_a_phantom / "keep.txt").read_text() == "user data"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "experiments").glob("*.yaml")))
+EXPERIMENTS = ROOT / "configs" / "experiments"
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml") if "_phantom" not in p.parts),
+)
 def test_every_experiment_config_parses_and_validates(name: str) -> None:
-    config, followups = parse_experiment(["--config", str(ROOT / "configs" / "experiments" / name)])
+    """The experiments and the studies (configs/experiments/studies/) alike."""
+    config, followups = parse_experiment(["--config", str(EXPERIMENTS / name)])
     config.validate(followups)
     for arm in config.arms:
         for path in [*arm.configs, *(c for prep in arm.prepare for c in prep.configs)]:
@@ -222,3 +229,26 @@ def test_an_arm_s_placeholders_reach_the_data_module_that_writes_its_probes(tmp_
     config = config.resolved()
     datamodule = arm_datamodule(config, config.arms[0], tmp_path / "unit")
     assert datamodule.latent_cache_vae == config.pretrained
+
+
+def test_arm_overrides_reach_every_arm_under_its_own_and_leave_other_units_keys_alone(tmp_path) -> None:
+    """`arm_overrides` (a world setting for every arm): each arm's fit and data module get them, an arm's own
+    override of the same key wins, and an experiment without them keys its units as before."""
+    from cxr_ldm.experiments.engine import arm_datamodule
+    from cxr_ldm.experiments.unit_inputs import UnitInputs
+
+    arms = [{"name": "a", "configs": UNET_TEXT}, {"name": "b", "configs": UNET_TEXT,
+             "overrides": {"data.init_args.image_size": 48}}]  # fmt: skip
+    world = {"data.init_args.image_size": 32, "data.init_args.latent_cache_vae": "{pretrained}"}
+    plain, _ = parse_experiment([*toy_args(tmp_path), "--arms", json.dumps(arms)])
+    config, _ = parse_experiment(
+        [*toy_args(tmp_path), "--arms", json.dumps(arms), "--arm_overrides", json.dumps(world)]
+    )
+    config = config.resolved()
+    assert config.arms[0].overrides == world
+    assert config.arms[1].overrides == {**world, "data.init_args.image_size": 48}
+    a, b = (arm_datamodule(config, arm, tmp_path / arm.name) for arm in config.arms)
+    assert (a.image_size, b.image_size, a.latent_cache_vae) == (32, 48, config.pretrained)
+    # the world's values are part of the units' inputs (through each arm's overrides), and only there
+    assert plain.arms[0].overrides == {} and UnitInputs(plain).fit(plain.arms[0], 0)["arm"]["overrides"] == {}
+    assert UnitInputs(config).fit(config.arms[0], 0)["arm"]["overrides"] == world

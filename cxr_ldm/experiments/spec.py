@@ -221,6 +221,9 @@ class ExperimentConfig:
             unit has when it runs, resolved by the command before any unit is keyed (experiments/threads.py).
         data / evaluator / retriever / protocol / claims: see their types.
         arms: the fine-tuning strategies compared.
+        arm_overrides: dotted-key values every arm's fit gets before the arm's own `overrides` (which win on
+            the same key), e.g. the world's image size for all arms at once; they become part of each arm's
+            overrides, and so of its units' inputs.
         convergence: record every arm's learning curve and stop each fit on its plateau (`steps` is then the
             cap); null: every fit trains `steps` steps and no curve is recorded.
     """
@@ -236,9 +239,14 @@ class ExperimentConfig:
     evaluator: EvaluatorSpec = field(default_factory=EvaluatorSpec)
     retriever: RetrieverSpec = field(default_factory=RetrieverSpec)
     arms: list[ArmSpec] = field(default_factory=list)
+    arm_overrides: dict[str, Any] = field(default_factory=dict)
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
     claims: list[ClaimSpec] = field(default_factory=list)
     convergence: ConvergenceSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.arm_overrides:  # idempotent: an arm's own value of a key stays
+            self.arms = [replace(arm, overrides={**self.arm_overrides, **arm.overrides}) for arm in self.arms]
 
     def resolved(self, launcher=None) -> ExperimentConfig:
         """This config with `threads: auto` resolved for `launcher` (experiments/threads.py; None: this
