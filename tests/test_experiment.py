@@ -131,6 +131,9 @@ def test_experiment_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds no phantom-manifest.json"):
         run_experiment(*parse_experiment([*args, "--data.root", str(not_a_phantom)]))
     assert (not_a_phantom / "keep.txt").read_text() == "user data"
+    # the committed pipeline was pretrained at 64 px (its pretrain.json): an experiment at 32 px is refused
+    with pytest.raises(ConfigError, match="pretrained at 64 px .* data.image_size is 32"):
+        run_experiment(*parse_experiment([*args, "--data.image_size", "32"]))
 
 
 EXPERIMENTS = ROOT / "configs" / "experiments"

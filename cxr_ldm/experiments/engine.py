@@ -16,6 +16,7 @@ Layout of `out`:
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,12 +72,22 @@ def ensure_data(config: ExperimentConfig, log: StageLog) -> None:
 
 def ensure_pretrained(config: ExperimentConfig, log: StageLog) -> None:
     path = Path(config.pretrained)
+    record = path / "pretrain.json"  # a tiny pipeline built here records the size it was pretrained at
+    if record.is_file():
+        size = json.loads(record.read_text()).get("image_size")
+        if size is not None and size != config.data.image_size:
+            raise ConfigError(
+                f"pretrained {path} was pretrained at {size} px ({record}) but data.image_size is "
+                f"{config.data.image_size}: point pretrained at a pipeline of that size, or build one with "
+                f"`python -m cxr_ldm.experiments.tiny_pretrained --image-size {config.data.image_size} --out DIR`"
+            )
     if (path / "model_index.json").is_file() or not config.build_pretrained:
         return
     from cxr_ldm.training.tiny_pretrained import build_tiny_pretrained
 
-    log.line(f"building the tiny pretrained pipeline at {path} (make tiny-pretrained)")
-    build_tiny_pretrained(path, Path(config.out) / "tiny-pretrain")
+    size = config.data.image_size  # the pipeline is pretrained at the size the experiment reads its images at
+    log.line(f"building the tiny pretrained pipeline at {path}, {size} px (make tiny-pretrained)")
+    build_tiny_pretrained(path, Path(config.out) / "tiny-pretrain", image_size=size)
 
 
 def _substitute(value: Any, names: dict[str, str]) -> Any:
