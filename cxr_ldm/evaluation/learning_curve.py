@@ -41,9 +41,8 @@ from cxr_ldm.generation.sampling import sample
 
 METRIC = "probe/balanced_accuracy"
 RECORD_FILE = "learning_curve.json"
-AT_THRESHOLD = (
-    EarlyStoppingReason.STOPPING_THRESHOLD.name.lower()
-)  # a fit stopped because its probe reached the stopping threshold
+# the record's `stopping_reason` of a fit stopped because its probe reached the stopping threshold
+AT_THRESHOLD = EarlyStoppingReason.STOPPING_THRESHOLD.name.lower()
 
 
 class LearningCurveProbe(Callback):
