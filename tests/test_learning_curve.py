@@ -159,6 +159,14 @@ def test_a_fit_stops_at_the_first_probe_within_the_margin_of_the_real_images_cei
     assert stopped["last_step"] == 25 and stopped["stopped_early"]
     assert (stopped["stopping_threshold"], stopped["stopping_reason"]) == (0.65, AT_THRESHOLD)
     assert status(stopped, spec)["text"] == "converged at step 25 (at the real images' level)"
+    # reached at the cap's own probe (0.86 at step 50, 0.82 before): converged there, though rising by patience
+    at_cap = scripted_fit(tmp_path / "at-cap", RISING_CURVE, threshold=0.85)
+    assert (
+        at_cap["last_step"] == 50
+        and not at_cap["stopped_early"]
+        and at_cap["stopping_reason"] == AT_THRESHOLD
+    )
+    assert status(at_cap, spec)["text"] == "converged at step 50 (at the real images' level)"
     # below the threshold all the way, the same curve still runs to its cap, and the patience rule says why a
     # flat one stopped
     assert not scripted_fit(tmp_path / "high", RISING_CURVE, threshold=0.99)["stopped_early"]

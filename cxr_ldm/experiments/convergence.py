@@ -112,9 +112,10 @@ def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
             if wait == spec.patience:
                 reached = record["step"]
     found = {"best": best, "best_step": best_step}
-    if curve.get("stopped_early"):
+    at_ceiling = bool(curve.get("finished")) and curve.get("stopping_reason") == AT_THRESHOLD
+    if curve.get("stopped_early") or at_ceiling:  # the threshold may be reached at the cap itself
         step = curve["last_step"]
-        why = " (at the real images' level)" if curve.get("stopping_reason") == AT_THRESHOLD else ""
+        why = " (at the real images' level)" if at_ceiling else ""
         return {"status": CONVERGED, "step": step, **found, "text": f"converged at step {step}{why}"}
     if not curve.get("finished"):
         return {"status": UNFINISHED, "step": None, **found, "text": UNFINISHED}
