@@ -199,8 +199,8 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
     evaluation."""
     out = Path(config.out)
     if build:
+        ensure_pretrained(config, log)  # first: a pipeline of the wrong size is refused before any data is made
         ensure_data(config, log)
-        ensure_pretrained(config, log)
         log.stage("data and pretrained pipeline")
     inputs = UnitInputs(config)
     claim_folder(out / "evaluator", inputs.references, log.line)
