@@ -199,9 +199,8 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
     evaluation."""
     out = Path(config.out)
     if build:
-        ensure_pretrained(
-            config, log
-        )  # first: a pipeline of the wrong size is refused before any data is made
+        # the pipeline first: one of the wrong size is refused before any data is made
+        ensure_pretrained(config, log)
         ensure_data(config, log)
         log.stage("data and pretrained pipeline")
     inputs = UnitInputs(config)
