@@ -72,10 +72,8 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) ->
     spec = config.convergence
     if spec is None:
         return []
-    settings, stop = (
-        probe_settings(config),
-        early_stopping(spec, stopping_threshold(spec, references.ceilings)),
-    )
+    settings = probe_settings(config)
+    stop = early_stopping(spec, stopping_threshold(spec, references.ceilings))
     write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
     return [LearningCurveProbe(str(run_dir / PROBE_SET), **settings), stop]
 
