@@ -255,3 +255,22 @@ def test_arm_overrides_reach_every_arm_under_its_own_and_leave_other_units_keys_
     # the world's values are part of the units' inputs (through each arm's overrides), and only there
     assert plain.arms[0].overrides == {} and UnitInputs(plain).fit(plain.arms[0], 0)["arm"]["overrides"] == {}
     assert UnitInputs(config).fit(config.arms[0], 0)["arm"]["overrides"] == world
+
+
+def test_references_made_under_another_thread_count_are_made_anew(tmp_path) -> None:
+    """The evaluator trained with 2 threads is another evaluator than with 1 (CPU summation order: on the
+    demo's phantom the real test images scored 0.914 against 0.928), so the references' folder, and every
+    evaluation judged with it, is keyed by the thread count: a rerun under another count rebuilds them
+    instead of reusing what the other count made."""
+    from dataclasses import replace
+
+    from cxr_ldm.experiments.unit_inputs import UnitInputs
+
+    config, _ = parse_experiment(toy_args(tmp_path))
+    one, two = UnitInputs(replace(config, threads=1)), UnitInputs(replace(config, threads=2))
+    assert one.references["threads"] == 1
+    assert one.references != two.references
+    assert one.retriever != two.retriever
+    assert {k: v for k, v in one.references.items() if k != "threads"} == {
+        k: v for k, v in two.references.items() if k != "threads"
+    }

@@ -20,10 +20,11 @@ def data_overrides(config: ExperimentConfig, out: Path) -> dict:
 
 
 def reference_inputs(config: ExperimentConfig) -> dict:
-    """What the references are made from (the data, its config file's contents, the evaluator): the inputs
-    of every unit that reads the real data."""
+    """What the references are made from (the data, its config file's contents, the evaluator, and torch's
+    thread count, which changes the evaluator's training through CPU summation order): the inputs of every
+    unit that reads the real data."""
     return {"data": asdict(config.data), "data_config": digest(file_contents(config.data.config)),
-            "evaluator": asdict(config.evaluator)}  # fmt: skip
+            "evaluator": asdict(config.evaluator), "threads": config.threads}  # fmt: skip
 
 
 def fit_retriever(config: ExperimentConfig, out: Path) -> tuple[str | Path | None, str]:
