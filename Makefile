@@ -57,11 +57,16 @@ artifacts/tiny-pretrained/model_index.json: | $(STAMP)
 demo: $(STAMP)
 	$(PY) -m cxr_ldm experiment --config configs/experiments/demo.yaml $(if $(SEED),--seeds '[$(SEED)]' --out runs/demo-seed$(SEED))
 
+# The paper's arms run through a launcher profile (configs/clusters/): local.yaml, two units at a time on this
+# machine (each unit one thread: the same results as one after another); `CLUSTER=configs/clusters/local-slurm.yaml`
+# submits them to SLURM; `CLUSTER=` runs them one after another in this process.
+CLUSTER ?= configs/clusters/local.yaml
+
 paper: $(STAMP)
-	$(PY) -m cxr_ldm experiment --config configs/experiments/paper.yaml
+	$(PY) -m cxr_ldm experiment --config configs/experiments/paper.yaml $(if $(CLUSTER),--config $(CLUSTER))
 
 paper-quick: $(STAMP)
-	$(PY) -m cxr_ldm experiment --config configs/experiments/paper-quick.yaml
+	$(PY) -m cxr_ldm experiment --config configs/experiments/paper-quick.yaml $(if $(CLUSTER),--config $(CLUSTER))
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py --config configs/tiny.yaml --threads 1
