@@ -274,3 +274,23 @@ def test_references_made_under_another_thread_count_are_made_anew(tmp_path) -> N
     assert {k: v for k, v in one.references.items() if k != "threads"} == {
         k: v for k, v in two.references.items() if k != "threads"
     }
+
+
+def test_a_fit_stopped_by_its_learning_curve_is_keyed_by_the_evaluator_that_judged_it(tmp_path) -> None:
+    """The learning-curve probe is judged by the references' evaluator (and `ceiling_margin` stops at its
+    level on the real images), so a converged fit is keyed by the references: a fit probed by another
+    evaluator is fitted anew, not reused. A fit without a learning curve does not depend on the evaluator."""
+    from dataclasses import replace
+
+    from cxr_ldm.experiments.unit_inputs import UnitInputs
+
+    config, _ = parse_experiment(toy_args(tmp_path))
+    other = replace(
+        config, evaluator=replace(config.evaluator, classifier=replace(config.evaluator.classifier, steps=4))
+    )
+    arm = config.arms[0]
+    assert UnitInputs(config).references != UnitInputs(other).references
+    assert UnitInputs(config).fit(arm, 0) != UnitInputs(other).fit(arm, 0)
+    assert UnitInputs(config).fit(arm, 0)["references"] == UnitInputs(config).references
+    flat, flat_other = replace(config, convergence=None), replace(other, convergence=None)
+    assert UnitInputs(flat).fit(arm, 0) == UnitInputs(flat_other).fit(arm, 0)

@@ -61,11 +61,15 @@ class UnitInputs:
                 "threads": config.threads}  # fmt: skip
 
     def fit(self, arm: ArmSpec, seed: int) -> dict:
-        """An (arm, seed) unit's folder: what its fits are made from."""
+        """An (arm, seed) unit's folder: what its fits are made from. With `convergence`, the references too:
+        the learning-curve probe is judged by the evaluator, so where a fit stops depends on it."""
         config = self.config
-        return {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
-                "pretrained": self.pretrained, "data": asdict(config.data),
-                "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
+        inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
+                  "pretrained": self.pretrained, "data": asdict(config.data),
+                  "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
+        if config.convergence is not None:
+            inputs["references"] = self.references
+        return inputs
 
 
 def same_inputs(recorded, inputs: dict) -> bool:
