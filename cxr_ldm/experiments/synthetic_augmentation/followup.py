@@ -88,7 +88,7 @@ class AugmentationFollowup:
                                         scheduler=p.scheduler, batch_size=p.batch_size),
             diffusion=DiffusionSettings(model=checkpoint),
         )  # fmt: skip
-        inputs_key = {  # the keys of earlier runs' `augment/inputs.json`: their folders are reused
+        inputs_key = {  # `augment/inputs.json`: a rerun with the same inputs reuses the folder
             "augmentation": asdict(spec),
             "data": reference_inputs(config),
             "model": str(checkpoint),
