@@ -55,10 +55,10 @@ class UnitInputs:
 
     @property
     def evaluation(self) -> dict:
-        """What every evaluation (the baseline's, each arm's) is made from."""
+        """What every evaluation (the baseline's, each arm's) is made from (the thread count comes with the
+        references)."""
         config = self.config
-        return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
-                "threads": config.threads}  # fmt: skip
+        return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever)}
 
     def fit(self, arm: ArmSpec, seed: int) -> dict:
         """An (arm, seed) unit's folder: what its fits are made from. With `convergence`, the references too:
