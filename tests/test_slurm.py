@@ -49,8 +49,8 @@ def test_units_as_slurm_jobs_match_the_in_process_run(tmp_path: Path) -> None:
     }
     args = [*toy_launch_args(tmp_path, "slurm", seeds="[0]"), "--launcher", json.dumps(launcher)]
     outcome = launch(parse_command(args))
-    assert outcome.submitted == ["references", "arms/unet-text/seed0"]
-    assert [state.state for state in outcome.states] == ["done"] * 3, outcome.states
+    assert outcome.submitted == ["references", "baseline", "arms/unet-text/seed0"]
+    assert [state.state for state in outcome.states] == ["done"] * 4, outcome.states
     job = read_result(out / "units" / "arms/unet-text/seed0" / JOB)
     assert job["cluster"] == "slurm" and Path(job["log"]).is_file()
     results = json.loads((out / "results.json").read_text())

@@ -42,12 +42,13 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     states = {s.name: s for s in status.states}
     assert (states["references"].state, states["references"].detail) == ("done", EARLIER)
     assert (states[ARM].state, states[ARM].detail) == ("done", EARLIER)
+    assert (states["baseline"].state, states["baseline"].detail) == ("done", EARLIER)
     result = read_result(out / ARM / "result.json")
     assert states[ARM].seconds == sum(result["seconds"].values())  # its fit and evaluation, as recorded
     assert states["report"].state == "done"  # every other unit done: --status builds the report
     assert (out / "results.json").is_file()
     table = status_table(status.states)
-    assert f"{ARM}  done (earlier run)" in table and "3 done" in table
+    assert f"{ARM}  done (earlier run)" in table and "4 done" in table
 
     # The engine agrees: it reuses that unit as it is. The launcher submits nothing.
     assert run_unit(*parse_command(args).experiment, ARM).reused == ["unet-text seed 0"]
@@ -64,11 +65,12 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     launcher = SubmititLauncher(replace(config, threads="auto"), followups, command.launcher)
     assert {s.name: s.state for s in launcher.states()}[ARM] == "done"
 
-    # Judged with other protocol settings, the result is no longer this unit's: pending (and the references,
-    # whose baseline is judged by the protocol, too); the folders are left as they are.
+    # Judged with other protocol settings, the result is no longer this unit's: pending, and the baseline's
+    # too; the references are not judged by the protocol and stay done. The folders are left as they are.
     other = launch(parse_command([*args, "--protocol.probe_images", "3", "--status"]))
     assert {s.name: s.state for s in other.states} == {
-        "references": "pending",
+        "references": "done",
+        "baseline": "pending",
         ARM: "pending",
         "report": "pending",
     }

@@ -30,7 +30,7 @@ from cxr_ldm.evaluation.references import References
 from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
 from cxr_ldm.experiments.followup import Followup, run_followups
-from cxr_ldm.experiments.plan import REFERENCES, REPORT, Unit, arm_unit_name, plan_units
+from cxr_ldm.experiments.plan import BASELINE, REFERENCES, REPORT, Unit, arm_unit_name, plan_units
 from cxr_ldm.experiments.progress import StageLog
 from cxr_ldm.experiments.real_references import build_references, data_overrides
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
@@ -212,10 +212,12 @@ def _references(config: ExperimentConfig, log: StageLog, build: bool = False) ->
     return references, inputs.evaluation
 
 
-def _references_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutcome) -> None:
-    references, eval_inputs = _references(config, log, build=True)
-    if not config.protocol.baseline:
-        return
+def _references_unit(config: ExperimentConfig, log: StageLog) -> None:
+    _references(config, log, build=True)
+
+
+def _baseline_unit(config: ExperimentConfig, log: StageLog, outcome: UnitOutcome) -> None:
+    references, eval_inputs = _references(config, log)
     folder = Path(config.out) / "baseline"
     claim_folder(folder, eval_inputs, log.line)
     if reusable_baseline(folder, eval_inputs) is not None:
@@ -302,7 +304,9 @@ def run_unit(
     log = log or StageLog(f"{config.name}: {name}")
     outcome = UnitOutcome()
     if name == REFERENCES:
-        _references_unit(config, log, outcome)
+        _references_unit(config, log)
+    elif name == BASELINE:
+        _baseline_unit(config, log, outcome)
     elif unit.arm is not None:
         _arm_unit(config, unit, log, outcome)
     elif name == REPORT:

@@ -1,7 +1,8 @@
 """An experiment as named units of work and what each needs first: `references` (data, pretrained pipeline,
-evaluator, retriever, ceilings, the pretrained baseline), one `arms/<arm>/seed<k>` per (arm, seed) (its
-prepare fits, its fit, its evaluation), one `followups/<key>` per switched-on follow-up (after every arm
-unit), and `report` (claims, results.json, report.md) after everything. A launcher runs them in this order,
+evaluator, retriever, ceilings), `baseline` (the pretrained pipeline judged by the protocol, when the
+protocol asks for it) and one `arms/<arm>/seed<k>` per (arm, seed) (its prepare fits, its fit, its
+evaluation) after the references, beside each other, one `followups/<key>` per switched-on follow-up (after
+every arm unit), and `report` (claims, results.json, report.md) after everything. A launcher runs them in this order,
 or as jobs that wait for what they need (experiments/engine.py `run_unit` runs one)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.spec import ExperimentConfig
 
 REFERENCES = "references"
+BASELINE = "baseline"
 REPORT = "report"
 
 
@@ -37,16 +39,19 @@ def arm_unit_name(arm: str, seed: int) -> str:
 def plan_units(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> list[Unit]:
     """Every unit of `config` in an order that runs each after what it needs."""
     units = [Unit(REFERENCES)]
+    # the baseline needs the references alone: the arms do not wait for it
+    first = [Unit(BASELINE, (REFERENCES,))] if config.protocol.baseline else []
     arms = [
         Unit(arm_unit_name(arm.name, seed), (REFERENCES,), arm.name, seed)
         for arm in config.arms
         for seed in config.arm_seeds(arm)
     ]
-    units += arms
+    units += first + arms
     after_arms = tuple(unit.name for unit in arms)
     ran = [Unit(f"followups/{f.key}", after_arms) for f in followups if f.settings is not None]
     units += ran
-    units.append(Unit(REPORT, (REFERENCES, *after_arms, *(unit.name for unit in ran))))
+    judged = tuple(unit.name for unit in first)
+    units.append(Unit(REPORT, (REFERENCES, *judged, *after_arms, *(unit.name for unit in ran))))
     return units
 
 
@@ -63,4 +68,4 @@ def waves(units: Sequence[Unit]) -> list[list[Unit]]:
     return result
 
 
-__all__ = ["REFERENCES", "REPORT", "Unit", "arm_unit_name", "plan_units", "waves"]
+__all__ = ["BASELINE", "REFERENCES", "REPORT", "Unit", "arm_unit_name", "plan_units", "waves"]

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from cxr_ldm.experiments import convergence
-from cxr_ldm.experiments.plan import REFERENCES, plan_units
+from cxr_ldm.experiments.plan import BASELINE, REFERENCES, plan_units
 from cxr_ldm.experiments.real_references import reference_inputs, references_built
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.units import digest, folder_digest, folder_holds, plain, read_result
@@ -95,17 +95,16 @@ def reusable_baseline(folder: Path, evaluation_inputs: dict) -> dict | None:
 
 def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | None = None) -> dict | None:
     """The result an earlier run left for the unit `name` that the engine would reuse as it is: the arm
-    unit's `result.json`, or for `references` the evaluator, retriever and baseline (`{}` when the protocol
-    judges no baseline). None when there is none, it was made from other inputs, or the unit has no result
-    of its own to judge by (the follow-ups, the report)."""
+    unit's `result.json`, the baseline's, or for `references` the evaluator and retriever (`{}`). None when
+    there is none, it was made from other inputs, or the unit has no result of its own to judge by (the
+    follow-ups, the report)."""
     inputs = inputs or UnitInputs(config)
     out = Path(config.out)
     if name == REFERENCES:
-        if not (folder_holds(out / "evaluator", inputs.references) and folder_holds(out / "retriever", inputs.retriever)
-                and references_built(config, out)):  # fmt: skip
-            return None
-        if not config.protocol.baseline:
-            return {}
+        built = (folder_holds(out / "evaluator", inputs.references) and folder_holds(out / "retriever", inputs.retriever)
+                 and references_built(config, out))  # fmt: skip
+        return {} if built else None
+    if name == BASELINE:
         return reusable_baseline(out / "baseline", inputs.evaluation)
     unit = next((unit for unit in plan_units(config) if unit.name == name), None)
     if unit is None or unit.arm is None:
