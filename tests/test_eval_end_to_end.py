@@ -69,16 +69,27 @@ def data_yaml(work, eval_phantom) -> Path:
     return path
 
 
-def _fit_evaluator(config: str, run: Path, phantom: Path, cache: Path) -> Path:
+def _fit_evaluator(config: str, run: Path, phantom: Path, cache: Path, *extra: str) -> Path:
     args = ["fit", "--config", str(ROOT / "configs" / config), "--data.init_args.root", str(phantom),
             "--data.init_args.cache_dir", str(cache), "--trainer.default_root_dir", str(run),
-            "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+            "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
     assert main(args) == 0
     return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")
 def classifier_ckpt(work, eval_phantom) -> Path:
+    """A classifier trained a few epochs: the metrics' and commands' tests need a classifier's features and
+    outputs, not a good one (the config's full budget is `trained_classifier_ckpt`, a long check)."""
+    run = work / "classifier-short"
+    return _fit_evaluator(
+        "classifier/tiny-phantom.yaml", run, eval_phantom, work / "cache", "--trainer.max_epochs", "8"
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_classifier_ckpt(work, eval_phantom) -> Path:
+    """configs/classifier/tiny-phantom.yaml at its own budget (60 epochs, about 50 s on 2 cores)."""
     return _fit_evaluator("classifier/tiny-phantom.yaml", work / "classifier", eval_phantom, work / "cache")
 
 
@@ -97,8 +108,9 @@ def real_test(data_yaml):
     return read_split(load_datamodule(data_yaml), "test")
 
 
-def test_classifier_is_good_on_real_and_chance_on_noise(classifier_ckpt, real_test):
-    classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "--classifier")
+@pytest.mark.slow  # the config's whole training budget: about 50 s
+def test_classifier_is_good_on_real_and_chance_on_noise(trained_classifier_ckpt, real_test):
+    classifier = load_checkpoint(trained_classifier_ckpt, CxrClassifier, "--classifier")
     labels = real_test.labels[:, label_columns(classifier.findings)]
     probs = batched(lambda x: torch.sigmoid(classifier(x)), real_test.pixels01())
     real, _ = conditioned_classification(probs, labels, classifier.findings)
