@@ -40,18 +40,18 @@ def plan_units(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> 
     """Every unit of `config` in an order that runs each after what it needs."""
     units = [Unit(REFERENCES)]
     # the baseline needs the references alone: the arms do not wait for it
-    first = [Unit(BASELINE, (REFERENCES,))] if config.protocol.baseline else []
+    baseline = [Unit(BASELINE, (REFERENCES,))] if config.protocol.baseline else []
     arms = [
         Unit(arm_unit_name(arm.name, seed), (REFERENCES,), arm.name, seed)
         for arm in config.arms
         for seed in config.arm_seeds(arm)
     ]
-    units += first + arms
+    units += baseline + arms
     after_arms = tuple(unit.name for unit in arms)
     ran = [Unit(f"followups/{f.key}", after_arms) for f in followups if f.settings is not None]
     units += ran
-    judged = tuple(unit.name for unit in first)
-    units.append(Unit(REPORT, (REFERENCES, *judged, *after_arms, *(unit.name for unit in ran))))
+    judged = (*(unit.name for unit in baseline), *after_arms, *(unit.name for unit in ran))
+    units.append(Unit(REPORT, (REFERENCES, *judged)))
     return units
 
 
