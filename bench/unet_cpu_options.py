@@ -1,0 +1,101 @@
+"""One training step of a pipeline's U-Net on the CPU (forward, backward, AdamW), eager against the options
+that could make it cheaper: channels-last convolutions, `torch.compile`, the math attention kernel instead
+of the CPU flash kernel. Each option runs in a fresh process on one thread, the options alternate round by
+round, and the ratio is against eager in the same run:
+
+    python bench/unet_cpu_options.py --pipeline artifacts/tiny-pretrained --rounds 2
+    python bench/unet_cpu_options.py --options eager compile --rounds 1   # compiling takes minutes on 2 cores
+
+The batch is the phantom recipe's (16 latents of the pipeline's sample size, a 16-token context); the
+inputs are seeded, so every option computes the same step up to float rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+OPTIONS = ("eager", "channels_last", "math_attention", "compile")
+
+
+def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int) -> dict:
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.set_num_threads(1)
+    unet = UNet2DConditionModel.from_pretrained(f"{pipeline}/unet").train()
+    size, channels = unet.config.sample_size, unet.config.in_channels
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(batch, channels, size, size, generator=generator)
+    context = torch.randn(batch, tokens, unet.config.cross_attention_dim, generator=generator)
+    timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+    if option == "channels_last":
+        unet.to(memory_format=torch.channels_last)
+        latents = latents.to(memory_format=torch.channels_last)
+    if option == "compile":
+        unet.compile()
+    math = option == "math_attention"  # a fresh context each step: one cannot be entered twice
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, foreach=True)
+
+    def step() -> None:
+        with sdpa_kernel(SDPBackend.MATH) if math else nullcontext():
+            loss = unet(latents, timesteps, encoder_hidden_states=context).sample.pow(2).mean()
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    started = time.perf_counter()
+    step()
+    step()
+    warmup = time.perf_counter() - started
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    return {
+        "option": option,
+        "warmup_s": round(warmup, 1),
+        "ms_wall": round(1000 * (time.perf_counter() - wall) / steps, 1),
+        "ms_cpu": round(1000 * (time.process_time() - cpu) / steps, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pipeline", default="artifacts/tiny-pretrained")
+    parser.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS[:3]))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: one option, one JSON line
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(time_option(args.pipeline, args.one, args.steps, args.batch_size, args.tokens)))
+        return
+    runs: dict[str, list[float]] = {option: [] for option in args.options}
+    for round_ in range(args.rounds):
+        for option in args.options:
+            command = [sys.executable, __file__, "--one", option, "--pipeline", args.pipeline,
+                       "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                       "--tokens", str(args.tokens)]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[option].append(result["ms_cpu"])
+            print(f"round {round_}: {json.dumps(result)}", flush=True)
+    eager = statistics.median(runs["eager"]) if runs.get("eager") else None
+    for option, values in runs.items():
+        median = statistics.median(values)
+        ratio = f", {eager / median:.2f}x eager's speed" if eager else ""
+        print(f"{option:>15}: median {median:.0f} ms CPU a step over {len(values)} runs{ratio}")
+
+
+if __name__ == "__main__":
+    main()
