@@ -5,6 +5,7 @@ round, and the ratio is against eager in the same run:
 
     python bench/unet_cpu_options.py --pipeline artifacts/tiny-pretrained --rounds 2
     python bench/unet_cpu_options.py --options eager compile --rounds 1   # compiling takes minutes on 2 cores
+    python bench/unet_cpu_options.py --options eager --threads 1 2        # torch threads, on a quiet machine
 
 The batch is the phantom recipe's (16 latents of the pipeline's sample size, a 16-token context); the
 inputs are seeded, so every option computes the same step up to float rounding.
@@ -23,12 +24,12 @@ from contextlib import nullcontext
 OPTIONS = ("eager", "channels_last", "math_attention", "compile")
 
 
-def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int) -> dict:
+def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int, threads: int = 1) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     unet = UNet2DConditionModel.from_pretrained(f"{pipeline}/unet").train()
     size, channels = unet.config.sample_size, unet.config.in_channels
     generator = torch.Generator().manual_seed(0)
@@ -59,6 +60,7 @@ def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int)
         step()
     return {
         "option": option,
+        "threads": threads,
         "warmup_s": round(warmup, 1),
         "ms_wall": round(1000 * (time.perf_counter() - wall) / steps, 1),
         "ms_cpu": round(1000 * (time.process_time() - cpu) / steps, 1),
@@ -75,26 +77,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads; several: each")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: one option, one JSON line
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(time_option(args.pipeline, args.one, args.steps, args.batch_size, args.tokens)))
+        result = time_option(
+            args.pipeline, args.one, args.steps, args.batch_size, args.tokens, args.threads[0]
+        )
+        print(json.dumps(result))
         return
-    runs: dict[str, list[float]] = {option: [] for option in args.options}
+    # CPU time for one thread, wall time for several (their CPU time adds up over the threads)
+    measure = "ms_cpu" if args.threads == [1] else "ms_wall"
+    variants = [(option, threads) for option in args.options for threads in args.threads]
+    runs: dict[tuple[str, int], list[float]] = {variant: [] for variant in variants}
     for round_ in range(args.rounds):
-        for option in args.options:
+        for option, threads in variants:
             command = [sys.executable, __file__, "--one", option, "--pipeline", args.pipeline,
                        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                       "--tokens", str(args.tokens)]  # fmt: skip
+                       "--tokens", str(args.tokens), "--threads", str(threads)]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            runs[option].append(result["ms_cpu"])
+            runs[option, threads].append(result[measure])
             print(f"round {round_}: {json.dumps(result)}", flush=True)
-    eager = statistics.median(runs["eager"]) if runs.get("eager") else None
-    for option, values in runs.items():
+    first = statistics.median(runs[variants[0]])
+    unit = "CPU" if measure == "ms_cpu" else "wall"
+    for (option, threads), values in runs.items():
         median = statistics.median(values)
-        ratio = f", {eager / median:.2f}x eager's speed" if eager else ""
-        print(f"{option:>15}: median {median:.0f} ms CPU a step over {len(values)} runs{ratio}")
+        print(f"{option:>15} x{threads}: median {median:.0f} ms {unit} a step over {len(values)} runs, "
+              f"{first / median:.2f}x the speed of {variants[0][0]} x{variants[0][1]}")  # fmt: skip
 
 
 if __name__ == "__main__":
