@@ -1,11 +1,12 @@
 """One training step of a pipeline's U-Net on the CPU (forward, backward, AdamW), eager against the options
 that could make it cheaper: channels-last convolutions, `torch.compile`, the math attention kernel instead
-of the CPU flash kernel. Each option runs in a fresh process on one thread, the options alternate round by
+of the CPU flash kernel; and two other shapes of the tiny U-Net (random weights, speed only). Each option runs in a fresh process on one thread, the options alternate round by
 round, and the ratio is against eager in the same run:
 
     python bench/unet_cpu_options.py --pipeline artifacts/tiny-pretrained --rounds 2
     python bench/unet_cpu_options.py --options eager compile --rounds 1   # compiling takes minutes on 2 cores
     python bench/unet_cpu_options.py --options eager --threads 1 2        # torch threads, on a quiet machine
+    python bench/unet_cpu_options.py --options eager attention_8x8 one_head attention_8x8_one_head
 
 The batch is the phantom recipe's (16 latents of the pipeline's sample size, a 16-token context); the
 inputs are seeded, so every option computes the same step up to float rounding.
@@ -21,7 +22,24 @@ import sys
 import time
 from contextlib import nullcontext
 
-OPTIONS = ("eager", "channels_last", "math_attention", "compile")
+OPTIONS = (
+    "eager",
+    "channels_last",
+    "math_attention",
+    "compile",
+    "attention_8x8",
+    "one_head",
+    "attention_8x8_one_head",
+)
+# Another tiny U-Net, not an option of this one: built from the pipeline's U-Net config with one change and
+# random weights (speed only): cross-attention at the 8x8 level alone, one attention head, or both
+SHAPES = {
+    "attention_8x8": {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                      "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"]},
+    "one_head": {"attention_head_dim": 1},
+    "attention_8x8_one_head": {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                               "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 1},
+}  # fmt: skip
 
 
 def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int, threads: int = 1) -> dict:
@@ -30,7 +48,11 @@ def time_option(pipeline: str, option: str, steps: int, batch: int, tokens: int,
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.set_num_threads(threads)
-    unet = UNet2DConditionModel.from_pretrained(f"{pipeline}/unet").train()
+    if option in SHAPES:
+        config = {**UNet2DConditionModel.load_config(f"{pipeline}/unet"), **SHAPES[option]}
+        unet = UNet2DConditionModel.from_config(config).train()
+    else:
+        unet = UNet2DConditionModel.from_pretrained(f"{pipeline}/unet").train()
     size, channels = unet.config.sample_size, unet.config.in_channels
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(batch, channels, size, size, generator=generator)
