@@ -37,6 +37,7 @@ def toy_args(tmp_path: Path) -> list[str]:
         "--protocol.probe_images", "2", "--protocol.test_prompts", "4", "--protocol.diversity_prompts", "2",
         "--protocol.diversity_samples", "2", "--protocol.sample_steps", "2", "--protocol.batch_size", "8",
         "--augmentation.sizes", "[50]", "--augmentation.seeds", "[0]", "--augmentation.classifier_steps", "2",
+        "--augmentation.conditions", '["real", "real+synthetic_1x"]',  # what the demo's C4 compares
         "--convergence.every_n_steps", "1", "--convergence.images_per_finding", "2", "--convergence.min_delta", "0.2",
         "--convergence.sample_steps", "2", "--convergence.min_steps", "0",
     ]  # fmt: skip
