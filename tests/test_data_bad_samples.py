@@ -115,3 +115,23 @@ def test_raise_at_load_time_names_the_file(tmp_path: Path, workers: int) -> None
     datamodule.setup("fit")
     with pytest.raises(BadSampleError, match=rf"{dicom(106)}\.jpg.*re-download it"):
         next(iter(datamodule.train_dataloader()))
+
+
+def test_load_time_skips_land_under_the_run_made_by_the_first_skip(tree: Path, tmp_path: Path) -> None:
+    from lightning import Trainer
+
+    run = tmp_path / "run"
+    datamodule = MimicCxrDataModule(
+        root=str(tree), cache_dir=str(tmp_path / "cache"), image_size=16, batch_size=2, num_workers=2,
+        no_finding_cap=None,
+    )  # fmt: skip
+    datamodule.trainer = Trainer(default_root_dir=str(run), logger=False, enable_progress_bar=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert not list(run.glob("load-skips-*"))  # nothing skipped yet: no folder
+    for _ in datamodule.train_dataloader():
+        pass
+    (folder,) = run.glob("load-skips-*")  # the worker that met the truncated image made it
+    assert list(folder.glob("skipped-*.csv"))
+    assert _match(datamodule.skipped)[f"{dicom(106)}.jpg"] == "load"
+    assert not list((tmp_path / "cache").rglob("load-skips-*"))

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -293,13 +294,12 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
 
     def _load_skips_folder(self) -> Path:
         """Where this run's DataLoader workers record the images they skip: under the run's own folder
-        (`trainer.default_root_dir`), never in the shared cache; a temporary folder, removed at exit, when no
-        Trainer runs this data module."""
+        (`trainer.default_root_dir`), never in the shared cache, named for this process and moment so that a
+        resumed run reports only its own skips; made by the first skip (a run that skips nothing leaves no
+        folder). A temporary folder, removed at exit, when no Trainer runs this data module."""
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "default_root_dir", None):
-            run_dir = Path(trainer.default_root_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix="load-skips-", dir=run_dir))
+            return Path(trainer.default_root_dir) / f"load-skips-{os.getpid()}-{time.time_ns()}"
         folder = Path(tempfile.mkdtemp(prefix="cxr_ldm-load-skips-"))
         atexit.register(shutil.rmtree, folder, True)
         return folder
