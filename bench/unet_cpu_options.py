@@ -1,7 +1,8 @@
 """One training step of a pipeline's U-Net on the CPU (forward, backward, AdamW), eager against the options
 that could make it cheaper: channels-last convolutions, `torch.compile`, the math attention kernel instead
-of the CPU flash kernel; and two other shapes of the tiny U-Net (random weights, speed only). Each option runs in a fresh process on one thread, the options alternate round by
-round, and the ratio is against eager in the same run:
+of the CPU flash kernel; and other shapes of the tiny U-Net (random weights, speed only). Each option runs
+in a fresh process (one thread unless --threads says more), the options alternate round by round, and the
+ratio is against the first option of the same run:
 
     python bench/unet_cpu_options.py --pipeline artifacts/tiny-pretrained --rounds 2
     python bench/unet_cpu_options.py --options eager compile --rounds 1   # compiling takes minutes on 2 cores
