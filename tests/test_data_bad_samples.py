@@ -135,3 +135,26 @@ def test_load_time_skips_land_under_the_run_made_by_the_first_skip(tree: Path, t
     assert list(folder.glob("skipped-*.csv"))
     assert _match(datamodule.skipped)[f"{dicom(106)}.jpg"] == "load"
     assert not list((tmp_path / "cache").rglob("load-skips-*"))
+
+
+def test_without_a_trainer_load_time_skips_go_to_a_temporary_folder_made_by_the_first_skip(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    datamodule = MimicCxrDataModule(
+        root=str(tree), cache_dir=str(tmp_path / "cache"), image_size=16, batch_size=2, num_workers=0,
+        no_finding_cap=None,
+    )  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    # nothing skipped yet: no folder, so a process killed before its exit hook leaves nothing behind
+    assert not list(temp.glob("cxr_ldm-load-skips-*"))
+    for _ in datamodule.train_dataloader():
+        pass
+    (folder,) = temp.glob("cxr_ldm-load-skips-*")  # made by the skip of the truncated image
+    assert list(folder.glob("skipped-*.csv"))
+    assert _match(datamodule.skipped)[f"{dicom(106)}.jpg"] == "load"

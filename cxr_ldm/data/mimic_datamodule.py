@@ -296,11 +296,13 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         """Where this run's DataLoader workers record the images they skip: under the run's own folder
         (`trainer.default_root_dir`), never in the shared cache, named for this process and moment so that a
         resumed run reports only its own skips; made by the first skip (a run that skips nothing leaves no
-        folder). A temporary folder, removed at exit, when no Trainer runs this data module."""
+        folder). When no Trainer runs this data module, a folder of the same name in the temporary directory,
+        also made by the first skip and removed at exit."""
+        name = f"load-skips-{os.getpid()}-{time.time_ns()}"
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "default_root_dir", None):
-            return Path(trainer.default_root_dir) / f"load-skips-{os.getpid()}-{time.time_ns()}"
-        folder = Path(tempfile.mkdtemp(prefix="cxr_ldm-load-skips-"))
+            return Path(trainer.default_root_dir) / name
+        folder = Path(tempfile.gettempdir()) / f"cxr_ldm-{name}"
         atexit.register(shutil.rmtree, folder, True)
         return folder
 
