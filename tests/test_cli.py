@@ -31,6 +31,24 @@ def test_help_lists_all_commands():
         assert f"  {name} " in result.stdout
 
 
+def test_an_experiment_config_is_read_and_checked_without_the_training_libraries():
+    """`experiment --print_config`, `--help` and a config's mistakes answer before torch, Lightning or diffusers
+    load: the config's classes (experiments/spec.py, evaluation/specs.py, the follow-ups' specs) import none."""
+    probe = (
+        "import sys\n"
+        "from cxr_ldm.commands.experiment import parse_command\n"
+        "parse_command(['--config', 'configs/experiments/paper.yaml', '--protocol.guidance', '3.0'])\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    wrong = _run("experiment", "--config", "configs/experiments/paper.yaml", "--protocl.guidance", "3")
+    assert wrong.returncode == 2 and "--protocl.guidance" in wrong.stderr
+
+
 def test_unknown_command_is_an_error(capsys):
     assert main(["trian"]) == 2
     assert "unknown command 'trian'" in capsys.readouterr().err

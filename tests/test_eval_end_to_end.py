@@ -19,14 +19,11 @@ from PIL import Image
 from cxr_ldm.__main__ import main
 from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.data.real_split import read_split
-from cxr_ldm.evaluation import (
-    conditioned_classification,
-    fid_classifier,
-    kid_classifier,
-    t2i_recall_at_k,
-)
 from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
+from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.metrics.features import batched
+from cxr_ldm.evaluation.metrics.fid import fid_classifier, kid_classifier
+from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.labels import label_columns
 from cxr_ldm.training.datamodule import load_datamodule
 

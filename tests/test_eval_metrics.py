@@ -7,17 +7,14 @@ import math
 import pytest
 import torch
 
-from cxr_ldm.evaluation import (
-    conditioned_classification,
-    i2i_precision_at_k,
-    memorization_metrics,
-    ms_ssim_diversity,
-    ms_ssim_settings,
-    reconstruction_metrics,
-    t2i_recall_at_k,
-)
+from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
+from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity, ms_ssim_settings
+from cxr_ldm.evaluation.metrics.image_retrieval import i2i_precision_at_k
+from cxr_ldm.evaluation.metrics.memorization import memorization_metrics
 from cxr_ldm.evaluation.metrics.operating_points import operating_points, youden_threshold
+from cxr_ldm.evaluation.metrics.reconstruction import reconstruction_metrics
 from cxr_ldm.evaluation.metrics.report_agreement import label_f1, report_agreement
+from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 
 
 @pytest.mark.parametrize("side", [16, 32, 64, 512])

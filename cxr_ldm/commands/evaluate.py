@@ -58,9 +58,9 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.checkpoints import load_checkpoint
     from cxr_ldm.data.real_split import read_split
     from cxr_ldm.errors import ConfigError
-    from cxr_ldm.evaluation import EvaluationOptions, evaluate_generated
     from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
+    from cxr_ldm.evaluation.suite import EvaluationOptions, evaluate_generated
     from cxr_ldm.generation import (
         GenerationSettings,
         generate_images,

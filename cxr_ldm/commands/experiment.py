@@ -112,8 +112,7 @@ def launch(command: ExperimentCommand, stream=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cxr_ldm.experiments.engine import run_experiment
-
+    # parsed first: `--help`, `--print_config` and a config's mistakes answer before the engine's libraries load
     command = parse_command(sys.argv[1:] if argv is None else argv)
     if command.status or command.launcher.kind == "submitit":
         from cxr_ldm.experiments.status_table import status_table
@@ -128,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{claim['id']}: {claim['verdict']}")
             print(f"report: {launched.report}")
         return 1 if launched.failed else 0
+    from cxr_ldm.experiments.engine import run_experiment
+
     config, followups = command.experiment
     outcome = run_experiment(config, followups)
     print(f"{len(outcome.computed)} units computed, {len(outcome.reused)} reused from earlier runs")

@@ -1,31 +1,9 @@
-"""Evaluation of generated chest X-rays: the evaluators' metrics and the full suite (images come from
-`cxr_ldm.generation`)."""
+"""Evaluation of generated chest X-rays (images come from `cxr_ldm.generation`). Import from the module that
+holds a name, so that reading a config (`specs`) loads none of the libraries that evaluate:
 
-from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
-from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity, ms_ssim_settings
-from cxr_ldm.evaluation.metrics.fid import fid_classifier, fid_inception, kid_classifier
-from cxr_ldm.evaluation.metrics.image_retrieval import i2i_precision_at_k
-from cxr_ldm.evaluation.metrics.memorization import memorization_metrics
-from cxr_ldm.evaluation.metrics.reconstruction import reconstruct, reconstruction_metrics
-from cxr_ldm.evaluation.metrics.report_agreement import report_agreement
-from cxr_ldm.evaluation.metrics.results import MetricReport
-from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
-from cxr_ldm.evaluation.suite import EvaluationOptions, evaluate_generated
-
-__all__ = [
-    "EvaluationOptions",
-    "MetricReport",
-    "conditioned_classification",
-    "evaluate_generated",
-    "fid_classifier",
-    "fid_inception",
-    "i2i_precision_at_k",
-    "kid_classifier",
-    "memorization_metrics",
-    "ms_ssim_diversity",
-    "ms_ssim_settings",
-    "reconstruct",
-    "reconstruction_metrics",
-    "report_agreement",
-    "t2i_recall_at_k",
-]
+- `specs`: what a config sets (`ProtocolSpec`, `EvaluatorSpec`, `ClassifierSettings`);
+- `evaluators/`: the networks that judge (`CxrClassifier`, `ImageTextRetriever`, classifier training);
+- `metrics/`: the numbers (`conditioned_classification`, `fid`, `diversity`, `text_retrieval`, ...);
+- `references`, `protocol`, `ceilings`, `learning_curve`: an experiment's evaluation of one model;
+- `suite`: `evaluate_generated`, the whole suite over a folder of generated images (`python -m cxr_ldm evaluate`).
+"""

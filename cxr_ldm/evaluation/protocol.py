@@ -5,7 +5,7 @@ model. The images stay on disk (resumable image by image); the result is a neste
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,42 +18,13 @@ from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.metric_names import MS_SSIM
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.evaluation.references import References
+from cxr_ldm.evaluation.specs import ProtocolSpec
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated
 from cxr_ldm.generation.prompt_records import PromptRecord, prompt_records
-from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
+from cxr_ldm.labels import CHEXPERT_LABELS
 
 PROBE_SEED, TEST_SEED, DIVERSITY_SEED = 1000, 2000, 3000
-
-
-@dataclass
-class ProtocolSpec:
-    """How every model (and the pretrained baseline) is judged.
-
-    Args:
-        findings: the evaluator's findings and the probes' prompts.
-        probe_images: images per finding probe prompt.
-        test_prompts: a seeded subset of the real test prompts, one image each (null: all of them).
-        guidance: classifier-free guidance of the probes and test-prompt images.
-        fid_guidance: also FID / KID on test-prompt images at this guidance (null or equal: not again).
-        scheduler / sample_steps: the sampler of every image (docs/evaluation.md: the sampler study).
-        diversity_prompts / diversity_samples: MS-SSIM between samples of one prompt, over this many test prompts.
-        retrieval_k: text-to-image recall@k reported (1, 5 and 10 are computed).
-        baseline: also judge the pretrained pipeline before fine-tuning.
-        batch_size: images per sampling batch.
-    """
-
-    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
-    probe_images: int = 32
-    test_prompts: int | None = None
-    guidance: float = 4.0
-    fid_guidance: float | None = 2.0
-    scheduler: str = "dpm++"
-    sample_steps: int = 15
-    diversity_prompts: int = 16
-    diversity_samples: int = 4
-    baseline: bool = True
-    batch_size: int = 64
 
 
 def sample_rows(count: int, limit: int | None, seed: int = 0) -> list[int]:

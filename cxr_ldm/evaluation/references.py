@@ -10,7 +10,7 @@ pipeline (whose VAE makes the reconstructions) and the retriever's checkpoint (f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,21 +19,10 @@ from cxr_ldm.data.atomic import atomic_path, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.ceilings import evaluator_cuts, real_ceilings
-from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
+from cxr_ldm.evaluation.specs import EvaluatorSpec
 
 EVALUATOR_WEIGHTS = "evaluator.pt"
 CEILINGS = "ceilings.json"
-
-
-@dataclass
-class EvaluatorSpec:
-    """The CXR classifier that judges generated images: trained on the real training split (operating points
-    chosen on the real validation split, fixed before any generated image is seen), or loaded from
-    `checkpoint` (a `CxrClassifier` .ckpt; its operating points are still chosen on the validation split)."""
-
-    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
-    seed: int = 0
-    checkpoint: str | None = None
 
 
 @dataclass

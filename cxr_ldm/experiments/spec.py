@@ -15,8 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.protocol import ProtocolSpec
-from cxr_ldm.evaluation.references import EvaluatorSpec
+from cxr_ldm.evaluation.specs import EvaluatorSpec, ProtocolSpec
 from cxr_ldm.experiments.threads import resolve_threads
 from cxr_ldm.labels import CHEXPERT_LABELS
 

@@ -7,7 +7,6 @@ bigger training set buys variety, never extra compute.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 from lightning import Trainer, seed_everything
@@ -15,25 +14,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cxr_ldm.data.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
-from cxr_ldm.labels import HEADLINE_FINDINGS
-
-
-@dataclass
-class ClassifierSettings:
-    """The CXR classifier's architecture and training budget: the evaluator of an experiment, and every arm
-    of the augmentation experiment (same architecture, steps and batch size for all)."""
-
-    findings: list[str] = field(default_factory=lambda: list(HEADLINE_FINDINGS))
-    image_size: int = 224
-    growth_rate: int = 32
-    block_config: list[int] = field(default_factory=lambda: [6, 12, 24, 16])
-    num_init_features: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    steps: int = 2000
-    batch_size: int = 32
-    accelerator: str = "auto"
-    precision: str = "32-true"
+from cxr_ldm.evaluation.specs import ClassifierSettings
 
 
 def build_classifier(settings: ClassifierSettings) -> CxrClassifier:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 
 from cxr_ldm.data.image_set import ImageSet
-from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings, train_classifier
+from cxr_ldm.evaluation.evaluators.classifier_training import train_classifier
 from cxr_ldm.evaluation.metrics.conditioned_classification import evaluate_classifier
+from cxr_ldm.evaluation.specs import ClassifierSettings
 
 
 def run_arm(train: ImageSet, test: ImageSet, settings: ClassifierSettings, seed: int) -> dict:

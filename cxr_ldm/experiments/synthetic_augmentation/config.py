@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings
+from cxr_ldm.evaluation.specs import ClassifierSettings
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 # A condition is '+'-joined parts: `real` or `synthetic_<k>x` (k synthetic images per real prompt).

@@ -13,7 +13,6 @@ from pathlib import Path
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.claims import add_values, flatten
 from cxr_ldm.experiments.followup import FollowupInputs, FollowupResult
-from cxr_ldm.experiments.real_references import reference_inputs
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.synthetic_augmentation.config import (
     AugmentationConfig,
@@ -21,7 +20,6 @@ from cxr_ldm.experiments.synthetic_augmentation.config import (
     SynthesisSettings,
     condition_parts,
 )
-from cxr_ldm.experiments.synthetic_augmentation.experiment import run_experiment
 from cxr_ldm.experiments.units import claim_folder, file_digest
 
 
@@ -88,6 +86,8 @@ class AugmentationFollowup:
                                         scheduler=p.scheduler, batch_size=p.batch_size),
             diffusion=DiffusionSettings(model=checkpoint),
         )  # fmt: skip
+        from cxr_ldm.experiments.real_references import reference_inputs
+
         inputs_key = {  # `augment/inputs.json`: a rerun with the same inputs reuses the folder
             "augmentation": asdict(spec),
             "data": reference_inputs(config),
@@ -99,6 +99,8 @@ class AugmentationFollowup:
             "synthesis": asdict(augment.synthesis),
         }
         claim_folder(Path(augment.out), inputs_key, inputs.log.line)
+        from cxr_ldm.experiments.synthetic_augmentation.experiment import run_experiment
+
         summary = run_experiment(augment)
         results = {
             "arm": arm.name, "seed": seed, "results": summary.results,
