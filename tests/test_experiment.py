@@ -107,6 +107,10 @@ def test_two_arms_two_seeds_end_to_end_then_a_crashed_unit_is_all_that_reruns(to
     assert (
         again["metrics"] == results["arms"]["unet"]["seed1"]["metrics"]
     )  # same seeds, same images, same numbers
+    # The fit's time is the one its first process trained for (kept in its `done`), not the rerun's 0 s.
+    first = results["arms"]["unet"]["seed1"]["seconds"]["fit"]
+    assert again["seconds"]["fit"] == first > 0
+    assert json.loads((unit / "fit" / "done").read_text())["training_seconds"] > 0
 
     # Another training budget for one arm (seed 0 alone, to keep it short): that arm's unit is cleared and
     # made again, the other arm's is kept.

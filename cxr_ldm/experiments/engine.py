@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Timer
+
+from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.learning_curve import read_learning_curve
 from cxr_ldm.evaluation.protocol import Prompting, judge, prompting
@@ -102,16 +105,25 @@ def _substitute(value: Any, names: dict[str, str]) -> Any:
     return value
 
 
+def _training_seconds(done: Path) -> float | None:
+    """The training time a finished stage recorded in its `done` marker (None: a marker of an older run, empty)."""
+    text = done.read_text().strip()
+    return json.loads(text).get("training_seconds") if text else None
+
+
 def fit_arm(
     config: ExperimentConfig, arm: ArmSpec, seed: int, run_dir: Path, references: References, asked: Prompting
-) -> Path:
+) -> tuple[Path, float | None]:
     """The arm's prepare fits and its own fit for `seed` (each resumed from its last checkpoint, skipped when
-    done), its learning curve probed with the probes `asked`; returns the fit's last checkpoint."""
+    done), its learning curve probed with the probes `asked`. Returns the fit's last checkpoint and the
+    training time of all its stages: Lightning's `Timer`, whose time is kept in the checkpoints, so a fit
+    resumed after a crash counts the time of every process up to its last checkpoint (None when a stage was
+    finished by an older run that did not record it)."""
     if seed in arm.checkpoints:
         checkpoint = Path(arm.checkpoints[seed])
         if not checkpoint.is_file():
             raise ConfigError(f"arms {arm.name}: checkpoints[{seed}] {checkpoint} does not exist")
-        return checkpoint
+        return checkpoint, None
     out = Path(config.out)
     names = {"{run}": str(run_dir), "{pretrained}": config.pretrained}
     shared = {
@@ -139,22 +151,26 @@ def fit_arm(
     main.update(convergence.fit_overrides(config))
     callbacks = convergence.fit_callbacks(config, run_dir, references, asked)
     stages.append((run_dir / "fit", arm.configs, arm.overrides, main))
+    seconds: float | None = 0.0
     for folder, configs, overrides, own in stages:
-        if (folder / "done").is_file():
-            continue
-        fit(
-            configs,
-            {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
-            ckpt_path="auto",
-            callbacks=callbacks if folder.name == "fit" else (),
-        )
-        (folder / "done").touch()
+        done = folder / "done"
+        if not done.is_file():
+            timer = Timer(verbose=False)
+            fit(
+                configs,
+                {**shared, **own, "trainer.default_root_dir": str(folder), **_substitute(overrides, names)},
+                ckpt_path="auto",
+                callbacks=[timer, *(callbacks if folder.name == "fit" else ())],
+            )
+            write_text_atomic(done, json.dumps({"training_seconds": round(timer.time_elapsed("train"), 1)}))
+        stage = _training_seconds(done)
+        seconds = None if seconds is None or stage is None else seconds + stage
     checkpoint = run_dir / "fit" / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         raise ConfigError(
             f"arm {arm.name}: the fit wrote no {checkpoint}; keep a RunCheckpoint with save_last: true"
         )
-    return checkpoint
+    return checkpoint, seconds
 
 
 def arm_datamodule(config: ExperimentConfig, arm: ArmSpec, run_dir: Path | None = None):
@@ -245,7 +261,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     # before the fit: a wrong probe set-up fails early
     asked = arm_prompting(config, arm, references, run_dir)
     log.stage(f"{unit.label}: references")
-    checkpoint = fit_arm(config, arm, seed, run_dir, references, asked)
+    checkpoint, trained = fit_arm(config, arm, seed, run_dir, references, asked)
     fitted = log.stage(f"{unit.label}: fit")
     if not is_first_task():
         return  # a fit on several tasks (DDP in one job): task 0 evaluates
@@ -253,7 +269,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     gc.collect()
     evaluated = log.stage(f"{unit.label}: evaluation", unit=True, unit_before=fitted)
     result = {"arm": arm.name, "seed": seed, "checkpoint": str(checkpoint), "metrics": metrics,
-              "seconds": {"fit": round(fitted, 1), "evaluation": round(evaluated, 1)},
+              "seconds": {"fit": round(fitted if trained is None else trained, 1), "evaluation": round(evaluated, 1)},
               "evaluation_inputs": eval_inputs, "learning_curve": read_learning_curve(run_dir / "fit")}  # fmt: skip
     write_result(run_dir / RESULT, result)
     outcome.computed.append(unit.label)
