@@ -260,8 +260,11 @@ def test_arm_overrides_reach_every_arm_under_its_own_and_leave_other_units_keys_
     a, b = (arm_datamodule(config, arm, tmp_path / arm.name) for arm in config.arms)
     assert (a.image_size, b.image_size, a.latent_cache_vae) == (32, 48, config.pretrained)
     # the world's values are part of the units' inputs (through each arm's overrides), and only there
-    assert plain.arms[0].overrides == {} and UnitInputs(plain).fit(plain.arms[0], 0)["arm"]["overrides"] == {}
-    assert UnitInputs(config).fit(config.arms[0], 0)["arm"]["overrides"] == world
+    assert (
+        plain.arms[0].overrides == {}
+        and UnitInputs(plain).arm_fit(plain.arms[0], 0)["arm"]["overrides"] == {}
+    )
+    assert UnitInputs(config).arm_fit(config.arms[0], 0)["arm"]["overrides"] == world
 
 
 def test_references_made_under_another_thread_count_are_made_anew(tmp_path) -> None:
@@ -297,7 +300,7 @@ def test_a_fit_stopped_by_its_learning_curve_is_keyed_by_the_evaluator_that_judg
     )
     arm = config.arms[0]
     assert UnitInputs(config).references != UnitInputs(other).references
-    assert UnitInputs(config).fit(arm, 0) != UnitInputs(other).fit(arm, 0)
-    assert UnitInputs(config).fit(arm, 0)["references"] == UnitInputs(config).references
+    assert UnitInputs(config).arm_fit(arm, 0) != UnitInputs(other).arm_fit(arm, 0)
+    assert UnitInputs(config).arm_fit(arm, 0)["references"] == UnitInputs(config).references
     flat, flat_other = replace(config, convergence=None), replace(other, convergence=None)
-    assert UnitInputs(flat).fit(arm, 0) == UnitInputs(flat_other).fit(arm, 0)
+    assert UnitInputs(flat).arm_fit(arm, 0) == UnitInputs(flat_other).arm_fit(arm, 0)

@@ -73,7 +73,8 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) ->
     if spec is None:
         return []
     settings = probe_settings(config)
-    stop = early_stopping(spec, stopping_threshold(spec, references.ceilings))
+    threshold = stopping_threshold(spec, references.ceilings)
+    stop = early_stopping(spec, threshold)
     write_probe_set(run_dir / PROBE_SET, references.evaluator, references.cuts, asked.probes)
     return [LearningCurveProbe(str(run_dir / PROBE_SET), **settings), stop]
 

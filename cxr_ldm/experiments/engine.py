@@ -197,7 +197,8 @@ def arm_prompting(
 ):
     """The arm's probes and test prompts, written as the arm's own data module writes prompts (labels,
     a sentence template, tokens of textual inversion, or the report's text)."""
-    return prompting(config.protocol, references, arm_datamodule(config, arm, run_dir), arm.probe_prompts)
+    datamodule = arm_datamodule(config, arm, run_dir)
+    return prompting(config.protocol, references, datamodule, arm.probe_prompts)
 
 
 @dataclass
@@ -252,7 +253,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     seed = unit.seed
     references, eval_inputs = _references(config, log)
     run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
-    fit_inputs = UnitInputs(config).fit(arm, seed)
+    fit_inputs = UnitInputs(config).arm_fit(arm, seed)
     claim_folder(run_dir, fit_inputs, log.line)
     if reusable_arm_result(run_dir, fit_inputs, eval_inputs) is not None:
         log.skip(unit.label)

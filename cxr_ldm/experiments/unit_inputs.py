@@ -60,7 +60,7 @@ class UnitInputs:
         config = self.config
         return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever)}
 
-    def fit(self, arm: ArmSpec, seed: int) -> dict:
+    def arm_fit(self, arm: ArmSpec, seed: int) -> dict:
         """An (arm, seed) unit's folder: what its fits are made from. With `convergence`, the references too:
         the learning-curve probe is judged by the evaluator, so where a fit stops depends on it."""
         config = self.config
@@ -113,7 +113,7 @@ def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | Non
     run_dir = out / "arms" / arm.name / f"seed{unit.seed}"
     if not (run_dir / RESULT).is_file():
         return None  # nothing to reuse; an arm whose config files cannot be read fails in its own unit
-    return reusable_arm_result(run_dir, inputs.fit(arm, unit.seed), inputs.evaluation)
+    return reusable_arm_result(run_dir, inputs.arm_fit(arm, unit.seed), inputs.evaluation)
 
 
 __all__ = [
