@@ -97,7 +97,9 @@ def run_child(args: argparse.Namespace) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh fit, never one a former bench run left done
     asked = engine.arm_prompting(config, arm, references, run_dir)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    checkpoint = engine.fit_arm(config, arm, 0, run_dir, references, asked)  # writes the probe set first
+    fitted = engine.fit_arm(config, arm, 0, run_dir, references, asked)  # writes the probe set first
+    # (checkpoint, training seconds) since fbfea85; the checkpoint alone in a --before tree older than that
+    checkpoint = fitted[0] if isinstance(fitted, tuple) else fitted
     fit = (time.perf_counter() - wall, cpu_seconds() - cpu)
     wall, cpu = time.perf_counter(), cpu_seconds()
     metrics = judge(checkpoint, run_dir / "eval", config.protocol, references, asked)

@@ -1,5 +1,5 @@
 """Killed with SIGKILL at any point and run again, the toy experiment gives the same `results.json` as a run
-straight through (every value but the wall times).
+straight through (every value but the times).
 
     python scripts/interruption_check.py --work runs/interrupt            # every case, about 45 min on 2 cores
     python scripts/interruption_check.py --work runs/interrupt --cases b  # one case

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,23 @@ def test_an_experiment_config_is_read_and_checked_without_the_training_libraries
     assert result.stdout.strip() == "[]"
     wrong = _run("experiment", "--config", "configs/experiments/paper.yaml", "--protocl.guidance", "3")
     assert wrong.returncode == 2 and "--protocl.guidance" in wrong.stderr
+
+
+def test_the_fit_command_knows_the_data_modules_by_name():
+    """`fit --help` lists the project's data modules and `--data MimicCxrDataModule` resolves: the CLI imports
+    them before it builds its parser, though `cxr_ldm.data` loads them only when asked for."""
+    probe = (
+        "import json\n"
+        "import cxr_ldm.training.lightning_cli\n"
+        "from lightning import LightningDataModule\n"
+        "print(json.dumps([c.__name__ for c in LightningDataModule.__subclasses__()]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    known = set(json.loads(result.stdout.splitlines()[-1]))
+    assert {"MimicCxrDataModule", "ReportCorpusDataModule"} <= known
 
 
 def test_unknown_command_is_an_error(capsys):

@@ -31,7 +31,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 def test_importing_the_package_keeps_warnings_visible():
     code = (
         "import warnings\n"
-        "import cxr_ldm.models, cxr_ldm.evaluation, cxr_ldm.xrv\n"
+        "import cxr_ldm.models, cxr_ldm.evaluation.suite, cxr_ldm.xrv\n"
         "blanket = [f for f in warnings.filters if f[0] == 'ignore' and f[1] is None and f[2] is Warning]\n"
         "assert not blanket, warnings.filters[:3]\n"
         "warnings.warn('still shown', UserWarning)\n"

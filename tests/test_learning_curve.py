@@ -242,8 +242,9 @@ def test_the_probe_must_check_where_early_stopping_does(tmp_path: Path) -> None:
 
 
 def probe_set(folder: Path) -> Path:
-    from cxr_ldm.evaluation.evaluators.classifier_training import ClassifierSettings, build_classifier
+    from cxr_ldm.evaluation.evaluators.classifier_training import build_classifier
     from cxr_ldm.evaluation.probe_set import write_probe_set
+    from cxr_ldm.evaluation.specs import ClassifierSettings
     from cxr_ldm.generation.finding_prompts import finding_prompts
 
     findings = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "No Finding"]

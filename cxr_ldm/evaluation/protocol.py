@@ -18,6 +18,8 @@ from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.metric_names import MS_SSIM
 from cxr_ldm.evaluation.metrics.text_retrieval import t2i_recall_at_k
 from cxr_ldm.evaluation.references import References
+
+# also under this module's name, where a config pickled before evaluation/specs.py looks for ProtocolSpec
 from cxr_ldm.evaluation.specs import ProtocolSpec
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.generation.generated_folder import GenerationSettings, generate_images, read_generated

@@ -40,7 +40,6 @@ class ProtocolSpec:
         fid_guidance: also FID / KID on test-prompt images at this guidance (null or equal: not again).
         scheduler / sample_steps: the sampler of every image (docs/evaluation.md: the sampler study).
         diversity_prompts / diversity_samples: MS-SSIM between samples of one prompt, over this many test prompts.
-        retrieval_k: text-to-image recall@k reported (1, 5 and 10 are computed).
         baseline: also judge the pretrained pipeline before fine-tuning.
         batch_size: images per sampling batch.
     """

@@ -117,7 +117,7 @@ EARLIER = "earlier run"
 
 
 def result_seconds(result: dict) -> float | None:
-    """The wall seconds a unit's result records (an arm unit's fit and evaluation), if any."""
+    """The seconds a unit's result records (an arm unit's fit, as training time, and evaluation), if any."""
     seconds = result.get("seconds")
     return sum(seconds.values()) if isinstance(seconds, dict) and seconds else None
 

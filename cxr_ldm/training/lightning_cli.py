@@ -25,9 +25,15 @@ from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from cxr_ldm.checkpoints import last_checkpoints
+from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
+from cxr_ldm.data.report_corpus_datamodule import ReportCorpusDataModule
 from cxr_ldm.errors import ConfigError
 
 LOGGER = logging.getLogger("cxr_ldm")
+
+# Subclass mode knows the classes imported before the parser is built: `fit --help` lists these, and
+# `--data MimicCxrDataModule` finds one by its name (`cxr_ldm.data` imports them only when asked for).
+DATA_MODULES = (MimicCxrDataModule, ReportCorpusDataModule)
 
 # Lightning's own ckpt_path words; anything else is a file path.
 _CKPT_WORDS = {"last", "best", "hpc", "registry"}

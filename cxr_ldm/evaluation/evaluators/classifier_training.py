@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cxr_ldm.data.image_set import ImageSet, ImageSetDataset
 from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
+
+# also under this module's name, where a config pickled before evaluation/specs.py looks for ClassifierSettings
 from cxr_ldm.evaluation.specs import ClassifierSettings
 
 
