@@ -142,7 +142,7 @@ def timed_config(config: dict, run_dir: Path, data_root: Path, total_steps: int)
 
 def build_cli(config: dict, run_dir: Path):
     """Model, data module and Trainer exactly as `python -m cxr_ldm fit --config ...` builds them."""
-    from cxr_ldm.training import run_lightning_cli
+    from cxr_ldm.training.lightning_cli import run_lightning_cli
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"

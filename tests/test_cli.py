@@ -32,20 +32,25 @@ def test_help_lists_all_commands():
         assert f"  {name} " in result.stdout
 
 
-def test_an_experiment_config_is_read_and_checked_without_the_training_libraries():
-    """`experiment --print_config`, `--help` and a config's mistakes answer before torch, Lightning or diffusers
-    load: the config's classes (experiments/spec.py, evaluation/specs.py, the follow-ups' specs) import none."""
+def test_an_experiment_config_and_its_status_are_read_without_the_training_libraries(tmp_path):
+    """`experiment --print_config`, `--help`, a config's mistakes and `--status` answer before torch, Lightning
+    or diffusers load: the config's classes (experiments/spec.py, evaluation/specs.py, the follow-ups' specs)
+    and what a unit's state is read from (its records, its inputs) import none of them."""
     probe = (
         "import sys\n"
-        "from cxr_ldm.commands.experiment import parse_command\n"
+        "from cxr_ldm.commands.experiment import launch, parse_command\n"
         "parse_command(['--config', 'configs/experiments/paper.yaml', '--protocol.guidance', '3.0'])\n"
-        "print(sorted(m for m in ('torch', 'lightning', 'diffusers', 'transformers') if m in sys.modules))\n"
+        "status = parse_command(['--config', 'configs/experiments/paper.yaml', '--config',\n"
+        f"    'configs/clusters/local.yaml', '--out', {str(tmp_path / 'out')!r}, '--status'])\n"
+        "states = {s.state for s in launch(status).states}\n"
+        "print(sorted(states), sorted(m for m in ('torch', 'lightning', 'diffusers', 'transformers')"
+        " if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == "['pending'] []"
     wrong = _run("experiment", "--config", "configs/experiments/paper.yaml", "--protocl.guidance", "3")
     assert wrong.returncode == 2 and "--protocl.guidance" in wrong.stderr
 

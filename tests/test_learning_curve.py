@@ -258,7 +258,7 @@ def probe_set(folder: Path) -> Path:
 
 
 def tiny_fit(run: Path, data_root: Path, steps: int, probe: Path | None, resume: bool = False):
-    from cxr_ldm.training import fit
+    from cxr_ldm.training.fit import fit
 
     overrides = {"data.init_args.root": str(data_root), "data.init_args.cache_dir": str(run.parent / "cache"),
                  "trainer.default_root_dir": str(run), "trainer.logger.init_args.save_dir": str(run),

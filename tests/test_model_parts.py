@@ -14,7 +14,8 @@ from cxr_ldm.cli import command_line, refuse_flat_model_keys
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models import LatentDiffusion
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, Ema, Objective, new_key
-from cxr_ldm.training import build_run, run_lightning_cli
+from cxr_ldm.training.fit import build_run
+from cxr_ldm.training.lightning_cli import run_lightning_cli
 
 
 def _exit_code(args: list[str]) -> int:

@@ -18,7 +18,7 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.finding_prompts import finding_prompts
 from cxr_ldm.labels import CHEXPERT_LABELS, HEADLINE_FINDINGS
 from cxr_ldm.models.text_projection import TextProjection
-from cxr_ldm.training import run_lightning_cli
+from cxr_ldm.training.lightning_cli import run_lightning_cli
 
 PHANTOM = ROOT / "configs" / "experiments" / "_phantom"
 FINETUNE = ROOT / "configs" / "finetune"

@@ -10,8 +10,8 @@ import pytest
 from _tiny_run import ROOT, TINY
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training import FitRequest, fit, fit_command_line
-from cxr_ldm.training.lightning_cli import nested, run_lightning_cli
+from cxr_ldm.training.fit import fit, fit_command_line
+from cxr_ldm.training.lightning_cli import FitRequest, nested, run_lightning_cli
 
 
 def test_fit_command_line_is_printed_as_the_shell_reads_it():

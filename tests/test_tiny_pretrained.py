@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 from transformers import CLIPTextModel
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training import build_run
+from cxr_ldm.training.fit import build_run
 from cxr_ldm.training.tiny_pretrained import TEXT_STAGE_CONFIG, VAE_STAGE_CONFIG, build_tiny_pretrained
 
 BUDGET = {"studies": 40, "vae_steps": 3, "unet_steps": 3, "text_steps": 3, "batch_size": 8, "seed": 0}

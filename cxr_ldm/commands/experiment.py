@@ -96,8 +96,8 @@ def parse_experiment(argv: list[str]) -> ParsedExperiment:
 
 
 def launch(command: ExperimentCommand, stream=None):
-    """Status or run through the submitit launcher: the driver's outcome (experiments/submitit_launcher.py)."""
-    from cxr_ldm.experiments.engine import run_unit
+    """Status or run through the submitit launcher: the driver's outcome (experiments/submitit_launcher.py).
+    The engine (and with it torch) is loaded only to build the report: a status is read from the records."""
     from cxr_ldm.experiments.submitit_launcher import LaunchOutcome, SubmititLauncher
 
     launcher = SubmititLauncher(*command.experiment, command.launcher, stream)
@@ -106,6 +106,8 @@ def launch(command: ExperimentCommand, stream=None):
     states = launcher.states()
     outcome = LaunchOutcome(states=states)
     if all(state.state == "done" for state in states[:-1]) and states[-1].state != "done":
+        from cxr_ldm.experiments.engine import run_unit
+
         outcome.report = launcher.build_report(launcher.units[-1], run_unit)
         outcome.states = launcher.states()
     return outcome

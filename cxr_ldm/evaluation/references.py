@@ -19,12 +19,10 @@ from cxr_ldm.data.atomic import atomic_path, write_text_atomic
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.ceilings import evaluator_cuts, real_ceilings
+from cxr_ldm.evaluation.reference_files import CEILINGS, EVALUATOR_WEIGHTS
 
 # also under this module's name, where a config pickled before evaluation/specs.py looks for EvaluatorSpec
 from cxr_ldm.evaluation.specs import EvaluatorSpec
-
-EVALUATOR_WEIGHTS = "evaluator.pt"
-CEILINGS = "ceilings.json"
 
 
 @dataclass

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cxr_ldm.evaluation.learning_curve import AT_THRESHOLD, LearningCurveProbe, ProbeEarlyStopping
 from cxr_ldm.evaluation.metrics.metric_names import BALANCED_ACCURACY
-from cxr_ldm.evaluation.probe_set import write_probe_set
 from cxr_ldm.experiments.spec import ConvergenceSpec, ExperimentConfig
+
+if TYPE_CHECKING:
+    from cxr_ldm.evaluation.learning_curve import ProbeEarlyStopping
+
+# The probe and its stopping rule (evaluation/learning_curve.py) are imported where a fit needs them: a unit's
+# inputs (`unit_inputs`, `experiment --status`) need neither them nor their libraries.
 
 PROBE_SET = "probe_set.pt"
 CONVERGED, RISING, UNFINISHED, NOT_RECORDED = (
@@ -72,6 +77,9 @@ def fit_callbacks(config: ExperimentConfig, run_dir: Path, references, asked) ->
     spec = config.convergence
     if spec is None:
         return []
+    from cxr_ldm.evaluation.learning_curve import LearningCurveProbe
+    from cxr_ldm.evaluation.probe_set import write_probe_set
+
     settings = probe_settings(config)
     threshold = stopping_threshold(spec, references.ceilings)
     stop = early_stopping(spec, threshold)
@@ -90,6 +98,8 @@ def stopping_threshold(spec: ConvergenceSpec, ceilings: dict) -> float | None:
 def early_stopping(spec: ConvergenceSpec, threshold: float | None = None) -> ProbeEarlyStopping:
     """Lightning's EarlyStopping on the probe, checked right after each probe (evaluation/learning_curve.py),
     stopping also at `threshold` when given (`stopping_threshold`)."""
+    from cxr_ldm.evaluation.learning_curve import ProbeEarlyStopping
+
     return ProbeEarlyStopping(
         spec.every_n_steps, patience=spec.patience, min_delta=spec.min_delta, stopping_threshold=threshold,
         strict=False, verbose=False,
@@ -99,6 +109,8 @@ def early_stopping(spec: ConvergenceSpec, threshold: float | None = None) -> Pro
 def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
     """`{"status": CONVERGED | RISING | UNFINISHED | NOT_RECORDED, "step": N or None, "best": value,
     "best_step": step, "text": ...}` for one fit's learning curve (the module docstring's rule)."""
+    from cxr_ldm.evaluation.learning_curve import AT_THRESHOLD
+
     records = (curve or {}).get("records") or []
     if not records:
         return {"status": NOT_RECORDED, "step": None, "best": None, "best_step": None, "text": NOT_RECORDED}

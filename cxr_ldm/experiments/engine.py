@@ -46,7 +46,7 @@ from cxr_ldm.experiments.unit_inputs import (
 from cxr_ldm.experiments.unit_records import DONE, clear_run, unit_folder, unit_key, write_record
 from cxr_ldm.experiments.unit_start import start_unit
 from cxr_ldm.experiments.units import claim_folder, read_result, write_result
-from cxr_ldm.training import fit
+from cxr_ldm.training.fit import fit
 
 
 @dataclass

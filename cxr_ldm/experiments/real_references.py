@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cxr_ldm.evaluation.references import CEILINGS, EVALUATOR_WEIGHTS, References, make_references
+from cxr_ldm.evaluation.reference_files import CEILINGS, EVALUATOR_WEIGHTS
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import digest
-from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import file_contents
-from cxr_ldm.training.datamodule import load_datamodule_for
+
+if TYPE_CHECKING:
+    from cxr_ldm.evaluation.references import References
 
 
 def data_overrides(config: ExperimentConfig, out: Path) -> dict:
@@ -45,6 +47,8 @@ def fit_retriever(config: ExperimentConfig, out: Path) -> tuple[str | Path | Non
         }
         if spec.max_epochs is not None:
             overrides["trainer.max_epochs"] = spec.max_epochs
+        from cxr_ldm.training.fit import fit
+
         fit([spec.config], overrides, ckpt_path="auto")
         (run_dir / "done").touch()
     return run_dir / "checkpoints" / "last.ckpt", "retriever"
@@ -60,6 +64,9 @@ def references_built(config: ExperimentConfig, out: Path) -> bool:
 
 def build_references(config: ExperimentConfig, out: Path) -> References:
     """Everything judged against, made once (evaluator and retriever are kept under `out` for reruns)."""
+    from cxr_ldm.evaluation.references import make_references
+    from cxr_ldm.training.datamodule import load_datamodule_for
+
     retriever, option = fit_retriever(config, out)
     module = load_datamodule_for(config.data.config, data_overrides(config, out), config.data.image_size)
     return make_references(module, config.evaluator, out / "evaluator", config.pretrained, retriever, option)

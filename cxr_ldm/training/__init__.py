@@ -1,16 +1,5 @@
-"""Training from configs as data: the LightningCLI, `fit`, and the data module a config describes."""
-
-from cxr_ldm.training.datamodule import load_datamodule, load_datamodule_for
-from cxr_ldm.training.fit import build_run, fit, fit_command_line
-from cxr_ldm.training.lightning_cli import CxrLdmCLI, FitRequest, run_lightning_cli
-
-__all__ = [
-    "CxrLdmCLI",
-    "FitRequest",
-    "build_run",
-    "fit",
-    "fit_command_line",
-    "load_datamodule",
-    "load_datamodule_for",
-    "run_lightning_cli",
-]
+"""Training from configs as data: `fit.py` (`fit`, `build_run`, `fit_command_line`), `lightning_cli.py` (the
+LightningCLI every fit goes through, `FitRequest`), `datamodule.py` (the data module a config describes),
+`config_files.py` (what a config file says), `tiny_pretrained.py` (the demo's pretrained pipeline). Import from
+the module that holds a name: reading a config file (`config_files.file_contents`) then loads no Lightning.
+"""

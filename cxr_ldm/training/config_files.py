@@ -13,7 +13,6 @@ import yaml
 from jsonargparse import Namespace
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training.lightning_cli import FitRequest, run_lightning_cli
 
 
 def parse_fit_config(
@@ -26,6 +25,8 @@ def parse_fit_config(
 
     `complete=False` accepts a config that is not a whole fit (a data-only file: no `model:`), for code that
     reads one section."""
+    from cxr_ldm.training.lightning_cli import FitRequest, run_lightning_cli
+
     files = [configs] if isinstance(configs, str | Path) else list(configs)
     request = FitRequest(files, dict(overrides or {}), complete=complete)
     return run_lightning_cli(request, run=False, instantiate=False).config

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 
 from cxr_ldm.data.report_corpus import iu_reports_archive
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training import fit
 from cxr_ldm.training.config_files import parse_fit_config
+from cxr_ldm.training.fit import fit
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 TEXT_STAGE_CONFIG = CONFIG_DIR / "tiny-text.yaml"

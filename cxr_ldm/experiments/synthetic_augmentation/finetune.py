@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.training import fit
+from cxr_ldm.training.fit import fit
 
 DONE_FILE = "finetune-done.json"
 
