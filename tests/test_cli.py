@@ -32,6 +32,15 @@ def test_help_lists_all_commands():
         assert f"  {name} " in result.stdout
 
 
+def _probe(code: str) -> str:
+    """What a fresh Python process running `code` in the repository prints (it must exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_an_experiment_config_and_its_status_are_read_without_the_training_libraries(tmp_path):
     """`experiment --print_config`, `--help`, a config's mistakes and `--status` answer before torch, Lightning
     or diffusers load: the config's classes (experiments/spec.py, evaluation/specs.py, the follow-ups' specs)
@@ -46,11 +55,7 @@ def test_an_experiment_config_and_its_status_are_read_without_the_training_libra
         "print(sorted(states), sorted(m for m in ('torch', 'lightning', 'diffusers', 'transformers')"
         " if m in sys.modules))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['pending'] []"
+    assert _probe(probe).strip() == "['pending'] []"
     wrong = _run("experiment", "--config", "configs/experiments/paper.yaml", "--protocl.guidance", "3")
     assert wrong.returncode == 2 and "--protocl.guidance" in wrong.stderr
 
@@ -64,11 +69,7 @@ def test_the_fit_command_knows_the_data_modules_by_name():
         "from lightning import LightningDataModule\n"
         "print(json.dumps([c.__name__ for c in LightningDataModule.__subclasses__()]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    known = set(json.loads(result.stdout.splitlines()[-1]))
+    known = set(json.loads(_probe(probe).splitlines()[-1]))
     assert {"MimicCxrDataModule", "ReportCorpusDataModule"} <= known
 
 
