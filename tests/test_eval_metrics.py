@@ -30,6 +30,25 @@ def test_ms_ssim_of_identical_images_is_one(side):
     assert ms_ssim_diversity(noise, [0, 0]) < 0.9  # coarse scales of noise average to grey
 
 
+@pytest.mark.parametrize("side", [32, 64])
+def test_ms_ssim_uses_its_range_on_small_images(side):
+    """Unrelated images score near 0 and a faintly noisy copy near 1: a window of about one pixel (3 px,
+    sigma 0.3) gave unrelated images about 0.5 at these sizes."""
+    betas, kernel = ms_ssim_settings(side)
+    assert kernel >= 7 and len(betas) == {32: 3, 64: 4}[side]
+    generator = torch.Generator().manual_seed(0)
+
+    def smooth(n):
+        coarse = torch.rand(n, 1, side // 8, side // 8, generator=generator)
+        return torch.nn.functional.interpolate(coarse, size=(side, side), mode="bicubic").clamp(0, 1)
+
+    a, b = smooth(8), smooth(8)
+    unrelated = ms_ssim_diversity(torch.cat([a, b]), list(range(8)) * 2)
+    noisy = (a + 0.02 * torch.randn(a.shape, generator=generator)).clamp(0, 1)
+    copies = ms_ssim_diversity(torch.cat([a, noisy]), list(range(8)) * 2)
+    assert unrelated < 0.2 and copies > 0.95
+
+
 def test_ms_ssim_needs_two_samples_per_prompt():
     with pytest.raises(ValueError, match="per-prompt"):
         ms_ssim_diversity(torch.rand(2, 1, 32, 32), [0, 1])

@@ -14,23 +14,32 @@ DEFAULT_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SIGMA_OF_KERNEL = {11: 1.5, 7: 0.8, 5: 0.5, 3: 0.3}
 
 
-def ms_ssim_settings(side: int) -> tuple[tuple[float, ...], int]:
-    """The most scales (up to 5) and the largest kernel (11, 7, 5, 3) that an image of `side` px allows.
+def _fits(side: int, scales: int, kernel: int) -> bool:
+    """torchmetrics needs side >= 2**scales and side > (kernel - 1) * (scales - 1)**2; the coarsest scale must
+    still hold one window."""
+    return (
+        side >= 2**scales
+        and side > (kernel - 1) * max(1, scales - 1) ** 2
+        and side // 2 ** (scales - 1) >= kernel
+    )
 
-    MS-SSIM halves the image at each scale, and torchmetrics needs side >= 2**scales and
-    side > (kernel - 1) * (scales - 1)**2. 512 px images get the standard 5 scales and kernel 11; 32 px get
-    3 scales and kernel 7 (Gaussian sigma 0.8). Fewer scales keep the leading weights, renormalised to sum to 1.
+
+def ms_ssim_settings(side: int) -> tuple[tuple[float, ...], int]:
+    """The most scales (up to 5) that an image of `side` px allows with a window of at least 7 px, and the
+    largest window (11 or 7) at that many scales; only images too small for a 7-px window get 5 or 3 px.
+
+    A window of 3 px (Gaussian sigma 0.3) weighs little more than one pixel: its contrast-structure term of
+    two unrelated images is far from 0, so "more scales" must not be bought with it. 512 px images get the
+    standard 5 scales and kernel 11; 64 px get 4 scales and kernel 7, 32 px 3 scales and kernel 7 (sigma 0.8).
+    Fewer scales keep the leading weights, renormalised to sum to 1.
     """
-    for scales in range(5, 0, -1):
-        for kernel in (11, 7, 5, 3):
-            if (
-                side >= 2**scales
-                and side > (kernel - 1) * max(1, scales - 1) ** 2
-                and side // 2 ** (scales - 1) >= kernel
-            ):
-                betas = DEFAULT_BETAS[:scales]
-                total = sum(betas)
-                return tuple(b / total for b in betas), kernel
+    for kernels in ((11, 7), (5, 3)):
+        for scales in range(5, 0, -1):
+            for kernel in kernels:
+                if _fits(side, scales, kernel):
+                    betas = DEFAULT_BETAS[:scales]
+                    total = sum(betas)
+                    return tuple(b / total for b in betas), kernel
     raise ConfigError(f"images of {side} px are too small for MS-SSIM")
 
 
