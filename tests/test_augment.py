@@ -194,3 +194,43 @@ def test_results_chart_bars_are_the_means_with_std_error_bars(tmp_path: Path) ->
     whisker = real.errorbar.lines[2][0].get_segments()[0]  # ± sample sd over the two seeds of n=16 real
     assert whisker[:, 1] == pytest.approx([0.7 - 0.1 * 2**0.5, 0.7 + 0.1 * 2**0.5])  # values 0.6 and 0.8
     assert not any(math.isnan(p.get_height()) for p in real + synthetic)
+
+
+def test_a_rerun_computes_again_only_the_arms_whose_inputs_changed(
+    tmp_path: Path, phantom_root: Path, tiny_fit: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = toy_config(tmp_path / "augment", phantom_root, tiny_fit / "checkpoints" / "last.ckpt")
+    config.sizes, config.conditions = [8], ["real", "synthetic_1x"]
+    first = run_experiment(config)
+    assert sorted(first.computed) == ["size8/real/seed0", "size8/synthetic_1x/seed0"]
+    record = tmp_path / "augment" / "synthetic" / "size8" / "generation.json"
+    assert json.loads(record.read_text())["guidance_scale"] == config.synthesis.guidance_scale
+
+    # another sampler: the synthetic set is drawn again and its arm recomputed; the real arm is reused
+    config.synthesis.guidance_scale = 7.0
+    second = run_experiment(config)
+    assert second.computed == ["size8/synthetic_1x/seed0"] and second.reused == ["size8/real/seed0"]
+    assert json.loads(record.read_text())["guidance_scale"] == 7.0
+
+    # another classifier budget: every arm, none averaged with arms of the old budget
+    config.classifier.steps = 4
+    third = run_experiment(config)
+    assert sorted(third.computed) == ["size8/real/seed0", "size8/synthetic_1x/seed0"]
+    assert all(row["steps"] == 4 for row in third.results)
+
+    # a result an older version wrote (no inputs recorded) is reused, and the run says so
+    arm = plan_arms(config)[0]
+    older = json.loads(arm.result_path(config.out).read_text())
+    del older["inputs"]
+    arm.result_path(config.out).write_text(json.dumps(older))
+    with caplog.at_level("WARNING"):
+        fourth = run_experiment(config)
+    assert not fourth.computed and "record no inputs" in caplog.text
+
+
+def test_a_finetune_whose_data_selects_other_images_names_the_size(tmp_path: Path, phantom_root: Path) -> None:
+    from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
+
+    overrides = {"root": str(phantom_root), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(ConfigError, match="for size 8;"):
+        finetune_for_size(str(TINY), tmp_path / "finetune", 8, overrides, {}, ["not-an-image-of-the-subset"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.data.real_split import read_split
 from cxr_ldm.evaluation.metrics.metric_names import AUROC
+from cxr_ldm.experiments.synthetic_augmentation.arm_inputs import arm_inputs, model_identity
 from cxr_ldm.experiments.synthetic_augmentation.classifier_arm import run_arm
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
@@ -68,11 +69,29 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
     out.mkdir(parents=True, exist_ok=True)
     settings = config.classifier
     summary = ExperimentSummary()
-    pending = [arm for arm in plan_arms(config) if read_arm_result(arm, out) is None]
+    model = model_identity(config, source)
+    keys = {arm: arm_inputs(config, arm, model) for arm in plan_arms(config)}
+    pending, unrecorded = [], []
     for arm in plan_arms(config):
-        if arm not in pending:
+        earlier = read_arm_result(arm, out)
+        if earlier is None:
+            pending.append(arm)
+        elif "inputs" not in earlier:  # written before arms recorded their inputs: nothing to check it by
+            unrecorded.append(arm.name)
+            summary.reused.append(arm.name)
+        elif keys[arm] is not None and earlier["inputs"] == keys[arm]:
             summary.reused.append(arm.name)
             LOG.info("arm %s finished earlier; skipped", arm.name)
+        else:
+            pending.append(arm)
+            LOG.warning(
+                "arm %s was made from other inputs (or by a model in memory); computing it again", arm.name
+            )
+    if unrecorded:
+        LOG.warning(
+            "%d arm results under %s record no inputs (an older version wrote them): reused as they are; "
+            "delete them to compute them again: %s", len(unrecorded), out / "arms", ", ".join(unrecorded),
+        )  # fmt: skip
     test = None
     if pending:
         test_module = load_datamodule_for(config.data, dict(config.data_overrides), settings.image_size)
@@ -95,14 +114,14 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
                 size_source = _source_for_size(config, size, real, source)
                 cached_source = size_source if config.diffusion.model is not None else None
             folder = ensure_synthetic(
-                size_source, real, out / "synthetic" / f"size{size}", max(multiples), config.synthesis
+                size_source, real, out / "synthetic" / f"size{size}", max(multiples), config.synthesis, model
             )
             synthetic = {
                 k: read_generated(folder, per_prompt=k, image_size=settings.image_size) for k in needed
             }
         for arm in todo:
             result = run_arm(training_set(arm.condition, real, synthetic), test, settings, arm.seed)
-            write_arm_result(arm, out, result)
+            write_arm_result(arm, out, {**result, "inputs": keys[arm]})
             summary.computed.append(arm.name)
             LOG.info("arm %s computed: macro AUROC %s", arm.name, result["metrics"].get(AUROC))
     summary.results = [read_arm_result(arm, out) for arm in plan_arms(config)]

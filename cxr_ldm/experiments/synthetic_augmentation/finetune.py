@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.experiments.units import claim_folder, digest, file_digest
 from cxr_ldm.training.fit import fit
 
 DONE_FILE = "finetune-done.json"
+LOG = logging.getLogger("cxr_ldm.experiments.synthetic_augmentation")
 
 
 def finetune_overrides(run_dir: Path, size: int, data_overrides: dict) -> dict:
@@ -31,21 +34,29 @@ def finetune_for_size(
     extra: dict,
     subset_ids: list[str],
 ) -> Path:
-    """Fine-tune (or resume, or reuse a finished run) and return its `last.ckpt`."""
+    """Fine-tune (or resume, or reuse a finished run of the same inputs) and return its `last.ckpt`. A run
+    folder made from another config file, other overrides or another subset is cleared first."""
     from cxr_ldm.training.datamodule import load_datamodule
 
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if (run_dir / DONE_FILE).is_file() and last.is_file():
-        return last
     if not Path(config_path).is_file():
         raise ConfigError(f"diffusion.finetune_config: {config_path} does not exist")
+    inputs = {
+        "config": file_digest(Path(config_path)),
+        "overrides": extra,
+        "data_overrides": data_overrides,
+        "size": int(size),
+        "subset": digest(sorted(subset_ids)),
+    }
+    if claim_folder(run_dir, inputs, LOG.warning) and (run_dir / DONE_FILE).is_file() and last.is_file():
+        return last
     check = load_datamodule(config_path, **data_overrides, max_images={"train": int(size)})
     check.setup()
     if sorted(check.datasets["train"].dicom_ids) != sorted(subset_ids):
         raise ConfigError(
             f"diffusion.finetune_config {config_path}: its data section selects other training images than the "
-            "experiment's `data` for size {size}; give both the same data options (views, filters, split, seed)"
+            f"experiment's `data` for size {size}; give both the same data options (views, filters, split, seed)"
         )
     fit([config_path], {**finetune_overrides(run_dir, size, data_overrides), **extra}, ckpt_path="auto")
     if not last.is_file():
