@@ -10,15 +10,18 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from _launch import local_launcher, toy_launch_args
 
 from cxr_ldm.commands.experiment import launch, parse_command
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.engine import run_experiment, run_unit
 from cxr_ldm.experiments.status_table import status_table
 from cxr_ldm.experiments.unit_job import UnitJob
 from cxr_ldm.experiments.unit_records import (
     DONE,
     EARLIER,
+    GONE,
     JOB,
     STARTED,
     clear_run,
@@ -130,3 +133,36 @@ def test_the_elapsed_column_counts_the_current_attempt_and_a_requeued_job_s_atte
     # A new job for the unit (a rerun after a failure) starts at attempt 1 again.
     clear_run(folder)
     assert record_start(folder, key)["attempt"] == 1
+
+
+def test_a_done_record_counts_only_while_its_files_and_result_are_as_they_were(tmp_path: Path) -> None:
+    """An arm whose config file was edited after its unit was done, or a unit whose result was deleted, is
+    pending again (a launcher submits it), not done; the in-process run records each unit as its own job."""
+    from test_experiment import UNET_TEXT
+
+    arm_file = tmp_path / "unet-text.yaml"
+    shutil.copy(UNET_TEXT[-1], arm_file)
+    args = toy_launch_args(
+        tmp_path,
+        "out",
+        seeds="[0]",
+        arms=[{"name": "unet-text", "configs": [*UNET_TEXT[:-1], str(arm_file)]}],
+    )
+    out = tmp_path / "out"
+    run_experiment(*parse_command(args).experiment)
+    job = read_result(out / "units" / ARM / JOB)
+    assert (job["cluster"], job["job_id"]) == ("local", str(os.getpid()))
+    assert read_result(out / "units" / ARM / STARTED)["pid"] == os.getpid()
+    assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "done"
+
+    (out / "baseline" / "result.json").unlink()
+    states = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
+    assert (states["baseline"].state, states["baseline"].detail) == ("pending", GONE)
+    assert states[ARM].state == "done"
+    # an edited file is in every unit's key: each is judged by its result, and the arm's is of other inputs
+    arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    states = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
+    assert states[ARM].state == "pending" and states["baseline"].state == "pending"
+    assert (states["references"].state, states["references"].detail) == ("done", EARLIER)
+    with pytest.raises(ConfigError, match="baseline/result.json is missing"):
+        run_unit(*parse_command(args).experiment, "report")

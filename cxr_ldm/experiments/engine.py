@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,15 @@ from cxr_ldm.experiments.unit_inputs import (
     reusable_arm_result,
     reusable_baseline,
 )
-from cxr_ldm.experiments.unit_records import DONE, clear_run, unit_folder, unit_key, write_record
+from cxr_ldm.experiments.unit_records import (
+    DONE,
+    JOB,
+    clear_run,
+    record_start,
+    unit_folder,
+    unit_key,
+    write_record,
+)
 from cxr_ldm.experiments.unit_start import start_unit
 from cxr_ldm.experiments.units import claim_folder, read_result, write_result
 from cxr_ldm.training.fit import fit
@@ -297,7 +306,10 @@ def _report_unit(
     references, _ = _references(config, log)
     baseline = None
     if config.protocol.baseline:
-        baseline = read_result(Path(config.out) / "baseline" / RESULT)["metrics"]
+        path = Path(config.out) / "baseline" / RESULT
+        if (found := read_result(path)) is None:
+            raise ConfigError(f"{path} is missing: unit {BASELINE} has not finished; run it again")
+        baseline = found["metrics"]
     arms = arm_results(config)
     ran = run_followups(config, followups, arms, log, data_overrides(config, Path(config.out)))
     outcome.results = assemble_results(config, references.ceilings, baseline, arms, ran, log.times)
@@ -344,10 +356,14 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         config.name, units=sum(unit.arm is not None for unit in units) + int(config.protocol.baseline)
     )
     outcome = ExperimentOutcome(results={})
+    files = UnitInputs(config).files
     for unit in units:
-        folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name)
+        folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
         clear_run(folder)
-        started = time.time()
+        # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
+        write_record(folder, JOB, {"key": key, "job_id": str(os.getpid()), "cluster": "local", "log": "",
+                                   "submitted": time.time()})  # fmt: skip
+        started = record_start(folder, key, host=os.uname().nodename, pid=os.getpid())["time"]
         done = run_unit(config, followups, unit.name, log)
         write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})
         outcome.computed += done.computed

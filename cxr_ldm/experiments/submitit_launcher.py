@@ -23,7 +23,7 @@ from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.launcher_spec import LauncherSpec
 from cxr_ldm.experiments.plan import REPORT, Unit, plan_units, waves
 from cxr_ldm.experiments.spec import ExperimentConfig
-from cxr_ldm.experiments.unit_inputs import UnitInputs, earlier_result
+from cxr_ldm.experiments.unit_inputs import UnitInputs, earlier_result, result_kept
 from cxr_ldm.experiments.unit_job import UnitJob
 from cxr_ldm.experiments.unit_records import (
     DONE,
@@ -67,14 +67,15 @@ class SubmititLauncher:
         print(f"[{self.config.name}] {text}", file=self.stream, flush=True)
 
     def key(self, unit: Unit) -> str:
-        return unit_key(self.config, self.followups, unit.name)
+        return unit_key(self.config, self.followups, unit.name, self.inputs.files)
 
     def state(self, unit: Unit) -> UnitState:
         """The unit's state from its records, or done by the result an earlier run left from the same inputs
         (a folder written before the launcher existed): never submitted again, as the engine would reuse it."""
         folder = unit_folder(self.config, unit.name)
         return unit_state(folder, unit.name, self.key(unit), self.live.get(unit.name),
-                          earlier=lambda: earlier_result(self.config, unit.name, self.inputs))  # fmt: skip
+                          earlier=lambda: earlier_result(self.config, unit.name, self.inputs),
+                          kept=result_kept(self.config, unit))  # fmt: skip
 
     def states(self) -> list[UnitState]:
         return [self.state(unit) for unit in self.units]

@@ -14,14 +14,23 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments import convergence
-from cxr_ldm.experiments.plan import BASELINE, REFERENCES, plan_units
+from cxr_ldm.experiments.plan import BASELINE, REFERENCES, Unit, plan_units
 from cxr_ldm.experiments.real_references import reference_inputs, references_built
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import digest, folder_digest, folder_holds, plain, read_result
+from cxr_ldm.experiments.units import digest, file_digest, folder_digest, folder_holds, plain, read_result
 from cxr_ldm.training.config_files import file_contents
 
 RESULT = "result.json"
+
+
+def checkpoint_file(path: str | None) -> dict:
+    """`{"checkpoint_file": digest}` of a checkpoint given by path (a file replaced under the same path is
+    another model), or nothing when none is given or it is missing (its unit reports that)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    return {"checkpoint_file": file_digest(Path(path))}
 
 
 def config_contents(arm: ArmSpec) -> str:
@@ -42,8 +51,11 @@ class UnitInputs:
 
     @property
     def references(self) -> dict:
-        """The evaluator's folder: the data, its config, the evaluator, the pretrained pipeline."""
-        return {**reference_inputs(self.config), "pretrained": self.pretrained}
+        """The evaluator's folder: the data, its config, the evaluator (its checkpoint's bytes when given),
+        the pretrained pipeline."""
+        evaluator = checkpoint_file(self.config.evaluator.checkpoint)
+        return {**reference_inputs(self.config), "pretrained": self.pretrained,
+                **({"evaluator_file": evaluator["checkpoint_file"]} if evaluator else {})}  # fmt: skip
 
     @property
     def retriever(self) -> dict:
@@ -51,14 +63,16 @@ class UnitInputs:
         inputs = {**self.references, "retriever": asdict(config.retriever)}
         if config.retriever.config is not None:
             inputs["retriever_config"] = digest(file_contents(config.retriever.config))
-        return inputs
+        return {**inputs, **checkpoint_file(config.retriever.checkpoint)}
 
     @property
     def evaluation(self) -> dict:
         """What every evaluation (the baseline's, each arm's) is made from (the thread count comes with the
         references)."""
         config = self.config
-        return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever)}
+        retriever = checkpoint_file(config.retriever.checkpoint)
+        return {**self.references, "protocol": asdict(config.protocol), "retriever": asdict(config.retriever),
+                **({"retriever_file": retriever["checkpoint_file"]} if retriever else {})}  # fmt: skip
 
     def arm_fit(self, arm: ArmSpec, seed: int) -> dict:
         """An (arm, seed) unit's folder: what its fits are made from. With `convergence`, the references too:
@@ -66,10 +80,40 @@ class UnitInputs:
         config = self.config
         inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
                   "pretrained": self.pretrained, "data": asdict(config.data),
-                  "config_files": config_contents(arm), **convergence.unit_inputs(config)}  # fmt: skip
+                  "config_files": config_contents(arm), **convergence.unit_inputs(config),
+                  **checkpoint_file(arm.checkpoints.get(seed))}  # fmt: skip
         if config.convergence is not None:
             inputs["references"] = self.references
         return inputs
+
+    @cached_property
+    def files(self) -> str:
+        """A digest of the files the config names, as far as they are cheap to read: every config file (the
+        arms', the data's, the retriever's) by content, a checkpoint given by path by its size and modification
+        time. It goes into every unit's key (unit_records.py), so a launcher's record made before one of them
+        changed is no record of its unit. The pretrained pipeline is left out (an experiment may build it
+        after its units are keyed); the engine judges it by its bytes when it runs a unit."""
+        config = self.config
+
+        def read(path: str | None):
+            try:
+                return None if path is None else digest(file_contents(path))
+            except ConfigError as error:  # a missing or broken file: the unit that reads it reports it
+                return str(error)
+
+        def stamp(path: str | None):
+            return (
+                [Path(path).stat().st_size, Path(path).stat().st_mtime_ns]
+                if path and Path(path).is_file()
+                else None
+            )
+
+        arms = {arm.name: [read(path) for path in [*arm.configs, *(q for prep in arm.prepare for q in prep.configs)]]
+                for arm in config.arms}  # fmt: skip
+        checkpoints = [config.evaluator.checkpoint, config.retriever.checkpoint,
+                       *(path for arm in config.arms for path in arm.checkpoints.values())]  # fmt: skip
+        return digest({"data": read(config.data.config), "retriever": read(config.retriever.config),
+                       "arms": arms, "checkpoints": [stamp(path) for path in checkpoints]})  # fmt: skip
 
 
 def same_inputs(recorded, inputs: dict) -> bool:
@@ -91,6 +135,19 @@ def reusable_arm_result(run_dir: Path, fit_inputs: dict, evaluation_inputs: dict
 def reusable_baseline(folder: Path, evaluation_inputs: dict) -> dict | None:
     """The pretrained baseline's result when its folder holds these evaluation inputs, else None."""
     return read_result(folder / RESULT) if folder_holds(folder, evaluation_inputs) else None
+
+
+def result_kept(config: ExperimentConfig, unit: Unit):
+    """For a unit that leaves a result of its own (the references, the baseline, an arm), a check that it is
+    still on disk; None for the others."""
+    out = Path(config.out)
+    if unit.name == REFERENCES:
+        return lambda: references_built(config, out)
+    if unit.name == BASELINE:
+        return (out / "baseline" / RESULT).is_file
+    if unit.arm is not None:
+        return (out / "arms" / unit.arm / f"seed{unit.seed}" / RESULT).is_file
+    return None
 
 
 def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | None = None) -> dict | None:
@@ -119,9 +176,11 @@ def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | Non
 __all__ = [
     "RESULT",
     "UnitInputs",
+    "checkpoint_file",
     "config_contents",
     "earlier_result",
     "reusable_arm_result",
+    "result_kept",
     "reusable_baseline",
     "same_inputs",
 ]

@@ -17,6 +17,7 @@ from submitit.helpers import Checkpointable
 from cxr_ldm.experiments.cluster_fit import is_first_task
 from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.spec import ExperimentConfig
+from cxr_ldm.experiments.unit_inputs import UnitInputs
 from cxr_ldm.experiments.unit_records import DONE, record_start, unit_folder, unit_key, write_record
 
 
@@ -29,7 +30,7 @@ class UnitJob(Checkpointable):
     def __call__(self) -> list[str]:
         from cxr_ldm.experiments.engine import run_unit
 
-        key = unit_key(self.config, self.followups, self.name)
+        key = unit_key(self.config, self.followups, self.name, UnitInputs(self.config).files)
         folder = unit_folder(self.config, self.name)
         started = time.time()
         if is_first_task():  # attempt 2, 3...: the same job requeued (preempted, timed out)

@@ -1,6 +1,7 @@
 """A launcher's record of each unit, under `<out>/units/<unit>/`: `job.json` (the job that runs it: its id,
 cluster and log), `started.json` and `done.json` (written by the unit itself), each stamped with the unit's
-key (a digest of the experiment config and follow-ups: a record of other inputs is no record of this one).
+key (a digest of the experiment config, the follow-ups and the contents of the files they name: a record of
+other inputs is no record of this one).
 `started.json` also counts the job's attempts: a requeued job (preempted, timed out) starts again and
 writes attempt 2, 3, ..., keeping the time of its first start.
 
@@ -29,9 +30,11 @@ JOB, STARTED, DONE = "job.json", "started.json", "done.json"
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
-def unit_key(config: ExperimentConfig, followups: Sequence[Followup], name: str) -> str:
+def unit_key(config: ExperimentConfig, followups: Sequence[Followup], name: str, files: str = "") -> str:
+    """The unit's key: the experiment config, the follow-ups' settings, the unit's name and `files`, the
+    digest of the files the config names (experiments/unit_inputs.py `UnitInputs.files`)."""
     settings = {f.key: plain(f.settings) for f in followups}
-    return digest({"config": plain(config), "followups": settings, "unit": name})
+    return digest({"config": plain(config), "followups": settings, "unit": name, "files": files})
 
 
 def unit_folder(config: ExperimentConfig, name: str) -> Path:
@@ -114,6 +117,7 @@ def job_alive(job: dict, live=None) -> str | None:
 
 
 EARLIER = "earlier run"
+GONE = "its result is gone"  # a done record whose result was deleted
 
 
 def result_seconds(result: dict) -> float | None:
@@ -123,11 +127,17 @@ def result_seconds(result: dict) -> float | None:
 
 
 def unit_state(
-    folder: Path, name: str, key: str, live=None, earlier: Callable[[], dict | None] | None = None
+    folder: Path,
+    name: str,
+    key: str,
+    live=None,
+    earlier: Callable[[], dict | None] | None = None,
+    kept: Callable[[], bool] | None = None,
 ) -> UnitState:
     """The unit's state from its records. `live`: submitit's Job when this process submitted it. `earlier`:
     asked (only when neither a done record nor a live job says otherwise) for the unit's result an earlier
-    run left from the same inputs; with one the unit is done."""
+    run left from the same inputs; with one the unit is done. `kept` (a unit that leaves a result of its own):
+    whether that result is still there; a done record of a unit whose result was deleted counts for nothing."""
     done = read_record(folder, DONE, key)
     job = read_record(folder, JOB, key)
     started = read_record(folder, STARTED, key)
@@ -135,6 +145,8 @@ def unit_state(
     attempts = started.get("attempt", 1) if started else None
     first = started.get("first_time", started["time"]) if started else None
     if done is not None:
+        if kept is not None and not kept():
+            return UnitState(name, "pending", job_id, None, log, GONE, attempts)
         since_first = None if first is None else done["time"] - first
         return UnitState(name, "done", job_id, done["seconds"], log, "", attempts, since_first)
     alive = None if job is None else job_alive(job, live)
@@ -153,6 +165,7 @@ def unit_state(
 __all__ = [
     "DONE",
     "EARLIER",
+    "GONE",
     "JOB",
     "STARTED",
     "UnitState",
