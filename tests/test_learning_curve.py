@@ -92,6 +92,13 @@ def test_early_stopping_stops_a_flat_curve_and_lets_a_rising_one_run_to_the_cap(
     warmed = scripted_fit(tmp_path / "warm", FLAT, min_steps=35)
     assert warmed["stopped_early"] and warmed["last_step"] == 35
     assert status(warmed, SPEC)["text"] == "converged at step 35"
+    # a patience signal at step 15, held to min_steps 35 while the curve took off: ended on a rise, not converged
+    took_off = scripted_fit(
+        tmp_path / "took-off", [0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9], min_steps=35
+    )
+    assert took_off["stopped_early"] and took_off["last_step"] == 35
+    assert status(took_off, SPEC)["status"] == RISING
+    assert status(took_off, SPEC)["text"].startswith("still rising when stopped at step 35")
     rising = scripted_fit(tmp_path / "rising", RISING_CURVE)
     assert rising["last_step"] == 50 and not rising["stopped_early"]
     assert len(rising["records"]) == 10

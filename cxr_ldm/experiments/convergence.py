@@ -5,7 +5,9 @@ the probe of evaluation/learning_curve.py), and each (arm, seed) is declared "co
 The rule, fixed in the experiment's `convergence` section before any result is read (spec.ConvergenceSpec):
 replay EarlyStopping on the recorded probes (an improvement is a value above the best so far by more than
 `min_delta`; `wait` counts the probes since the last one); no fit stops before `min_steps` (Lightning's
-`Trainer(min_steps)`). A fit that EarlyStopping stopped is converged at the step it stopped. A fit that reached its cap is converged when its last `patience` probes brought no
+`Trainer(min_steps)`). A fit that EarlyStopping stopped is converged at the step it stopped, unless the stop was a patience signal
+held until `min_steps` and the probes after it rose again (its last `patience` probes hold an improvement):
+that fit is still rising. A fit that reached its cap is converged when its last `patience` probes brought no
 improvement (wait >= patience: it would have stopped there), at the step where wait reached patience;
 otherwise it is still rising at the cap. With `ceiling_margin` set, a fit also stops at the first probe within
 that margin of the evaluator's balanced accuracy on the real test images (EarlyStopping's `stopping_threshold`):
@@ -124,6 +126,12 @@ def status(curve: dict | None, spec: ConvergenceSpec) -> dict:
                 reached = record["step"]
     found = {"best": best, "best_step": best_step}
     at_ceiling = bool(curve.get("finished")) and curve.get("stopping_reason") == AT_THRESHOLD
+    if curve.get("stopped_early") and not at_ceiling and wait < spec.patience:
+        # a patience signal before `min_steps` is held until then (Lightning's `min_steps`); probes after it
+        # rose again, so the fit ended on a rise, not on its plateau
+        step = curve["last_step"]
+        text = f"still rising when stopped at step {step} (the patience signal before min_steps held)"
+        return {"status": RISING, "step": None, **found, "text": text}
     if curve.get("stopped_early") or at_ceiling:  # the threshold may be reached at the cap itself
         step = curve["last_step"]
         why = " (at the real images' level)" if at_ceiling else ""
