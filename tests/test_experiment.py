@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,6 +177,18 @@ def test_a_phantom_of_other_settings_is_made_anew_and_foreign_folders_are_refuse
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "phantom-manifest.json").write_text(json.dumps({"generator": "someone else"}))
+    # killed while making it: no half tree at data.root, and the next run makes it
+    killed = tmp_path / "killed"
+    script = f"from cxr_ldm.experiments.phantom_data import ensure_phantom; ensure_phantom({str(killed)!r}, 4000, 64)"
+    maker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    partial = tmp_path / ".killed.partial"
+    while maker.poll() is None and not any(partial.rglob("*.jpg")):
+        time.sleep(0.1)
+    maker.kill()
+    maker.wait()
+    assert any(partial.rglob("*.jpg")) and not killed.exists()
+    ensure_phantom(killed, 40, 32)
+    assert (killed / "phantom-manifest.json").is_file() and not partial.exists()
     with pytest.raises(ConfigError, match="not a phantom made by cxr_ldm"):
         ensure_phantom(foreign, 40, 32)
 

@@ -14,7 +14,9 @@ def ensure_phantom(data: Path, studies: int, size: int, seed: int = 0, say=print
 
     A phantom of other settings (an earlier run's size) is made anew: the manifest proves the folder is a
     phantom, and the data caches key on the CSV files, so nothing stale is read. A folder that is not a
-    phantom is never deleted.
+    phantom is never deleted. The phantom is made in a sibling folder `.<name>.partial` and renamed into
+    place when complete, so a run killed while making it leaves no half tree at `data` (the next run
+    deletes the partial folder and starts again).
     """
     from cxr_ldm.phantom import generate_phantom
 
@@ -34,4 +36,9 @@ def ensure_phantom(data: Path, studies: int, size: int, seed: int = 0, say=print
             f"data.root {data} exists but holds no phantom-manifest.json; set data.phantom: null for real data "
             "or data.root to an empty or missing folder"
         )
-    generate_phantom(data, studies, size, seed, progress=False)
+    partial = data.with_name(f".{data.name}.partial")
+    if partial.exists():
+        say(f"deleting {partial}: a phantom whose making was cut short")
+        shutil.rmtree(partial)
+    generate_phantom(partial, studies, size, seed, progress=False)
+    partial.rename(data)
