@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from _tiny_run import TINY, cli_args, fit_args, load_state, run_fit
@@ -84,6 +86,18 @@ def test_resume_continues_step_ema_and_optimizer(tmp_path, phantom_root, monkeyp
     final = load_state(checkpoints / "last.ckpt")
     assert final["global_step"] == 4
     assert final["ema"]["num_updates"] == 4
+
+
+def test_fit_and_validate_take_a_checkpoint_file_as_ckpt_path(tmp_path, phantom_root, tiny_fit):
+    """`--ckpt_path FILE` (not only `last`): the fit goes on from that file's step, validate reads it."""
+    copy = tmp_path / "elsewhere" / "step4.ckpt"
+    copy.parent.mkdir()
+    shutil.copy(tiny_fit / "checkpoints" / "last.ckpt", copy)
+    run = tmp_path / "run"
+    assert main(fit_args(run, phantom_root, "--trainer.max_steps", "5", "--ckpt_path", str(copy))) == 0
+    assert load_state(run / "checkpoints" / "last.ckpt")["global_step"] == 5
+    validate = ["validate", *fit_args(run, phantom_root)[1:], "--ckpt_path", str(copy)]
+    assert main(validate) == 0
 
 
 def test_tensorboard_has_loss_lr_and_sample_grid(trained):

@@ -153,6 +153,12 @@ class CxrLdmCLI(LightningCLI):
             return
         super().parse_arguments(parser, args)
 
+    def _parse_ckpt_path(self) -> None:
+        """The config names the model whole, so a checkpoint's saved hyperparameters are not parsed back into
+        it: Lightning would read them as a bare LightningModule's (this project's model saves its arguments as
+        a plain mapping, with no class path) and refuse every `--ckpt_path FILE`. The weights, optimizer and
+        loop state are restored from the file as usual."""
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         loggers = config.get("trainer.logger")
