@@ -271,6 +271,24 @@ def test_checkpoint_saved_at_validation_end_is_checked_for_nonfinite_losses(tmp_
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing a non-finite step reached was written
 
 
+def test_a_resumed_fit_keeps_counting_its_skipped_nonfinite_steps(tmp_path):
+    """The count that `nonfinite_max_skips` limits goes on across a resume: 2 steps skipped before the
+    checkpoint and 1 after are 3, as in the uninterrupted fit."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(steps, ckpt_path=None):
+        model = LatentDiffusion(
+            **tiny_init_args(noise_offset=1e39, nonfinite_loss="skip", nonfinite_max_skips=100)
+        )
+        every = ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = tiny_trainer(tmp_path, max_steps=steps, enable_checkpointing=True, callbacks=[every])
+        trainer.fit(model, tiny_batches(8), ckpt_path=ckpt_path)
+        return model
+
+    assert fit(2).nonfinite.steps_skipped == 2
+    assert fit(3, ckpt_path=tmp_path / "step=2.ckpt").nonfinite.steps_skipped == 3
+
+
 def test_model_fitted_again_starts_its_counts_afresh_and_a_failed_fit_leaves_it_whole(tmp_path):
     model = LatentDiffusion(
         **tiny_init_args(noise_offset=1e39, nonfinite_loss="skip", nonfinite_max_skips=100)

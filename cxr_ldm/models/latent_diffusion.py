@@ -357,9 +357,9 @@ class LatentDiffusion(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = self.state_dict(keep_vars=True)
-        self.nonfinite.steps_skipped = read_model_entries(
-            checkpoint, self._frozen_pretrained, state, self.ema
-        )
+        # counted on from on_fit_start, which starts a fit's counts afresh after this hook has run
+        self._resumed_skips = read_model_entries(checkpoint, self._frozen_pretrained, state, self.ema)
+        self.nonfinite.steps_skipped = self._resumed_skips
 
     # ----------------------------------------------------------------- speed options (fit)
     def setup(self, stage: str) -> None:
@@ -378,8 +378,10 @@ class LatentDiffusion(LightningModule):
             compile_forward(self.unet)
 
     def on_fit_start(self) -> None:
-        # A model object fitted again (Python API) starts its counts afresh.
+        # A model object fitted again (Python API) starts its counts afresh; a resumed fit goes on from its
+        # checkpoint's count.
         self.nonfinite.reset()
+        self.nonfinite.steps_skipped, self._resumed_skips = getattr(self, "_resumed_skips", 0), 0
         strategy = self.trainer.strategy
         self.nonfinite.across_ranks(lambda t, op: strategy.reduce(t, reduce_op=op), strategy.root_device)
         self._batches_since_step = 0
