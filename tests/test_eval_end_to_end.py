@@ -312,7 +312,11 @@ def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, cla
                                  num_inference_steps=2)  # fmt: skip
     callback.on_validation_epoch_end(trainer, model)
     assert not logged  # every 2nd validation only
-    callback.on_validation_epoch_end(trainer, model)
+    # resumed from a checkpoint after that validation: the count goes on, the next one evaluates
+    resumed = GenerationMetrics(str(classifier_ckpt), split="test", every_n_validations=2, num_images=4,
+                                num_inference_steps=2)  # fmt: skip
+    resumed.load_state_dict(callback.state_dict())
+    resumed.on_validation_epoch_end(trainer, model)
     assert {"eval/fid_xrv", "eval/ms_ssim", "eval/cond_accuracy"} <= set(logged)
 
 

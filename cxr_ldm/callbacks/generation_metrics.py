@@ -81,6 +81,14 @@ class GenerationMetrics(Callback):
         labels = torch.stack([it["labels"] for it in items]) if "labels" in items[0] else None
         return [it["prompt"] for it in items], images, labels
 
+    def state_dict(self) -> dict:
+        """The validations counted so far, kept in the checkpoint: a resumed fit evaluates at the same
+        validations as an uninterrupted one."""
+        return {"validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.validations = int(state_dict.get("validations", 0))
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
