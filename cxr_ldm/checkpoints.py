@@ -46,13 +46,19 @@ class UnsafeCheckpointError(ConfigError):
 
 
 def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any) -> dict[str, Any]:
-    """`torch.load(path, weights_only=True)`; a file that needs arbitrary unpickling is refused, by name."""
+    """`torch.load(path, weights_only=True)`; a file that needs arbitrary unpickling is refused, by name, and
+    so is one torch cannot read (truncated, or no PyTorch file)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: checkpoint {path} does not exist") from None
     except Exception as error:
-        if "weights_only" not in str(error) and "Weights only" not in str(error):
-            raise
         first = str(error).strip().splitlines()
+        if "weights_only" not in str(error) and "Weights only" not in str(error):
+            raise ConfigError(
+                f"{option}: {path} could not be read as a PyTorch checkpoint ({first[0] if first else error.__class__.__name__}): "
+                "it is truncated (a copy or download cut short) or no checkpoint; use another one"
+            ) from None
         raise UnsafeCheckpointError(
             f"{option}: {path} holds objects other than tensors and plain data, so it was not opened "
             "(loading it could run code). Use a checkpoint written by this project's training, or, if you "

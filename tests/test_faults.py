@@ -381,3 +381,28 @@ def test_an_empty_prompt_stays_empty_through_generation(tmp_path):
     prompts.write_text("prompt,Pleural Effusion\n,1\nnormal,0\n")
     assert main(_generate(tmp_path / "out", prompts)) == 0
     assert read_generated(tmp_path / "out").prompts == ["", "normal"]
+
+
+def test_an_unreadable_or_foreign_checkpoint_is_refused_by_name(tmp_path, phantom_root, tiny_fit, capsys):
+    """A truncated checkpoint (a copy cut short), a file no fit wrote, and a resume with other trained parts:
+    one line naming the file (or the key) and the fix, exit 2, no traceback."""
+    import torch
+
+    last = tiny_fit / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"net.weight": torch.zeros(2)}}, foreign)
+    for path, needle in ((truncated, "truncated"), (foreign, "no checkpoint written by")):
+        _refused(["export", "--ckpt", str(path), "--out", str(tmp_path / "out")], capsys, str(path), needle)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    _refused(["generate", "--model", str(truncated), "--prompts", str(prompts), "--out", str(tmp_path / "g")],
+             capsys, str(truncated), "truncated")  # fmt: skip
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(last, run / "checkpoints" / "last.ckpt")
+    other_parts = ["--model.init_args.trainable", '{"unet": {"lr": 1e-4}, "text_encoder": {"lr": 1e-4}}']
+    _refused(
+        fit_args(run, phantom_root, *other_parts, "--ckpt_path", "last"), capsys, "model.init_args.trainable"
+    )

@@ -15,17 +15,28 @@ DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors
 
 
 def checkpoint_kind(path: Path) -> str:
-    """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys."""
+    """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys; ConfigError
+    for any other file."""
     from cxr_ldm.checkpoints import read_checkpoint
+    from cxr_ldm.errors import ConfigError
 
     checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
+    if not isinstance(checkpoint.get("state_dict"), dict) or "pytorch-lightning_version" not in checkpoint:
+        raise ConfigError(
+            f"--ckpt {path} is no checkpoint written by `python -m cxr_ldm fit` (no Lightning state)"
+        )
     prefixes = {key.split(".", 1)[0] for key in checkpoint["state_dict"]}
     prefixes |= set(checkpoint.get("frozen_pretrained", {}))  # left out of the state dict, rebuilt on load
     if "unet" in prefixes:
         return "latent_diffusion"
     if "projection" in prefixes and "vae" not in prefixes:
         return "text_projection"
-    return "autoencoder"
+    if "vae" in prefixes:
+        return "autoencoder"
+    raise ConfigError(
+        f"--ckpt {path} holds none of the models export writes (LatentDiffusion, Autoencoder, "
+        f"TextProjectionPretrainer; its parts: {sorted(prefixes)[:5]})"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cxr_ldm.errors import ConfigError
+
 
 class EmaWeights:
     """Shadow copies of named parameters; `swapped_in` puts them in place for sampling or export."""
@@ -59,7 +61,11 @@ class EmaWeights:
         shadows = state["shadows"]
         missing = sorted(set(self._names) - set(shadows))
         if missing:
-            raise KeyError(f"the checkpoint's EMA has no shadow for {missing[:3]} ({len(missing)} missing)")
+            raise ConfigError(
+                f"the checkpoint's EMA has no shadow for {missing[:3]} ({len(missing)} missing): it was trained "
+                "with other trained parts; resume with the model.init_args.trainable (and lora, "
+                "textual_inversion) it was trained with, or start a new run"
+            )
         with torch.no_grad():
             for name, shadow in zip(self._names, self.shadows(), strict=True):
                 shadow.copy_(shadows[name])
