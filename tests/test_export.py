@@ -87,3 +87,37 @@ def test_export_without_ema_weights_is_refused(tmp_path, checkpoint, capsys):
     assert (
         export_pipeline(model, tmp_path / "raw") / "unet"
     ).is_dir()  # no EMA: the default is the raw weights
+
+
+def _projected_domain_encoder() -> dict:
+    """The MiniLM encoder (384 wide) through a linear projection into a 32-wide cross-attention."""
+    from _tiny_run import domain_encoder_init_args
+
+    args = domain_encoder_init_args(conditioning={"max_prompt_tokens": 16, "text_projection": "linear"})
+    args["components"]["unet_config"] = {**args["components"]["unet_config"], "cross_attention_dim": 32}
+    return args
+
+
+@pytest.mark.parametrize("text", ["clip-16-tokens", "domain-encoder-projection"])
+def test_a_folder_with_a_custom_text_side_generates_as_the_model_does(tmp_path, text):
+    """`generate` / `evaluate --model <exported folder>` encode prompts as the model was trained to (prompt
+    length, padding mask, projection; text_conditioning.json), not as the plain pipeline would."""
+    from _tiny_run import tiny_init_args
+
+    from cxr_ldm.generation.export import CONDITIONING_FILE, export_pipeline
+    from cxr_ldm.generation.image_source import CheckpointSource, load_image_source
+
+    torch.manual_seed(0)
+    args = (
+        tiny_init_args(conditioning={"max_prompt_tokens": 16})
+        if text == "clip-16-tokens"
+        else _projected_domain_encoder()
+    )
+    model = LatentDiffusion(**args).eval()
+    out = export_pipeline(model, tmp_path / "exported")
+    assert (out / CONDITIONING_FILE).is_file()
+    prompts, seeds = ["normal", "pleural effusion"], [0, 1]
+    expected = CheckpointSource(model).sample(prompts, seeds, num_inference_steps=2)
+    assert torch.allclose(
+        load_image_source(out).sample(prompts, seeds, num_inference_steps=2), expected, atol=1e-5
+    )

@@ -2,8 +2,8 @@
 
 Every variant gives a `StableDiffusionPipeline` directory (safetensors): LoRA adapters are merged into the
 base weights, new textual-inversion tokens are written into the tokenizer and merged into the embedding
-table. A model whose text side diffusers' pipeline cannot represent (a non-CLIP encoder, a text projection)
-gets, beside the pipeline, `text_projection/` (when it has one), `text_conditioning.json` and a README
+table. A model whose text side diffusers' pipeline cannot represent (a non-CLIP encoder, a text projection,
+a prompt length other than the tokenizer's, a padding mask) gets, beside the pipeline, `text_projection/` (when it has one), `text_conditioning.json` and a README
 with the few lines that compute `prompt_embeds` (see docs/variants.md).
 """
 
@@ -77,9 +77,17 @@ image = generate(["pleural effusion"], num_inference_steps=75, guidance_scale=4.
 
 
 def needs_custom_text(model: LatentDiffusion) -> bool:
-    """True when the pipeline's own prompt encoding would differ from the trained one."""
-    model_type = getattr(model.text.encoder.config, "model_type", "")
-    return model.text.projection is not None or not model_type.startswith("clip")
+    """True when the pipeline's own prompt encoding would differ from the trained one: a text projection, a
+    non-CLIP encoder, a padding mask, or a prompt length other than the tokenizer's (which the pipeline pads
+    to)."""
+    text = model.text
+    model_type = getattr(text.encoder.config, "model_type", "")
+    return (
+        text.projection is not None
+        or not model_type.startswith("clip")
+        or text.use_attention_mask
+        or text.max_length != getattr(text.tokenizer, "model_max_length", None)
+    )
 
 
 def export_pipeline(

@@ -9,8 +9,10 @@ import torch
 
 from cxr_ldm.checkpoints import load_checkpoint
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.generation.cross_attention_masks import cross_attention_masks
 from cxr_ldm.generation.sampling import sample
 from cxr_ldm.models.samplers import make_sampler
+from cxr_ldm.models.text_conditioner import TextConditioner
 
 
 class ImageSource(Protocol):
@@ -52,13 +54,18 @@ class CheckpointSource:
 
 
 class PipelineSource:
-    """A diffusers `StableDiffusionPipeline` directory (for example one written by `cxr_ldm export`)."""
+    """A diffusers `StableDiffusionPipeline` directory (for example one written by `cxr_ldm export`). `text`:
+    the trained text side that such a folder describes in `text_conditioning.json` (`exported_text`), used
+    instead of the pipeline's own prompt encoding."""
 
-    def __init__(self, pipeline, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, pipeline, device: torch.device | str = "cpu", text: TextConditioner | None = None
+    ) -> None:
         self.pipeline = pipeline.to(device)
         self.pipeline.set_progress_bar_config(disable=True)
         self.device = torch.device(device)
         self._scheduler_config = pipeline.scheduler.config
+        self.text = None if text is None else text.to(device).eval()
 
     @torch.no_grad()
     def sample(
@@ -68,17 +75,40 @@ class PipelineSource:
             raise ValueError("sample() needs one seed per prompt")
         self.pipeline.scheduler = make_sampler(scheduler, self._scheduler_config)
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        images = self.pipeline(
-            list(prompts),
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generators,
-            output_type="pt",
-        ).images
+        settings = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                    "generator": generators, "output_type": "pt"}  # fmt: skip
+        if self.text is None:
+            images = self.pipeline(list(prompts), **settings).images
+        else:
+            with cross_attention_masks(self.text, self.pipeline.unet, list(prompts), "") as (context, uncond):
+                images = self.pipeline(
+                    prompt_embeds=context, negative_prompt_embeds=uncond, **settings
+                ).images
         return images.float().clamp(0, 1).cpu()
 
     def vae(self):
         return self.pipeline.vae
+
+
+def exported_text(folder: Path, pipeline) -> TextConditioner | None:
+    """The text side an exported folder describes in `text_conditioning.json` (a domain encoder, a text
+    projection, a prompt length or padding mask other than the pipeline's): the pipeline's tokenizer and
+    encoder with that length and mask, and the folder's projection. None for a folder without the file."""
+    import json
+
+    from cxr_ldm.generation.export import CONDITIONING_FILE
+    from cxr_ldm.models.text_projection import load_projection
+
+    record = folder / CONDITIONING_FILE
+    if not record.is_file():
+        return None
+    spec = json.loads(record.read_text())
+    projection = None
+    if spec.get("projection"):
+        projection = load_projection(folder / spec["projection"], f"{record} projection")
+    return TextConditioner(
+        pipeline.text_encoder, pipeline.tokenizer, projection, spec["max_length"], spec["use_attention_mask"]
+    )
 
 
 def load_image_source(
@@ -97,7 +127,7 @@ def load_image_source(
         pipeline = StableDiffusionPipeline.from_pretrained(
             path, safety_checker=None, requires_safety_checker=False
         )
-        return PipelineSource(pipeline, device)
+        return PipelineSource(pipeline, device, exported_text(path, pipeline))
     from cxr_ldm.models import LatentDiffusion
 
     return CheckpointSource(load_checkpoint(path, LatentDiffusion, "--model"), device)
