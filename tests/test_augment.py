@@ -228,7 +228,9 @@ def test_a_rerun_computes_again_only_the_arms_whose_inputs_changed(
     assert not fourth.computed and "record no inputs" in caplog.text
 
 
-def test_a_finetune_whose_data_selects_other_images_names_the_size(tmp_path: Path, phantom_root: Path) -> None:
+def test_a_finetune_whose_data_selects_other_images_names_the_size(
+    tmp_path: Path, phantom_root: Path
+) -> None:
     from cxr_ldm.experiments.synthetic_augmentation.finetune import finetune_for_size
 
     overrides = {"root": str(phantom_root), "cache_dir": str(tmp_path / "cache")}

@@ -121,3 +121,21 @@ def test_a_folder_with_a_custom_text_side_generates_as_the_model_does(tmp_path, 
     assert torch.allclose(
         load_image_source(out).sample(prompts, seeds, num_inference_steps=2), expected, atol=1e-5
     )
+
+
+def test_an_exported_folder_samples_as_its_checkpoint_with_every_sampler(tmp_path):
+    """The folder's scheduler config is PNDM's: every other sampler built from it (DDIM's last step
+    included) is the one the checkpoint samples with."""
+    from _tiny_run import tiny_init_args
+
+    from cxr_ldm.generation.export import export_pipeline
+    from cxr_ldm.generation.image_source import CheckpointSource, load_image_source
+    from cxr_ldm.models.samplers import SAMPLERS
+
+    torch.manual_seed(0)
+    model = LatentDiffusion(**tiny_init_args()).eval()
+    exported = load_image_source(export_pipeline(model, tmp_path / "exported"))
+    for name in SAMPLERS:
+        expected = CheckpointSource(model).sample(["normal"], [0], num_inference_steps=3, scheduler=name)
+        got = exported.sample(["normal"], [0], num_inference_steps=3, scheduler=name)
+        assert torch.allclose(got, expected, atol=1e-5), name

@@ -16,7 +16,9 @@ from cxr_ldm.errors import ConfigError
 
 SAMPLERS = {
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
-    "ddim": (DDIMScheduler, {}),
+    # DDIM's last step as it samples from a training schedule (which has no such key); stated, so that an
+    # exported folder, whose scheduler config is PNDM's (False), samples as its checkpoint does
+    "ddim": (DDIMScheduler, {"set_alpha_to_one": True}),
     "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
     "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
