@@ -158,3 +158,29 @@ def test_without_a_trainer_load_time_skips_go_to_a_temporary_folder_made_by_the_
     (folder,) = temp.glob("cxr_ldm-load-skips-*")  # made by the skip of the truncated image
     assert list(folder.glob("skipped-*.csv"))
     assert _match(datamodule.skipped)[f"{dicom(106)}.jpg"] == "load"
+
+
+def test_a_split_read_once_leaves_an_unreadable_image_out_instead_of_repeating_its_neighbour(
+    phantom_root: Path, tmp_path: Path, caplog
+) -> None:
+    """Under `skip` the dataset hands out the next image for one that cannot be read; the real test set (FID
+    ceilings, shown prompts, report checks) keeps every image once, each with its own report."""
+    import shutil
+
+    from _tiny_run import TINY
+
+    from cxr_ldm.data.real_split import read_split
+    from cxr_ldm.training.datamodule import load_datamodule_for
+
+    root = tmp_path / "phantom"
+    shutil.copytree(phantom_root, root)
+    module = load_datamodule_for(TINY, {"root": str(root), "cache_dir": str(tmp_path / "cache")}, 32)
+    module.setup()
+    test = module.datasets["test"]
+    (module.options.images_dir / test.paths[0]).write_bytes(b"not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        split = read_split(module, "test")
+    assert len(split) == len(test) - 1 and len(set(split.ids)) == len(split.ids)
+    assert test.dicom_ids[0] not in split.ids and "left out" in caplog.text
+    sections = module.index.set_index("dicom_id")["section"].astype(str)
+    assert split.reports == [sections[i] for i in split.ids]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from cxr_ldm.data.image_set import ImageSet, to_uint8
 from cxr_ldm.errors import ConfigError
+
+LOG = logging.getLogger(__name__)
 
 
 def read_split(
@@ -42,4 +46,22 @@ def read_split(
     if index is not None and "section" in index:
         sections = index[index["split"] == split]["section"].astype(str).to_numpy()
         reports = [sections[i] for i in rows]
-    return ImageSet(torch.cat(images), torch.cat(labels), prompts, ids, reports=list(reports))
+    found = ImageSet(torch.cat(images), torch.cat(labels), prompts, ids, reports=list(reports))
+    return _without_stand_ins(found, dataset, rows, split)
+
+
+def _without_stand_ins(found: ImageSet, dataset, rows: np.ndarray, split: str) -> ImageSet:
+    """Under `bad_sample_policy: skip` a dataset hands out the next readable image in place of one that
+    cannot be read (its skip is logged and counted there); a split read once keeps each image once, with its
+    own report, and leaves the unreadable rows out."""
+    expected = getattr(dataset, "dicom_ids", None)
+    if expected is None:
+        return found
+    kept = [i for i, row in enumerate(rows) if found.ids[i] == str(expected[row])]
+    if len(kept) == len(rows):
+        return found
+    if not kept:
+        raise ConfigError(f"no image of the {split!r} split could be read; see the skipped files in the log")
+    LOG.warning("the %r split: %d of %d images could not be read and are left out (skipped, as logged)",
+                split, len(rows) - len(kept), len(rows))  # fmt: skip
+    return found.take(kept)
