@@ -184,3 +184,33 @@ def test_a_split_read_once_leaves_an_unreadable_image_out_instead_of_repeating_i
     assert test.dicom_ids[0] not in split.ids and "left out" in caplog.text
     sections = module.index.set_index("dicom_id")["section"].astype(str)
     assert split.reports == [sections[i] for i in split.ids]
+
+
+def test_a_file_mended_after_a_skip_is_read_again_by_the_index_and_the_image_cache(
+    phantom_root: Path, tmp_path: Path
+) -> None:
+    """A missing image (skipped by the index) restored, a damaged one (skipped by the image cache)
+    downloaded again: the next run reads both, as the skip's message promises."""
+    import shutil
+
+    from _tiny_run import TINY
+
+    from cxr_ldm.training.datamodule import load_datamodule_for
+
+    root = tmp_path / "phantom"
+    shutil.copytree(phantom_root, root)
+    options = {"root": str(root), "cache_dir": str(tmp_path / "cache"), "image_cache": True}
+    probe = load_datamodule_for(TINY, {"root": str(root), "cache_dir": str(tmp_path / "probe")}, 32)
+    test, train = probe.datasets["test"], probe.datasets["train"]
+    missing, damaged = root / "files" / test.paths[0], root / "files" / train.paths[0]
+    kept, good = missing.read_bytes(), damaged.read_bytes()
+    missing.unlink()
+    damaged.write_bytes(b"a download cut short")
+    before = load_datamodule_for(TINY, options, 32)
+    assert len(before.datasets["test"]) == len(test) - 1
+    assert before.datasets["train"][0]["dicom_id"] != train.dicom_ids[0]  # skipped: the next image instead
+    missing.write_bytes(kept)
+    damaged.write_bytes(good)
+    after = load_datamodule_for(TINY, options, 32)
+    assert len(after.datasets["test"]) == len(test)
+    assert after.datasets["train"][0]["dicom_id"] == train.dicom_ids[0] and not after.skipped

@@ -34,6 +34,7 @@ from cxr_ldm.data.mimic_dataset import MimicCxrDataset
 from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
 from cxr_ldm.data.prompt_tokens import PromptTokenizing
 from cxr_ldm.data.resumable_loader import EpochShuffle, ResumableDataLoader
+from cxr_ldm.data.skipped_files import changed_skipped, drop_if_skipped_changed, record_skipped
 from cxr_ldm.errors import ConfigError
 
 LOGGER = logging.getLogger("cxr_ldm.data")
@@ -261,36 +262,35 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         folder = self.index_folder()
         # A run killed mid-write (kill -9) leaves its temporary file; an image cache's is as big as the cache.
         clean_stale_temporaries(self.cache_dir)
+        # a file the index or a cache skipped and that was mended since (restored, re-downloaded): built again
+        drop_if_skipped_changed(folder, LOGGER.warning)
         if not (folder / INDEX_FILE).is_file():
             LOGGER.info("building the MIMIC-CXR index in %s", folder)
             built = self.build_index()
             built.write(folder)
-        if self.use_image_cache and not image_cache_ready(self.image_cache_folder()):
-            frame = read_index(folder).frame
-            LOGGER.info("building the image cache of %d images in %s", len(frame), self.image_cache_folder())
-            build_image_cache(
-                [self.options.images_dir / p for p in frame["path"]],
-                self.image_cache_folder(),
-                self.image_size,
-                self.resize,
-                self.bad_sample_policy,
-                SkipLog(self.image_cache_folder() / "skips"),
-            )
-        if self.latent_cache_vae and not latent_cache_ready(self.latent_cache_folder()):
-            frame = read_index(folder).frame
-            LOGGER.info("encoding %d images into the latent cache %s", len(frame), self.latent_cache_folder())
-            build_latent_cache(
-                [self.options.images_dir / p for p in frame["path"]],
-                self.latent_cache_folder(),
-                self.latent_cache_vae,
-                self.image_size,
-                self.resize,
-                self.bad_sample_policy,
-                SkipLog(self.latent_cache_folder() / "skips"),
-                batch_size=self.latent_cache_batch_size,
-                num_workers=self.num_workers,
-                model_vae_hash=self._model_vae_hash(),
-            )
+            record_skipped(folder, [s.path for s in built.skipped])
+        if self.use_image_cache:
+            cache = self.image_cache_folder()
+            drop_if_skipped_changed(cache, LOGGER.warning)
+            if not image_cache_ready(cache):
+                frame = read_index(folder).frame
+                LOGGER.info("building the image cache of %d images in %s", len(frame), cache)
+                log = SkipLog(cache / "skips")
+                build_image_cache([self.options.images_dir / p for p in frame["path"]], cache, self.image_size,
+                                  self.resize, self.bad_sample_policy, log)  # fmt: skip
+                record_skipped(cache, [s.path for s in log.records()])
+        if self.latent_cache_vae:
+            cache = self.latent_cache_folder()
+            drop_if_skipped_changed(cache, LOGGER.warning)
+            if not latent_cache_ready(cache):
+                frame = read_index(folder).frame
+                LOGGER.info("encoding %d images into the latent cache %s", len(frame), cache)
+                log = SkipLog(cache / "skips")
+                build_latent_cache([self.options.images_dir / p for p in frame["path"]], cache,
+                                   self.latent_cache_vae, self.image_size, self.resize, self.bad_sample_policy,
+                                   log, batch_size=self.latent_cache_batch_size, num_workers=self.num_workers,
+                                   model_vae_hash=self._model_vae_hash())  # fmt: skip
+                record_skipped(cache, [s.path for s in log.records()])
 
     def _load_skips_folder(self) -> Path:
         """Where this run's DataLoader workers record the images they skip: under the run's own folder
@@ -345,7 +345,10 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         if self.index is not None:
             return
         folder = self.index_folder()
-        if not (folder / INDEX_FILE).is_file():
+        caches = [folder]
+        caches += [self.image_cache_folder()] if self.use_image_cache else []
+        caches += [self.latent_cache_folder()] if self.latent_cache_vae else []
+        if not (folder / INDEX_FILE).is_file() or any(changed_skipped(cache) for cache in caches):
             self.prepare_data()
         built = read_index(folder)
         self.index = built.frame
