@@ -197,45 +197,19 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(toy_experiment) 
     tmp_path, results = toy_experiment
     args = toy_args(tmp_path)
     trained = results["arms"]["unet-text"]["seed0"]
-    arms = [{"name": "unet-text", "configs": UNET_TEXT,
-             "checkpoints": {0: trained["checkpoint"]}}]  # fmt: skip
-    judged = run_experiment(
-        *parse_experiment(
-            [
-                *args,
-                "--seeds",
-                "[0]",
-                "--augmentation",
-                "null",
-                "--arms",
-                json.dumps(arms),
-                "--out",
-                str(tmp_path / "judged"),
-            ]
-        )  # fmt: skip
-    )
+    elsewhere = tmp_path / "elsewhere.ckpt"  # a checkpoint trained elsewhere: a copy of seed 0's
+    shutil.copy(trained["checkpoint"], elsewhere)
+    arms = [{"name": "unet-text", "configs": UNET_TEXT, "checkpoints": {0: str(elsewhere)}}]
+    judge = [*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(arms),
+             "--out", str(tmp_path / "judged")]  # fmt: skip
+    judged = run_experiment(*parse_experiment(judge))
     run = judged.results["arms"]["unet-text"]["seed0"]
     assert not (tmp_path / "judged" / "arms" / "unet-text" / "seed0" / "fit").exists()  # nothing was fitted
     assert run["metrics"] == trained["metrics"]  # the same model, seeds and references give the same numbers
+    assert run_experiment(*parse_experiment(judge)).computed == []
     # another model under the same path is judged again, not taken for the one judged before
-    elsewhere = tmp_path / "elsewhere.ckpt"
     shutil.copy(results["arms"]["unet-text"]["seed1"]["checkpoint"], elsewhere)
-    moved = [{**arms[0], "checkpoints": {0: str(elsewhere)}}]
-    again = [
-        *args,
-        "--seeds",
-        "[0]",
-        "--augmentation",
-        "null",
-        "--arms",
-        json.dumps(moved),
-        "--out",
-        str(tmp_path / "moved"),
-    ]
-    assert run_experiment(*parse_experiment(again)).computed == ["baseline", "unet-text seed 0"]
-    assert run_experiment(*parse_experiment(again)).computed == []
-    shutil.copy(trained["checkpoint"], elsewhere)
-    assert run_experiment(*parse_experiment(again)).computed == ["unet-text seed 0"]
+    assert run_experiment(*parse_experiment(judge)).computed == ["unet-text seed 0"]
     missing = [{**arms[0], "checkpoints": {0: str(tmp_path / "none.ckpt")}}]
     with pytest.raises(ConfigError, match="checkpoints\\[0\\]"):
         run_experiment(

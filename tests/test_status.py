@@ -35,9 +35,28 @@ ARM = "arms/unet-text/seed0"
 
 
 def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(tmp_path: Path) -> None:
-    args = toy_launch_args(tmp_path, "out", seeds="[0]")
+    from test_experiment import UNET_TEXT
+
+    arm_file = tmp_path / "unet-text.yaml"  # the arm's own file, edited below
+    shutil.copy(UNET_TEXT[-1], arm_file)
+    arms = [{"name": "unet-text", "configs": [*UNET_TEXT[:-1], str(arm_file)]}]
+    args = toy_launch_args(tmp_path, "out", seeds="[0]", arms=arms)
     out = tmp_path / "out"
     run_experiment(*parse_command(args).experiment)
+    # The in-process run is each unit's job: its process, as `--status` from another shell sees it.
+    job = read_result(out / "units" / ARM / JOB)
+    assert (job["cluster"], job["job_id"]) == ("local", str(os.getpid()))
+    assert read_result(out / "units" / ARM / STARTED)["pid"] == os.getpid()
+    # A done record counts only while the unit's result is there.
+    baseline = out / "baseline" / "result.json"
+    kept = baseline.read_bytes()
+    baseline.unlink()
+    states = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
+    assert (states["baseline"].state, states["baseline"].detail) == ("pending", GONE)
+    assert states[ARM].state == "done"
+    with pytest.raises(ConfigError, match="baseline/result.json is missing"):
+        run_unit(*parse_command(args).experiment, "report")
+    baseline.write_bytes(kept)
     shutil.rmtree(out / "units")  # as a run before the launcher left it: results, no unit records
     (out / "results.json").unlink()
 
@@ -78,6 +97,12 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
         "report": "pending",
     }
     assert (out / ARM / "result.json").is_file()
+    # An edited config file is in every unit's key: each is judged by its result, the arm's of other inputs.
+    arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    edited = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
+    assert edited[ARM].state == "pending" and edited["baseline"].state == "done"
+    assert (edited["references"].state, edited["references"].detail) == ("done", EARLIER)
+    arm_file.write_text(arm_file.read_text().replace("lr: 2.0e-3", "lr: 1.0e-3"))
 
     # UnitJob (what submitit runs, and runs again when the job is requeued) counts its starts.
     job = UnitJob(*parse_command(args).experiment, "references")
@@ -133,36 +158,3 @@ def test_the_elapsed_column_counts_the_current_attempt_and_a_requeued_job_s_atte
     # A new job for the unit (a rerun after a failure) starts at attempt 1 again.
     clear_run(folder)
     assert record_start(folder, key)["attempt"] == 1
-
-
-def test_a_done_record_counts_only_while_its_files_and_result_are_as_they_were(tmp_path: Path) -> None:
-    """An arm whose config file was edited after its unit was done, or a unit whose result was deleted, is
-    pending again (a launcher submits it), not done; the in-process run records each unit as its own job."""
-    from test_experiment import UNET_TEXT
-
-    arm_file = tmp_path / "unet-text.yaml"
-    shutil.copy(UNET_TEXT[-1], arm_file)
-    args = toy_launch_args(
-        tmp_path,
-        "out",
-        seeds="[0]",
-        arms=[{"name": "unet-text", "configs": [*UNET_TEXT[:-1], str(arm_file)]}],
-    )
-    out = tmp_path / "out"
-    run_experiment(*parse_command(args).experiment)
-    job = read_result(out / "units" / ARM / JOB)
-    assert (job["cluster"], job["job_id"]) == ("local", str(os.getpid()))
-    assert read_result(out / "units" / ARM / STARTED)["pid"] == os.getpid()
-    assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "done"
-
-    (out / "baseline" / "result.json").unlink()
-    states = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
-    assert (states["baseline"].state, states["baseline"].detail) == ("pending", GONE)
-    assert states[ARM].state == "done"
-    # an edited file is in every unit's key: each is judged by its result, and the arm's is of other inputs
-    arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
-    states = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
-    assert states[ARM].state == "pending" and states["baseline"].state == "pending"
-    assert (states["references"].state, states["references"].detail) == ("done", EARLIER)
-    with pytest.raises(ConfigError, match="baseline/result.json is missing"):
-        run_unit(*parse_command(args).experiment, "report")
