@@ -44,9 +44,11 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     out = tmp_path / "out"
     run_experiment(*parse_command(args).experiment)
     # The in-process run is each unit's job: its process, as `--status` from another shell sees it.
-    job = read_result(out / "units" / ARM / JOB)
-    assert (job["cluster"], job["job_id"]) == ("local", str(os.getpid()))
-    assert read_result(out / "units" / ARM / STARTED)["pid"] == os.getpid()
+    started = read_result(out / "units" / ARM / STARTED)
+    assert started["pid"] == os.getpid() and started["in_process"]
+    (out / "units" / ARM / DONE).rename(out / "units" / ARM / "done.later")
+    assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "running"
+    (out / "units" / ARM / "done.later").rename(out / "units" / ARM / DONE)
     # A done record counts only while the unit's result is there.
     baseline = out / "baseline" / "result.json"
     kept = baseline.read_bytes()

@@ -46,7 +46,6 @@ from cxr_ldm.experiments.unit_inputs import (
 )
 from cxr_ldm.experiments.unit_records import (
     DONE,
-    JOB,
     clear_run,
     record_start,
     unit_folder,
@@ -361,9 +360,9 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
         clear_run(folder)
         # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
-        write_record(folder, JOB, {"key": key, "job_id": str(os.getpid()), "cluster": "local", "log": "",
-                                   "submitted": time.time()})  # fmt: skip
-        started = record_start(folder, key, host=os.uname().nodename, pid=os.getpid())["time"]
+        started = record_start(folder, key, host=os.uname().nodename, pid=os.getpid(), in_process=True)[
+            "time"
+        ]
         done = run_unit(config, followups, unit.name, log)
         write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})
         outcome.computed += done.computed

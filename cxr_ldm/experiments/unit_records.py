@@ -141,6 +141,8 @@ def unit_state(
     done = read_record(folder, DONE, key)
     job = read_record(folder, JOB, key)
     started = read_record(folder, STARTED, key)
+    if job is None and started is not None and started.get("in_process"):  # the in-process run: its process
+        job = {"job_id": str(started["pid"]), "cluster": "local", "log": ""}
     job_id, log = (job["job_id"], job["log"]) if job else ("", "")
     attempts = started.get("attempt", 1) if started else None
     first = started.get("first_time", started["time"]) if started else None
