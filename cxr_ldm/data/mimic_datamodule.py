@@ -270,27 +270,27 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
             built.write(folder)
             record_skipped(folder, [s.path for s in built.skipped])
         if self.use_image_cache:
-            cache = self.image_cache_folder()
-            drop_if_skipped_changed(cache, LOGGER.warning)
-            if not image_cache_ready(cache):
-                frame = read_index(folder).frame
-                LOGGER.info("building the image cache of %d images in %s", len(frame), cache)
-                log = SkipLog(cache / "skips")
-                build_image_cache([self.options.images_dir / p for p in frame["path"]], cache, self.image_size,
-                                  self.resize, self.bad_sample_policy, log)  # fmt: skip
-                record_skipped(cache, [s.path for s in log.records()])
+            self._ensure_cache(self.image_cache_folder(), image_cache_ready, "decoding into the image cache",
+                               lambda paths, cache, log: build_image_cache(
+                                   paths, cache, self.image_size, self.resize, self.bad_sample_policy, log))  # fmt: skip
         if self.latent_cache_vae:
-            cache = self.latent_cache_folder()
-            drop_if_skipped_changed(cache, LOGGER.warning)
-            if not latent_cache_ready(cache):
-                frame = read_index(folder).frame
-                LOGGER.info("encoding %d images into the latent cache %s", len(frame), cache)
-                log = SkipLog(cache / "skips")
-                build_latent_cache([self.options.images_dir / p for p in frame["path"]], cache,
-                                   self.latent_cache_vae, self.image_size, self.resize, self.bad_sample_policy,
-                                   log, batch_size=self.latent_cache_batch_size, num_workers=self.num_workers,
-                                   model_vae_hash=self._model_vae_hash())  # fmt: skip
-                record_skipped(cache, [s.path for s in log.records()])
+            self._ensure_cache(self.latent_cache_folder(), latent_cache_ready, "encoding into the latent cache",
+                               lambda paths, cache, log: build_latent_cache(
+                                   paths, cache, self.latent_cache_vae, self.image_size, self.resize,
+                                   self.bad_sample_policy, log, batch_size=self.latent_cache_batch_size,
+                                   num_workers=self.num_workers, model_vae_hash=self._model_vae_hash()))  # fmt: skip
+
+    def _ensure_cache(self, cache: Path, ready, doing: str, build) -> None:
+        """Build the image or latent cache at `cache` from every index row (`build(paths, cache, skip_log)`)
+        unless it is ready and none of the files it skipped has changed since."""
+        drop_if_skipped_changed(cache, LOGGER.warning)
+        if ready(cache):
+            return
+        frame = read_index(self.index_folder()).frame
+        LOGGER.info("%s: %d images, %s", doing, len(frame), cache)
+        log = SkipLog(cache / "skips")
+        build([self.options.images_dir / p for p in frame["path"]], cache, log)
+        record_skipped(cache, [s.path for s in log.records()])
 
     def _load_skips_folder(self) -> Path:
         """Where this run's DataLoader workers record the images they skip: under the run's own folder
