@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from _tiny_run import TINY, cli_args
 
@@ -236,3 +237,36 @@ def test_a_finetune_whose_data_selects_other_images_names_the_size(
     overrides = {"root": str(phantom_root), "cache_dir": str(tmp_path / "cache")}
     with pytest.raises(ConfigError, match="for size 8;"):
         finetune_for_size(str(TINY), tmp_path / "finetune", 8, overrides, {}, ["not-an-image-of-the-subset"])
+
+
+def test_an_unreadable_image_leaves_the_subset_one_short_and_its_selection_whole(
+    tmp_path: Path, phantom_root: Path
+) -> None:
+    """Under `bad_sample_policy: skip` the subset's readable images go on without the bad one, while the
+    selection a fine-tune is checked against stays the data module's own."""
+    import shutil
+
+    from cxr_ldm.experiments.synthetic_augmentation.subsets import real_subset
+
+    root = tmp_path / "phantom"
+    shutil.copytree(phantom_root, root)
+    overrides = {"root": str(root), "cache_dir": str(tmp_path / "cache")}
+    images, selected = real_subset(str(TINY), overrides, 32, 8)
+    bad = next(p for p in root.glob("files/**/*.jpg") if p.stem == images.ids[0])
+    bad.write_bytes(b"not a jpeg")
+    again, selected_again = real_subset(
+        str(TINY), {**overrides, "cache_dir": str(tmp_path / "cache2")}, 32, 8
+    )
+    assert len(again) == 7 and images.ids[0] not in again.ids and selected_again == selected
+
+
+def test_a_model_in_memory_is_known_by_its_weights(tiny_fit: Path) -> None:
+    from cxr_ldm.experiments.synthetic_augmentation.arm_inputs import weights_digest
+    from cxr_ldm.models import LatentDiffusion
+
+    last = tiny_fit / "checkpoints" / "last.ckpt"
+    first, second = (LatentDiffusion.load_from_checkpoint(last, map_location="cpu") for _ in range(2))
+    assert weights_digest(first) == weights_digest(second)
+    with torch.no_grad():
+        next(second.unet.parameters()).add_(1e-3)
+    assert weights_digest(first) != weights_digest(second)

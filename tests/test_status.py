@@ -59,6 +59,15 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     with pytest.raises(ConfigError, match="baseline/result.json is missing"):
         run_unit(*parse_command(args).experiment, "report")
     baseline.write_bytes(kept)
+    # An edited config file is in every unit's key: no done record counts, each unit is judged by its result,
+    # and the arm's was made from other inputs.
+    arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    edited = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
+    assert edited[ARM].state == "pending"
+    assert [(edited[n].state, edited[n].detail) for n in ("references", "baseline")] == [
+        ("done", EARLIER)
+    ] * 2
+    arm_file.write_text(arm_file.read_text().replace("lr: 2.0e-3", "lr: 1.0e-3"))
     shutil.rmtree(out / "units")  # as a run before the launcher left it: results, no unit records
     (out / "results.json").unlink()
 
@@ -99,12 +108,6 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
         "report": "pending",
     }
     assert (out / ARM / "result.json").is_file()
-    # An edited config file is in every unit's key: each is judged by its result, the arm's of other inputs.
-    arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
-    edited = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
-    assert edited[ARM].state == "pending" and edited["baseline"].state == "done"
-    assert (edited["references"].state, edited["references"].detail) == ("done", EARLIER)
-    arm_file.write_text(arm_file.read_text().replace("lr: 2.0e-3", "lr: 1.0e-3"))
 
     # UnitJob (what submitit runs, and runs again when the job is requeued) counts its starts.
     job = UnitJob(*parse_command(args).experiment, "references")

@@ -37,3 +37,21 @@ def test_an_edited_config_file_makes_its_unit_anew(tmp_path):
     config.write_text("model.init_args.trainable: {unet: {lr: 3.0e-3}}\n")
     assert not claim_folder(unit, {"config_files": digest([file_contents(config)])})
     assert not (unit / "result.json").exists()
+
+
+def test_a_record_made_before_a_checkpoint_was_keyed_by_its_bytes_holds_and_is_brought_up_to_date(tmp_path):
+    """Folders written before external checkpoints were keyed by their bytes stay valid (their version assumed
+    the file unchanged); their record then gains the key, so a later change of the file is seen."""
+    import json
+
+    from cxr_ldm.experiments.units import KEY_FILE, claim_folder, folder_holds
+
+    folder = tmp_path / "unit"
+    folder.mkdir()
+    (folder / "result.json").write_text("{}")
+    (folder / KEY_FILE).write_text(json.dumps({"arm": "a", "references": {"data": 1}}))
+    now = {"arm": "a", "references": {"data": 1, "evaluator_file": "0123"}, "checkpoint_file": "abcd"}
+    assert folder_holds(folder, now) and claim_folder(folder, now)
+    assert (folder / "result.json").is_file() and json.loads((folder / KEY_FILE).read_text()) == now
+    assert not folder_holds(folder, {**now, "checkpoint_file": "ef01"})  # the file replaced since
+    assert not folder_holds(folder, {"arm": "b", "references": {"data": 1}})  # other inputs still differ

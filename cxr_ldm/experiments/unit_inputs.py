@@ -9,7 +9,6 @@ interrupted between writing the result and recording the unit done).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,14 @@ from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.plan import BASELINE, REFERENCES, Unit, plan_units
 from cxr_ldm.experiments.real_references import reference_inputs, references_built
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
-from cxr_ldm.experiments.units import digest, file_digest, folder_digest, folder_holds, plain, read_result
+from cxr_ldm.experiments.units import (
+    digest,
+    file_digest,
+    folder_digest,
+    folder_holds,
+    read_result,
+    recorded_matches,
+)
 from cxr_ldm.training.config_files import file_contents
 
 RESULT = "result.json"
@@ -117,8 +123,9 @@ class UnitInputs:
 
 
 def same_inputs(recorded, inputs: dict) -> bool:
-    """A result's recorded inputs are `inputs` (compared as JSON, as they were written)."""
-    return recorded == json.loads(json.dumps(plain(inputs)))
+    """A result's recorded inputs are `inputs` (compared as JSON, as they were written; units.py
+    `recorded_matches`)."""
+    return recorded_matches(recorded, inputs)
 
 
 def reusable_arm_result(run_dir: Path, fit_inputs: dict, evaluation_inputs: dict) -> dict | None:

@@ -54,21 +54,53 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()[:16]
 
 
+# Inputs recorded since results were first keyed: an external checkpoint's bytes. A record that lacks one is
+# taken as made with the file as it is now, the assumption its version made, so its results stay valid; the
+# folder's record is then rewritten with the key (claim_folder), so a later change of the file is seen.
+ADDED_KEYS = frozenset({"evaluator_file", "retriever_file", "checkpoint_file"})
+
+
+def recorded_matches(recorded: Any, inputs: Any) -> bool:
+    """Recorded inputs (as read back from JSON) are `inputs`, up to `ADDED_KEYS` the record predates."""
+    wanted = json.loads(json.dumps(plain(inputs)))
+    return _matches(recorded, wanted)
+
+
+def _matches(recorded: Any, wanted: Any) -> bool:
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        keys = {key for key in wanted if key in recorded or key not in ADDED_KEYS}
+        return set(recorded) == keys and all(_matches(recorded[key], wanted[key]) for key in keys)
+    if isinstance(recorded, list) and isinstance(wanted, list):
+        return len(recorded) == len(wanted) and all(
+            _matches(a, b) for a, b in zip(recorded, wanted, strict=True)
+        )
+    return recorded == wanted
+
+
+def _recorded(folder: Path) -> Any:
+    try:
+        return json.loads((folder / KEY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def folder_holds(folder: Path, inputs: dict) -> bool:
     """`folder` holds the outputs of `inputs` (its recorded inputs are these); reads, changes nothing."""
-    try:
-        return json.loads((folder / KEY_FILE).read_text()) == plain(inputs)
-    except (OSError, ValueError):
-        return False
+    recorded = _recorded(folder)
+    return recorded is not None and recorded_matches(recorded, inputs)
 
 
 def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
     """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there); otherwise
     whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
-    if folder_holds(folder, inputs):
-        return True
     stamp = folder / KEY_FILE
     wanted = plain(inputs)
+    if folder_holds(folder, inputs):
+        if _recorded(folder) != json.loads(
+            json.dumps(wanted)
+        ):  # a record of an earlier version: brought up to date
+            write_text_atomic(stamp, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+        return True
     if folder.exists() and any(folder.iterdir()):
         if log is not None:
             log(f"clearing {folder}: made from other inputs")

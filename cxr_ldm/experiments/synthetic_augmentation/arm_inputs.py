@@ -4,27 +4,72 @@ them again instead of averaging results of unequal arms together."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
 from cxr_ldm.experiments.units import digest, file_digest
 from cxr_ldm.generation.generated_folder import model_fingerprint
 
+# data options that change where or how fast the images are read, not which images or how they look
+WHERE_NOT_WHAT = (
+    "root",
+    "reports_root",
+    "cache_dir",
+    "num_workers",
+    "image_cache",
+    "pin_memory",
+    "persistent_workers",
+)
+
+
+def data_inputs(data_overrides: dict) -> dict:
+    """The data options a result depends on: `data_overrides` less where and how fast the data is read (a
+    moved data tree or another cache folder reads the same images)."""
+    return {key: value for key, value in data_overrides.items() if key not in WHERE_NOT_WHAT}
+
 
 def model_identity(config: AugmentationConfig, source=None) -> str | None:
     """The model that draws the synthetic sets: the fingerprint of `diffusion.model` (its file's bytes, or a
-    pipeline folder's), the fine-tune's config (its bytes) and overrides, or None when it cannot be known (a
-    `source` handed in: a model in memory) or no condition needs one."""
-    if source is not None or not config.synthetic_multiples():
+    pipeline folder's), the fine-tune's config (its bytes), overrides and data options, or for a `source`
+    handed in (the model in memory at the end of a fit) its weights; None when no condition needs one or it
+    cannot be known (a source that is no LatentDiffusion)."""
+    if not config.synthetic_multiples():
         return None
+    if source is not None:
+        model = getattr(source, "model", None)
+        return None if model is None else f"weights:{weights_digest(model)}"
     d = config.diffusion
     if d.model is not None:
+        if not Path(d.model).exists():
+            raise ConfigError(
+                f"diffusion.model {d.model} does not exist; give a LatentDiffusion .ckpt or a pipeline folder"
+            )
         return model_fingerprint(d.model)
     if d.finetune_config is not None:
-        return digest({"finetune_config": file_digest(Path(d.finetune_config)), "overrides": d.overrides()})
+        return digest({"finetune_config": file_digest(Path(d.finetune_config)), "overrides": d.overrides(),
+                       "data": data_inputs(config.data_overrides)})  # fmt: skip
     return None
+
+
+def weights_digest(model) -> str:
+    """sha256 (16 hex digits) of a model's weights in memory, its EMA shadows included: the same weights give
+    the same digest in any process."""
+    hasher = hashlib.sha256()
+    tensors = dict(model.state_dict())
+    ema = getattr(model, "ema", None)
+    if ema is not None:
+        tensors.update({f"ema/{name}": shadow for name, shadow in ema.named_shadows().items()})
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()[:16]
 
 
 def arm_inputs(config: AugmentationConfig, arm: Arm, model: str | None) -> str | None:
@@ -34,7 +79,7 @@ def arm_inputs(config: AugmentationConfig, arm: Arm, model: str | None) -> str |
     inputs: dict = {
         "data": config.data,
         "data_file": file_digest(data) if data.is_file() else None,
-        "data_overrides": config.data_overrides,
+        "data_overrides": data_inputs(config.data_overrides),
         "test_split": config.test_split,
         "arm": asdict(arm),
         "classifier": asdict(config.classifier),

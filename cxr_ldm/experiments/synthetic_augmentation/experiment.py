@@ -43,7 +43,7 @@ def training_set(condition: str, real: ImageSet, synthetic: dict[int, ImageSet])
     return parts[0] if len(parts) == 1 else ImageSet.concat(parts)
 
 
-def _source_for_size(config: AugmentationConfig, size: int, subset: ImageSet, source):
+def _source_for_size(config: AugmentationConfig, size: int, selected: list[str], source):
     if source is not None:
         return source
     from cxr_ldm.generation.image_source import load_image_source
@@ -53,7 +53,7 @@ def _source_for_size(config: AugmentationConfig, size: int, subset: ImageSet, so
         return load_image_source(d.model, config.synthesis.device)
     run_dir = Path(config.out) / "finetune" / f"size{size}"
     checkpoint = finetune_for_size(
-        d.finetune_config, run_dir, size, dict(config.data_overrides), d.overrides(), subset.ids
+        d.finetune_config, run_dir, size, dict(config.data_overrides), d.overrides(), selected
     )
     return load_image_source(checkpoint, config.synthesis.device)
 
@@ -102,7 +102,7 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
         todo = [arm for arm in pending if arm.size == size]
         if not todo:
             continue
-        real = real_subset(config.data, dict(config.data_overrides), settings.image_size, size)
+        real, selected = real_subset(config.data, dict(config.data_overrides), settings.image_size, size)
         needed = sorted(
             {k for arm in todo for kind, k in condition_parts(arm.condition) if kind == "synthetic"}
         )
@@ -111,7 +111,7 @@ def run_experiment(config: AugmentationConfig, source=None) -> ExperimentSummary
             if source is None and config.diffusion.model is not None and cached_source is not None:
                 size_source = cached_source
             else:
-                size_source = _source_for_size(config, size, real, source)
+                size_source = _source_for_size(config, size, selected, source)
                 cached_source = size_source if config.diffusion.model is not None else None
             folder = ensure_synthetic(
                 size_source, real, out / "synthetic" / f"size{size}", max(multiples), config.synthesis, model

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.experiments.units import claim_folder, digest, file_digest
+from cxr_ldm.experiments.units import KEY_FILE, claim_folder, digest, file_digest
 from cxr_ldm.training.fit import fit
 
 DONE_FILE = "finetune-done.json"
@@ -42,14 +42,25 @@ def finetune_for_size(
     last = run_dir / "checkpoints" / "last.ckpt"
     if not Path(config_path).is_file():
         raise ConfigError(f"diffusion.finetune_config: {config_path} does not exist")
+    from cxr_ldm.experiments.synthetic_augmentation.arm_inputs import data_inputs
+
+    finished = (run_dir / DONE_FILE).is_file() and last.is_file()
+    if (
+        finished and not (run_dir / KEY_FILE).is_file()
+    ):  # an older version's fine-tune: nothing to check it by
+        LOG.warning(
+            "%s records no inputs (an older version made it): reused as it is; delete it to train again",
+            run_dir,
+        )
+        return last
     inputs = {
         "config": file_digest(Path(config_path)),
         "overrides": extra,
-        "data_overrides": data_overrides,
+        "data": data_inputs(data_overrides),
         "size": int(size),
         "subset": digest(sorted(subset_ids)),
     }
-    if claim_folder(run_dir, inputs, LOG.warning) and (run_dir / DONE_FILE).is_file() and last.is_file():
+    if claim_folder(run_dir, inputs, LOG.warning) and finished:
         return last
     check = load_datamodule(config_path, **data_overrides, max_images={"train": int(size)})
     check.setup()

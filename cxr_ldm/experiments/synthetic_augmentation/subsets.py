@@ -14,13 +14,17 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.training.datamodule import load_datamodule_for
 
 
-def real_subset(data: str | Path, overrides: dict, image_size: int, size: int) -> ImageSet:
-    """The seeded training subset of `size` images; ConfigError if the split has fewer."""
+def real_subset(data: str | Path, overrides: dict, image_size: int, size: int) -> tuple[ImageSet, list[str]]:
+    """The seeded training subset of `size` images, and the dicom ids the data module selects for it (a
+    fine-tune given the same data section trains on exactly these). Under `bad_sample_policy: skip` an image
+    that cannot be read is left out of the first (read_split warns) but stays in the selection. ConfigError
+    when the split has fewer than `size` images."""
     datamodule = load_datamodule_for(data, overrides, image_size, size)
     subset = read_split(datamodule, "train")
-    if len(subset) < size:
+    selected = [str(i) for i in datamodule.datasets["train"].dicom_ids]
+    if len(selected) < size:
         raise ConfigError(
-            f"sizes: {size} asks for more training images than the data has ({len(subset)}); "
+            f"sizes: {size} asks for more training images than the data has ({len(selected)}); "
             "lower it or use more data"
         )
-    return subset
+    return subset, selected

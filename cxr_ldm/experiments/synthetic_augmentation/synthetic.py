@@ -52,7 +52,7 @@ def ensure_synthetic(
             json.loads((out / RECORD).read_text()), generation_record(records, generation, model)
         )
         if changes or model is None:
-            stale = "; ".join(changes) or "the model is one in memory, its identity unknown"
+            stale = "; ".join(changes) or "the drawing model's identity is unknown"
             LOG.warning("drawing %s again: its images were made with other inputs (%s)", out, stale)
     return generate_images(
         source, records, out, generation, progress=False, model=model, overwrite=stale is not None
