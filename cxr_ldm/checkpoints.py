@@ -52,6 +52,8 @@ def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any)
         return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
     except FileNotFoundError:
         raise ConfigError(f"{option}: checkpoint {path} does not exist") from None
+    except OSError as error:  # permissions, a file system that cannot map the file, ...
+        raise ConfigError(f"{option}: {path} could not be opened ({error})") from None
     except Exception as error:
         first = str(error).strip().splitlines()
         if "weights_only" not in str(error) and "Weights only" not in str(error):

@@ -48,6 +48,11 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     assert started["pid"] == os.getpid() and started["in_process"]
     (out / "units" / ARM / DONE).rename(out / "units" / ARM / "done.later")
     assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "running"
+    # a dead run whose pid another process was given since is not taken for running: its result decides
+    write_record(out / "units" / ARM, STARTED, {**started, "process_start": started["process_start"] - 1})
+    dead = {s.name: s for s in launch(parse_command([*args, "--status"])).states}[ARM]
+    assert (dead.state, dead.detail) == ("done", EARLIER)
+    write_record(out / "units" / ARM, STARTED, started)
     (out / "units" / ARM / "done.later").rename(out / "units" / ARM / DONE)
     # A done record counts only while the unit's result is there.
     baseline = out / "baseline" / "result.json"

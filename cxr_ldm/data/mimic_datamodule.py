@@ -348,7 +348,10 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         caches = [folder]
         caches += [self.image_cache_folder()] if self.use_image_cache else []
         caches += [self.latent_cache_folder()] if self.latent_cache_vae else []
-        if not (folder / INDEX_FILE).is_file() or any(changed_skipped(cache) for cache in caches):
+        # a cache whose skipped files changed is rebuilt here only by a single process: under several ranks
+        # prepare_data (local rank 0, before every rank's setup) rebuilds it, never two ranks at once
+        alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+        if not (folder / INDEX_FILE).is_file() or (alone and any(changed_skipped(cache) for cache in caches)):
             self.prepare_data()
         built = read_index(folder)
         self.index = built.frame

@@ -47,6 +47,7 @@ from cxr_ldm.experiments.unit_inputs import (
 from cxr_ldm.experiments.unit_records import (
     DONE,
     clear_run,
+    process_start,
     record_start,
     unit_folder,
     unit_key,
@@ -360,9 +361,8 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
         clear_run(folder)
         # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
-        started = record_start(folder, key, host=os.uname().nodename, pid=os.getpid(), in_process=True)[
-            "time"
-        ]
+        this = {"host": os.uname().nodename, "pid": os.getpid(), "process_start": process_start(os.getpid())}
+        started = record_start(folder, key, in_process=True, **this)["time"]
         done = run_unit(config, followups, unit.name, log)
         write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})
         outcome.computed += done.computed

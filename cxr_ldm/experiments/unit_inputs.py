@@ -10,7 +10,7 @@ interrupted between writing the result and recording the unit done).
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
@@ -33,10 +33,17 @@ RESULT = "result.json"
 
 def checkpoint_file(path: str | None) -> dict:
     """`{"checkpoint_file": digest}` of a checkpoint given by path (a file replaced under the same path is
-    another model), or nothing when none is given or it is missing (its unit reports that)."""
+    another model), or nothing when none is given or it is missing (its unit reports that). A launcher asks
+    for it at every poll: the bytes are read once per size and modification time."""
     if path is None or not Path(path).is_file():
         return {}
-    return {"checkpoint_file": file_digest(Path(path))}
+    stat = Path(path).stat()
+    return {"checkpoint_file": _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)}
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(Path(path))
 
 
 def config_contents(arm: ArmSpec) -> str:

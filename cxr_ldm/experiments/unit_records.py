@@ -13,6 +13,7 @@ these inputs whose result an earlier run left, made from the same inputs (experi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -81,13 +82,24 @@ def squeue_state(job_id: str) -> str | None:
     return states[0] if listed.returncode == 0 and states else None
 
 
-def process_alive(pid: int) -> bool:
-    """A local job's process still runs (a zombie left for its parent to reap counts as ended)."""
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """A local job's process still runs (a zombie left for its parent to reap counts as ended). `started`:
+    the process's start time (`process_start`) when it was recorded, so that another process that was given
+    the same pid later is not taken for it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (started is None or int(fields[19]) == started)
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks after boot (/proc/<pid>/stat), None where there is no /proc."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass
@@ -113,7 +125,9 @@ def job_alive(job: dict, live=None) -> str | None:
         return state if state is not None and state not in ENDED else None
     if live is not None:
         return None if live.done() else "RUNNING"
-    return "RUNNING" if process_alive(int(job["job_id"])) else None
+    if job.get("host") not in (None, os.uname().nodename):
+        return None  # an in-process run on another host: its process cannot be looked up from here
+    return "RUNNING" if process_alive(int(job["job_id"]), job.get("process_start")) else None
 
 
 EARLIER = "earlier run"
@@ -142,7 +156,8 @@ def unit_state(
     job = read_record(folder, JOB, key)
     started = read_record(folder, STARTED, key)
     if job is None and started is not None and started.get("in_process"):  # the in-process run: its process
-        job = {"job_id": str(started["pid"]), "cluster": "local", "log": ""}
+        job = {"job_id": str(started["pid"]), "cluster": "local", "log": "", "host": started.get("host"),
+               "process_start": started.get("process_start")}  # fmt: skip
     job_id, log = (job["job_id"], job["log"]) if job else ("", "")
     attempts = started.get("attempt", 1) if started else None
     first = started.get("first_time", started["time"]) if started else None
@@ -161,7 +176,9 @@ def unit_state(
         return UnitState(name, "done", job_id, result_seconds(result), log, EARLIER)
     if job is None:
         return UnitState(name, "pending")
-    return UnitState(name, "failed", job_id, None, log, "", attempts)
+    elsewhere = job.get("host") not in (None, os.uname().nodename)
+    detail = f"or still running on {job['host']}: not visible from here" if elsewhere else ""
+    return UnitState(name, "failed", job_id, None, log, detail, attempts)
 
 
 __all__ = [
