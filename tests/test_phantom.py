@@ -278,3 +278,22 @@ def test_findings_are_learnable(tmp_path: Path) -> None:
     aurocs = json.loads((tmp_path / "learnability.json").read_text())["auroc"]
     for name in ("Cardiomegaly", "Pleural Effusion", "No Finding"):
         assert aurocs[name] >= 0.85, aurocs
+
+
+def test_a_phantom_cut_short_has_no_manifest_and_is_made_again_in_place(tmp_path: Path) -> None:
+    """The manifest is written last and a rerun deletes it first: a tree killed while being (re)made is never
+    taken for a complete one, and the next run makes it again instead of refusing the folder."""
+    import time
+
+    out = tmp_path / "phantom"
+    generate_phantom(out, 40, 32, 0, progress=False, workers=1)
+    script = f"from cxr_ldm.phantom import generate_phantom; generate_phantom({str(out)!r}, 4000, 64, 0, progress=False, workers=1)"
+    maker = subprocess.Popen([sys.executable, "-c", script])
+    marker = out / ".phantom-in-progress"  # written once the earlier tree is cleared
+    while maker.poll() is None and not (marker.exists() and any((out / "files").rglob("*.jpg"))):
+        time.sleep(0.1)
+    maker.kill()
+    maker.wait()
+    assert not (out / MANIFEST_FILE).exists()  # the earlier, complete tree's manifest went first
+    generate_phantom(out, 40, 32, 0, progress=False, workers=1)
+    assert json.loads((out / MANIFEST_FILE).read_text())["params"]["studies"] == 40

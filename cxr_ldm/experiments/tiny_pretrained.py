@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.training.tiny_pretrained import build_tiny_pretrained
 
 
@@ -24,10 +26,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m cxr_ldm.experimen
     parser.add_argument("--stop-after", choices=["text", "vae", "unet"], default="unet")
     parser.add_argument("--image-size", type=int, default=None, help="default: the stage configs' 64 px")
     args = parser.parse_args(argv)
-    info = build_tiny_pretrained(
-        args.out, args.work, args.studies, args.vae_steps, args.unet_steps, args.text_steps, args.batch_size,
-        args.seed, args.stop_after, args.image_size,
-    )  # fmt: skip
+    try:
+        info = build_tiny_pretrained(
+            args.out, args.work, args.studies, args.vae_steps, args.unet_steps, args.text_steps, args.batch_size,
+            args.seed, args.stop_after, args.image_size,
+        )  # fmt: skip
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(info, indent=2))
     return 0
 

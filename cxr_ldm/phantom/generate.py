@@ -21,6 +21,7 @@ from cxr_ldm.phantom.render import render_image
 from cxr_ldm.phantom.reports import write_report
 
 MANIFEST_FILE = "phantom-manifest.json"
+IN_PROGRESS_FILE = ".phantom-in-progress"
 FINDINGS_FILE = "phantom-findings.csv.gz"
 FORMAT_VERSION = 1
 MAX_SIZE = 4096
@@ -86,13 +87,18 @@ def _findings_table(plans: list[layout.StudyPlan]) -> pd.DataFrame:
 
 
 def _prepare_out_dir(out: Path) -> None:
+    """Make `out` ready for a new phantom: a phantom there (its manifest, or the marker of one whose making was
+    cut short) is replaced; anything else is refused. The marker is written first and the manifest last, so a
+    tree is complete exactly when it has a manifest."""
     if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST_FILE).exists():
+        if not (out / MANIFEST_FILE).exists() and not (out / IN_PROGRESS_FILE).exists():
             raise FileExistsError(
                 f"{out} is not empty and holds no {MANIFEST_FILE}; refusing to write into it"
             )
+        (out / MANIFEST_FILE).unlink(missing_ok=True)
         shutil.rmtree(out / "files", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS_FILE).write_text("a phantom is being made here; its manifest is written last\n")
 
 
 def generate_phantom(
@@ -156,7 +162,10 @@ def generate_phantom(
         "counts": _counts(plans, styles),
         "faults": fault_lists,
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    partial = out / f".{MANIFEST_FILE}.tmp"  # written whole, then renamed: a manifest is never cut short
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    partial.replace(out / MANIFEST_FILE)
+    (out / IN_PROGRESS_FILE).unlink(missing_ok=True)
     return manifest
 
 
