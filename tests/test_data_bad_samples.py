@@ -214,3 +214,42 @@ def test_a_file_mended_after_a_skip_is_read_again_by_the_index_and_the_image_cac
     after = load_datamodule_for(TINY, options, 32)
     assert len(after.datasets["test"]) == len(test)
     assert after.datasets["train"][0]["dicom_id"] == train.dicom_ids[0] and not after.skipped
+
+
+def test_prepare_composes_every_config_as_fit_does(phantom_root: Path, tmp_path: Path) -> None:
+    """`prepare --config A --config B` builds the index `fit --config A --config B` trains on (a prompt style
+    given as a second config included)."""
+    import pandas as pd
+    from _tiny_run import ROOT, TINY
+
+    from cxr_ldm.commands.prepare import main
+
+    def prompts(*configs: Path) -> list[str]:
+        out = tmp_path / f"out{len(configs)}"
+        args = [a for c in configs for a in ("--config", str(c))]
+        assert (
+            main(
+                [
+                    *args,
+                    "--data.root",
+                    str(phantom_root),
+                    "--data.cache_dir",
+                    str(tmp_path),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        return pd.read_csv(out / "index.csv", keep_default_na=False)["prompt"].tolist()
+
+    labels = prompts(TINY, ROOT / "configs" / "prompts" / "label.yaml")
+    assert labels != prompts(TINY)
+    from cxr_ldm.training.datamodule import load_datamodule
+
+    fit = load_datamodule(
+        [TINY, ROOT / "configs" / "prompts" / "label.yaml"],
+        root=str(phantom_root),
+        cache_dir=str(tmp_path / "fit"),
+    )
+    assert labels == fit.build_index().frame["prompt"].tolist()

@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
         "--config",
         type=str | None,
         default=None,
-        help="YAML with a data: section (a full fit config works too)",
+        help="YAML with a data: section (a full fit config works too); several compose in order, as in fit",
     )
     parser.add_argument(
         "--out", type=str, required=True, help="folder for index.csv, summary.json, skipped.csv"
@@ -38,18 +38,20 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _config_path(argv: list[str]) -> str | None:
+def _config_paths(argv: list[str]) -> list[str]:
+    """Every `--config` given, in order (`fit` composes them in that order)."""
+    paths = []
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
 
 
-def data_arguments(config: str) -> dict:
-    """The MimicCxrDataModule arguments of a config's `data:` section (a full fit config works too), as
-    `fit --config` composes them (its `config:` base included)."""
+def data_arguments(config: str | list[str]) -> dict:
+    """The MimicCxrDataModule arguments of the configs' `data:` section (full fit configs work too), as
+    `fit --config A --config B ...` composes them (their `config:` bases included)."""
     from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
     from cxr_ldm.training.datamodule import data_section
 
@@ -113,12 +115,12 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.data.mimic_tables import MimicTableError
 
     parser = build_parser()
-    config = _config_path(argv)
-    if config is not None:
+    configs = _config_paths(argv)
+    if configs:
         try:
-            section = data_arguments(config)
+            section = data_arguments(configs)
         except (OSError, ValueError, yaml.YAMLError, ConfigError) as error:
-            print(f"prepare: cannot use --config {config}: {error}", file=sys.stderr)
+            print(f"prepare: cannot use --config {' '.join(configs)}: {error}", file=sys.stderr)
             return 2
         parser.set_defaults({f"data.{key}": value for key, value in section.items()})
     cfg = parser.parse_args(argv)
@@ -130,7 +132,7 @@ def main(argv: list[str]) -> int:
         built = datamodule.build_index()
     except (BadSampleError, MimicTableError, ValueError) as error:
         print(f"prepare: {error}", file=sys.stderr)
-        return 1
+        return 2
     out = Path(cfg.out)
     built.write(out)
     print(format_summary(built.summary))
