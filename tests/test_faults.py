@@ -89,7 +89,8 @@ def test_fit_refuses_bad_values_before_training(tmp_path, phantom_root, capsys, 
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--per-prompt", "0"), ("--steps", "0"), ("--guidance", "-1"), ("--batch-size", "0"), ("--limit", "0")],
+    [("--per-prompt", "0"), ("--steps", "0"), ("--guidance", "-1"), ("--batch-size", "0"), ("--limit", "0"),
+     ("--scheduler", "bogus")],  # fmt: skip
 )
 def test_generate_refuses_out_of_range_options(tmp_path, capsys, option, value):
     prompts = tmp_path / "prompts.txt"
@@ -104,6 +105,7 @@ def test_generate_refuses_out_of_range_options(tmp_path, capsys, option, value):
         str(tmp_path / "o"),
     ]
     _refused([*args, option, value], capsys, option, value)
+    assert not (tmp_path / "o").exists()  # refused before the folder is claimed: a corrected rerun may use it
 
 
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path, phantom_root, monkeypatch):

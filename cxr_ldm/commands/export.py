@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_ldm.models.sampler_names import SAMPLER_NAMES
+
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
 
 
@@ -52,7 +54,12 @@ def main(argv: list[str]) -> int:
         help="--ema writes the EMA weights, --no-ema the raw ones (default: EMA when the model keeps it, "
         "as sampling, validation and generate do)",
     )
-    parser.add_argument("--scheduler", default="pndm", help="inference scheduler saved with the pipeline")
+    parser.add_argument(
+        "--scheduler",
+        default="pndm",
+        choices=SAMPLER_NAMES,
+        help="inference scheduler saved with the pipeline",
+    )
     args = parser.parse_args(argv)
     if not args.ckpt.is_file():
         parser.error(f"checkpoint {args.ckpt} does not exist")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_ldm.models.sampler_names import SAMPLER_NAMES
+
 DESCRIPTION = "generate images from prompts (a file or a data split) into an image/prompt folder"
 
 
@@ -47,7 +49,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         help="inference steps (default 15; the papers: --scheduler pndm --steps 75)",
     )
     parser.add_argument(
-        "--scheduler", default="dpm++", help="dpm++ (default), pndm, ddim, euler, euler_a, unipc"
+        "--scheduler",
+        default="dpm++",
+        choices=SAMPLER_NAMES,
+        help="dpm++ (default), pndm, ddim, euler, euler_a, unipc",
     )
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     parser.add_argument("--batch-size", type=positive_int, default=8)

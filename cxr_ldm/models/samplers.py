@@ -13,6 +13,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.models.sampler_names import SAMPLER_NAMES
 
 SAMPLERS = {
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
@@ -24,6 +25,9 @@ SAMPLERS = {
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
 }
+
+
+assert tuple(SAMPLERS) == SAMPLER_NAMES, "models/sampler_names.py lists the samplers built here"
 
 
 def make_sampler(name: str, noise_scheduler_config) -> SchedulerMixin:
