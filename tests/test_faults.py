@@ -89,8 +89,14 @@ def test_fit_refuses_bad_values_before_training(tmp_path, phantom_root, capsys, 
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--per-prompt", "0"), ("--steps", "0"), ("--guidance", "-1"), ("--batch-size", "0"), ("--limit", "0"),
-     ("--scheduler", "bogus")],  # fmt: skip
+    [
+        ("--per-prompt", "0"),
+        ("--steps", "0"),
+        ("--guidance", "-1"),
+        ("--batch-size", "0"),
+        ("--limit", "0"),
+        ("--scheduler", "bogus"),
+    ],  # fmt: skip
 )
 def test_generate_refuses_out_of_range_options(tmp_path, capsys, option, value):
     prompts = tmp_path / "prompts.txt"
@@ -274,6 +280,11 @@ def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
     cut.write_text("prompt,Pleural Effusion\nnormal,0\nlarge eff")
     with pytest.raises(TruncatedTableError, match=r"cut\.csv line 3"):
         read_prompt_file(cut)
+    for name, content, needle in (("empty.csv", b"", "is empty"), ("latin1.txt", "d\xe9j\xe0 vu\n".encode("latin-1"), "UTF-8"),
+                                  ("latin1.csv", "prompt\nd\xe9j\xe0 vu\n".encode("latin-1"), "UTF-8")):  # fmt: skip
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=needle):
+            read_prompt_file(tmp_path / name)
 
 
 # ---------------------------------------------------------------- 9. prompts, paths and caches that do not fit

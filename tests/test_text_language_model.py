@@ -115,3 +115,13 @@ def test_language_training_lowers_the_held_out_loss_and_saves_a_loadable_encoder
         saved = encoder(**tokens).last_hidden_state
         trained = model.text_encoder(**tokens).last_hidden_state
     assert torch.equal(saved, trained)
+
+
+def test_a_cut_archive_and_a_corpus_too_small_for_one_batch_are_refused_by_name(tmp_path) -> None:
+    cut = tmp_path / "cut.tgz"
+    cut.write_bytes(iu_reports_archive().read_bytes()[:300_000])  # a download cut short
+    with pytest.raises(ConfigError, match="not a readable archive"):
+        read_report_sentences(cut)
+    small = ReportCorpusDataModule(max_sentences=10, batch_size=64)
+    with pytest.raises(ConfigError, match="raise max_sentences or lower batch_size"):
+        small.setup()  # training would drop its only, short batch and train nothing

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
@@ -52,7 +53,7 @@ def read_report_sentences(archive: str | Path | None = None) -> list[str]:
                 for node in root.iter("AbstractText"):
                     if node.get("Label") in SECTIONS and node.text:
                         sentences.extend(split_sentences(node.text))
-    except (tarfile.TarError, ET.ParseError, OSError) as error:
+    except (tarfile.TarError, ET.ParseError, OSError, EOFError, zlib.error) as error:  # EOFError: a cut gzip
         raise ConfigError(
             f"report corpus {path}: not a readable archive of report XML files ({error})"
         ) from error

@@ -60,6 +60,12 @@ class ReportCorpusDataModule(LightningDataModule):
         n_val = int(round(self.hparams.val_fraction * len(order)))
         self.sentences = {"val": [sentences[i] for i in order[:n_val]],
                           "train": [sentences[i] for i in order[n_val:]]}  # fmt: skip
+        if len(self.sentences["train"]) < self.hparams.batch_size:  # training drops a short last batch
+            raise ConfigError(
+                f"data.init_args: {len(self.sentences['train'])} training sentences (max_sentences "
+                f"{self.hparams.max_sentences}, val_fraction {self.hparams.val_fraction}) make no batch of "
+                f"batch_size {self.hparams.batch_size}; raise max_sentences or lower batch_size"
+            )
 
     def set_tokenizer(self, tokenizer) -> None:
         """Tokenize every sentence with the model's tokenizer (its pad token pads the batches)."""

@@ -45,14 +45,30 @@ def read_prompt_file(path: str | Path) -> list[PromptRecord]:
     from cxr_ldm.data.table_files import check_complete, read_table_bytes
 
     if path.suffix.lower() == ".txt":
-        text = read_table_bytes(path).decode("utf-8")
+        try:
+            text = read_table_bytes(path).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"--prompts {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+            ) from None
         lines = [line.strip() for line in text.splitlines()]
         records = [PromptRecord(line) for line in lines if line]
     else:
         # A hand-written CSV may lack the final newline; a row short of fields is still caught.
         check_complete(path, require_final_newline=False)
         # An empty prompt stays empty (unconditional generation), never the text "nan".
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"--prompts {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+            ) from None
+        except pd.errors.EmptyDataError:
+            raise ConfigError(
+                f"--prompts {path} is empty; give a `prompt` column and one row a prompt"
+            ) from None
+        except pd.errors.ParserError as error:
+            raise ConfigError(f"--prompts {path} is not a readable CSV ({str(error).strip()})") from None
         if "prompt" not in frame.columns:
             raise ConfigError(
                 f"--prompts {path} has no `prompt` column (columns: {list(frame.columns)}); "
