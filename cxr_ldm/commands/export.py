@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxr_ldm.models.sampler_names import SAMPLER_NAMES
+from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
 

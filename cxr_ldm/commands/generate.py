@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxr_ldm.models.sampler_names import SAMPLER_NAMES
+from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 DESCRIPTION = "generate images from prompts (a file or a data split) into an image/prompt folder"
 

@@ -13,7 +13,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.models.sampler_names import SAMPLER_NAMES
+from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 SAMPLERS = {
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
@@ -27,7 +27,7 @@ SAMPLERS = {
 }
 
 
-assert tuple(SAMPLERS) == SAMPLER_NAMES, "models/sampler_names.py lists the samplers built here"
+assert tuple(SAMPLERS) == SAMPLER_NAMES, "cxr_ldm/sampler_names.py lists the samplers built here"
 
 
 def make_sampler(name: str, noise_scheduler_config) -> SchedulerMixin:
