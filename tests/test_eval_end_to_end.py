@@ -316,8 +316,6 @@ def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, cla
     resumed = GenerationMetrics(str(classifier_ckpt), split="test", every_n_validations=2, num_images=4,
                                 num_inference_steps=2)  # fmt: skip
     resumed.load_state_dict(callback.state_dict())
-    other = GenerationMetrics(str(classifier_ckpt), split="validate", every_n_validations=2)
-    assert resumed.state_key == callback.state_key != other.state_key  # two in one fit keep their own counts
     resumed.on_validation_epoch_end(trainer, model)
     assert {"eval/fid_xrv", "eval/ms_ssim", "eval/cond_accuracy"} <= set(logged)
 

@@ -198,6 +198,7 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(toy_experiment) 
     run = judged.results["arms"]["unet-text"]["seed0"]
     assert not (tmp_path / "judged" / "arms" / "unet-text" / "seed0" / "fit").exists()  # nothing was fitted
     assert run["metrics"] == trained["metrics"]  # the same model, seeds and references give the same numbers
+    assert run_experiment(*parse_experiment(judge)).computed == []  # the same file: its digest is stable
     # another model under the same path is judged again, not taken for the one judged before
     shutil.copy(results["arms"]["unet-text"]["seed1"]["checkpoint"], elsewhere)
     assert run_experiment(*parse_experiment(judge)).computed == ["unet-text seed 0"]

@@ -42,7 +42,9 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     arms = [{"name": "unet-text", "configs": [*UNET_TEXT[:-1], str(arm_file)]}]
     args = toy_launch_args(tmp_path, "out", seeds="[0]", arms=arms)
     out = tmp_path / "out"
+    write_record(out / "units" / ARM, JOB, {"key": "an earlier launcher's", "job_id": "4000000"})
     run_experiment(*parse_command(args).experiment)
+    assert not (out / "units" / ARM / JOB).exists()  # the in-process run is the unit's job now, not that one
     # The in-process run is each unit's job: its process, as `--status` from another shell sees it.
     started = read_result(out / "units" / ARM / STARTED)
     assert started["pid"] == os.getpid() and started["in_process"]

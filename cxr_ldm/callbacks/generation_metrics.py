@@ -81,11 +81,6 @@ class GenerationMetrics(Callback):
         labels = torch.stack([it["labels"] for it in items]) if "labels" in items[0] else None
         return [it["prompt"] for it in items], images, labels
 
-    @property
-    def state_key(self) -> str:
-        """One per configuration, so that a fit may keep two (another split or interval) with their own counts."""
-        return self._generate_state_key(split=self.split, every=self.every, num_images=self.num_images)
-
     def state_dict(self) -> dict:
         """The validations counted so far, kept in the checkpoint: a resumed fit evaluates at the same
         validations as an uninterrupted one."""

@@ -264,7 +264,13 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
     fit_inputs = UnitInputs(config).arm_fit(arm, seed)
     claim_folder(run_dir, fit_inputs, log.line)
-    if reusable_arm_result(run_dir, fit_inputs, eval_inputs) is not None:
+    if (earlier := reusable_arm_result(run_dir, fit_inputs, eval_inputs)) is not None:
+        if earlier.get("evaluation_inputs") != json.loads(
+            json.dumps(eval_inputs)
+        ):  # an earlier version's record
+            write_result(
+                run_dir / RESULT, {**earlier, "evaluation_inputs": eval_inputs}
+            )  # brought up to date
         log.skip(unit.label)
         outcome.reused.append(unit.label)
         return
@@ -359,7 +365,7 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
     files = UnitInputs(config).files
     for unit in units:
         folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
-        clear_run(folder)
+        clear_run(folder, job=True)
         # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
         this = {"host": os.uname().nodename, "pid": os.getpid(), "process_start": process_start(os.getpid())}
         started = record_start(folder, key, in_process=True, **this)["time"]

@@ -65,9 +65,10 @@ def record_start(folder: Path, key: str, **facts) -> dict:
     return record
 
 
-def clear_run(folder: Path) -> None:
-    """Forget the unit's last start and end (a new job runs it)."""
-    for kind in (STARTED, DONE):
+def clear_run(folder: Path, job: bool = False) -> None:
+    """Forget the unit's last start and end (a new job runs it); `job`: its job record too (the in-process
+    run is the unit's job itself, so an earlier launcher's job record no longer speaks for it)."""
+    for kind in (STARTED, DONE, *((JOB,) if job else ())):
         (folder / kind).unlink(missing_ok=True)
 
 

@@ -16,22 +16,15 @@ from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
 from cxr_ldm.experiments.units import digest, file_digest
 from cxr_ldm.generation.generated_folder import model_fingerprint
 
-# data options that change where or how fast the images are read, not which images or how they look
-WHERE_NOT_WHAT = (
-    "root",
-    "reports_root",
-    "cache_dir",
-    "num_workers",
-    "image_cache",
-    "pin_memory",
-    "persistent_workers",
-)
+# data options that change how fast the images are read or where their caches live, not which images or how
+# they look (the data's root stays an input: another tree may hold other images under the same names)
+HOW_FAST_NOT_WHAT = ("cache_dir", "num_workers", "image_cache", "pin_memory", "persistent_workers")
 
 
 def data_inputs(data_overrides: dict) -> dict:
-    """The data options a result depends on: `data_overrides` less where and how fast the data is read (a
-    moved data tree or another cache folder reads the same images)."""
-    return {key: value for key, value in data_overrides.items() if key not in WHERE_NOT_WHAT}
+    """The data options a result depends on: `data_overrides` less how fast the data is read and where its
+    caches live (another cache folder reads the same images)."""
+    return {key: value for key, value in data_overrides.items() if key not in HOW_FAST_NOT_WHAT}
 
 
 def model_identity(config: AugmentationConfig, source=None) -> str | None:
