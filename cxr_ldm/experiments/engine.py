@@ -265,12 +265,9 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     fit_inputs = UnitInputs(config).arm_fit(arm, seed)
     claim_folder(run_dir, fit_inputs, log.line)
     if (earlier := reusable_arm_result(run_dir, fit_inputs, eval_inputs)) is not None:
-        if earlier.get("evaluation_inputs") != json.loads(
-            json.dumps(eval_inputs)
-        ):  # an earlier version's record
-            write_result(
-                run_dir / RESULT, {**earlier, "evaluation_inputs": eval_inputs}
-            )  # brought up to date
+        current = json.loads(json.dumps(eval_inputs))
+        if earlier.get("evaluation_inputs") != current:  # an earlier version's record, brought up to date
+            write_result(run_dir / RESULT, {**earlier, "evaluation_inputs": current})
         log.skip(unit.label)
         outcome.reused.append(unit.label)
         return
