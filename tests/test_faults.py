@@ -419,3 +419,22 @@ def test_an_unreadable_or_foreign_checkpoint_is_refused_by_name(tmp_path, phanto
     _refused(
         fit_args(run, phantom_root, *other_parts, "--ckpt_path", "last"), capsys, "model.init_args.trainable"
     )
+
+
+def test_an_output_folder_that_is_a_file_and_a_missing_encoder_are_named(tmp_path, capsys):
+    """`generate --out FILE`, `phantom --out FILE`, `text-similarity --encoders MISSING`: one line naming the
+    path and the option, exit 2."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    pipeline = str(ROOT / "artifacts" / "tiny-pretrained")
+    _refused(["generate", "--model", pipeline, "--prompts", str(prompts), "--out", str(taken), "--steps", "1"],
+             capsys, str(taken), "is a file")  # fmt: skip
+    from cxr_ldm.commands.phantom import main as phantom
+
+    assert phantom(["--out", str(taken), "--studies", "10", "--size", "32"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    _refused(
+        ["text-similarity", "--encoders", str(tmp_path / "no-encoder")], capsys, "no-encoder", "--encoders"
+    )

@@ -52,8 +52,11 @@ def load_text_encoder(source: str):
     from pathlib import Path
 
     from cxr_ldm.models.components import load_text_side
-    from cxr_ldm.pretrained import resolve_source
+    from cxr_ldm.pretrained import check_source, resolve_source
 
+    check_source(
+        resolve_source(source), "--encoders"
+    )  # the command's option, named when the folder is missing
     if (Path(resolve_source(source)) / "model_index.json").is_file():
         encoder, tokenizer = load_text_side(source, None, prefix="--")
     else:

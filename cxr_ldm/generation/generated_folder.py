@@ -202,6 +202,8 @@ def generate_images(
     images made with other inputs instead of refusing the folder.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the images")
     rank, world = rank_and_world()
     _claim_folder(out, generation_record(records, settings, model), overwrite, rank)
     if world > 1 and dist.is_available() and dist.is_initialized():

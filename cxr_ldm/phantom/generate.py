@@ -90,6 +90,8 @@ def _prepare_out_dir(out: Path) -> None:
     """Make `out` ready for a new phantom: a phantom there (its manifest, or the marker of one whose making was
     cut short) is replaced; anything else is refused. The marker is written first and the manifest last, so a
     tree is complete exactly when it has a manifest."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; give a folder for the phantom")
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST_FILE).exists() and not (out / IN_PROGRESS_FILE).exists():
             raise FileExistsError(
