@@ -297,3 +297,17 @@ def test_a_phantom_cut_short_has_no_manifest_and_is_made_again_in_place(tmp_path
     assert not (out / MANIFEST_FILE).exists()  # the earlier, complete tree's manifest went first
     generate_phantom(out, 40, 32, 0, progress=False, workers=1)
     assert json.loads((out / MANIFEST_FILE).read_text())["params"]["studies"] == 40
+
+
+def test_the_contact_sheet_draws_a_damaged_image_as_an_empty_tile(phantom_root: Path, tmp_path: Path) -> None:
+    """A `--corrupt` phantom holds files that do not decode: the sheet marks their tiles instead of failing."""
+    import shutil
+
+    from cxr_ldm.phantom.contact_sheet import make_contact_sheet
+
+    root = tmp_path / "phantom"
+    shutil.copytree(phantom_root, root)
+    for image in root.glob("files/**/*.jpg"):
+        image.write_bytes(b"not a jpeg")
+    sheet = make_contact_sheet(root, tmp_path / "sheet.png", per_finding=1)
+    assert Image.open(sheet).size[0] > 0

@@ -68,10 +68,16 @@ def _tile(
     row = pick.iloc[0]
     sid = str(subject)
     path = root / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{study}" / f"{row.dicom_id}.jpg"
-    with Image.open(path) as img:
-        img = img.convert("L")
-        img.thumbnail((TILE, TILE))
     canvas = Image.new("L", (TILE, TILE), 30)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L")
+            img.thumbnail((TILE, TILE))
+    except (
+        OSError,
+        SyntaxError,
+    ):  # a damaged file of a `--corrupt` phantom (or a missing one): an empty tile
+        return canvas, f"{row.ViewPosition} (unreadable)"
     canvas.paste(img, ((TILE - img.width) // 2, (TILE - img.height) // 2))
     return canvas, str(row.ViewPosition)
 
