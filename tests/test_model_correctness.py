@@ -287,6 +287,10 @@ def test_a_resumed_fit_keeps_counting_its_skipped_nonfinite_steps(tmp_path):
 
     assert fit(2).nonfinite.steps_skipped == 2
     assert fit(3, ckpt_path=tmp_path / "step=2.ckpt").nonfinite.steps_skipped == 3
+    # weights loaded for a new fit (not a resume) start counting afresh
+    loaded = LatentDiffusion.load_from_checkpoint(tmp_path / "step=2.ckpt", map_location="cpu")
+    tiny_trainer(tmp_path / "new", max_steps=1).fit(loaded, tiny_batches(8))
+    assert loaded.nonfinite.steps_skipped == 1
 
 
 def test_model_fitted_again_starts_its_counts_afresh_and_a_failed_fit_leaves_it_whole(tmp_path):

@@ -357,9 +357,10 @@ class LatentDiffusion(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = self.state_dict(keep_vars=True)
-        # counted on from on_fit_start, which starts a fit's counts afresh after this hook has run
-        self._resumed_skips = read_model_entries(checkpoint, self._frozen_pretrained, state, self.ema)
-        self.nonfinite.steps_skipped = self._resumed_skips
+        skipped = read_model_entries(checkpoint, self._frozen_pretrained, state, self.ema)
+        # a Trainer's resume counts on (on_fit_start); weights loaded for a new fit (no Trainer yet) start at 0
+        self._resumed_skips = skipped if self._trainer is not None else 0
+        self.nonfinite.steps_skipped = skipped
 
     # ----------------------------------------------------------------- speed options (fit)
     def setup(self, stage: str) -> None:
@@ -378,8 +379,7 @@ class LatentDiffusion(LightningModule):
             compile_forward(self.unet)
 
     def on_fit_start(self) -> None:
-        # A model object fitted again (Python API) starts its counts afresh; a resumed fit goes on from its
-        # checkpoint's count.
+        # A model fitted again (Python API) starts its counts afresh; a resumed fit goes on from its checkpoint's.
         self.nonfinite.reset()
         self.nonfinite.steps_skipped, self._resumed_skips = getattr(self, "_resumed_skips", 0), 0
         strategy = self.trainer.strategy

@@ -45,12 +45,9 @@ def finetune_for_size(
     from cxr_ldm.experiments.synthetic_augmentation.arm_inputs import data_inputs
 
     finished = (run_dir / DONE_FILE).is_file() and last.is_file()
-    if (
-        finished and not (run_dir / KEY_FILE).is_file()
-    ):  # an older version's fine-tune: nothing to check it by
+    if finished and not (run_dir / KEY_FILE).is_file():  # an older version's: nothing to check it by
         LOG.warning(
-            "%s records no inputs (an older version made it): reused as it is; delete it to train again",
-            run_dir,
+            "%s records no inputs (an older version made it): reused; delete it to train again", run_dir
         )
         return last
     inputs = {

@@ -2,8 +2,8 @@
 
 One folder per size holds `max_k` images per prompt (the `generate` layout: PNG + metadata.csv); the
 `synthetic_<k>x` set is its first k samples of every prompt (`read_generated(folder, per_prompt=k)`), so the 1x set is inside the 5x set and
-generation, resumable image by image, happens once per size. A folder drawn with other settings, another
-model, or by a model of unknown identity (one in memory) is drawn again.
+generation, resumable image by image, happens once per size. A folder drawn with other settings or another
+model (arm_inputs.py `model_identity`), or by a model whose identity is unknown, is drawn again.
 """
 
 from __future__ import annotations
