@@ -182,3 +182,16 @@ def test_memorization_finds_copies_in_pixel_and_feature_space(tmp_path):
     assert grid.shape == (3 * (32 + 14), 2 * 32 + 4)
     assert np.array_equal(grid[:32, :32], grid[:32, 36:68])  # first row: a copy beside its original
     assert not np.array_equal(grid[2 * 46 : 2 * 46 + 32, :32], grid[2 * 46 : 2 * 46 + 32, 36:68])
+
+
+def test_fid_and_kid_of_one_image_are_refused_by_name():
+    """One generated image has no covariance (FID) and no pair (KID): a clear error, not torchmetrics' own or
+    a NaN in the report."""
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.evaluation.metrics.fid import fid_from_features, kid_from_features
+
+    real, fake = torch.rand(8, 4), torch.rand(1, 4)
+    for metric, name in ((fid_from_features, "FID"), (kid_from_features, "KID")):
+        with pytest.raises(ConfigError, match=f"{name} needs at least two real and two generated images"):
+            metric(real, fake)
+    assert math.isfinite(fid_from_features(real, torch.rand(4, 4)))

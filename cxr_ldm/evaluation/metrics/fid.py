@@ -12,6 +12,15 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.metrics.features import ClassifierFeatures
 
 
+def _two_each(real: torch.Tensor, fake: torch.Tensor, what: str) -> None:
+    """FID and KID compare two distributions: each needs at least two samples (a covariance, a pair)."""
+    if len(real) < 2 or len(fake) < 2:
+        raise ConfigError(
+            f"{what} needs at least two real and two generated images (got {len(real)} real, {len(fake)} "
+            "generated); give more prompts or samples per prompt (--limit, --per-prompt)"
+        )
+
+
 def _update(metric, images01: torch.Tensor, real: bool, batch_size: int = 64) -> None:
     for i in range(0, len(images01), batch_size):
         metric.update(images01[i : i + batch_size], real=real)
@@ -22,6 +31,7 @@ def fid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier) -> fl
 
     Under DDP the torchmetrics states (feature sums and co-moments) are summed over ranks.
     """
+    _two_each(real01, fake01, "FID")
     metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True)
     _update(metric, real01, True)
     _update(metric, fake01, False)
@@ -35,6 +45,7 @@ def kid_classifier(
 
     The random subsets are drawn from `seed`, so the same images give the same number on every run.
     """
+    _two_each(real01, fake01, "KID")
     size = min(len(real01), len(fake01), 100)
     metric = KernelInceptionDistance(
         feature=ClassifierFeatures(classifier), normalize=True, subsets=subsets, subset_size=size
@@ -74,6 +85,7 @@ class PrecomputedFeatures(torch.nn.Module):
 
 def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between two sets of feature vectors (N, D), computed where it is called (no DDP sync)."""
+    _two_each(real, fake, "FID")
     metric = FrechetInceptionDistance(
         feature=PrecomputedFeatures(real.shape[1]), normalize=True, sync_on_compute=False
     )
@@ -84,6 +96,7 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 20, seed: int = 0) -> float:
     """Kernel distance between two sets of feature vectors, subsets drawn from `seed` (as `kid_classifier`)."""
+    _two_each(real, fake, "KID")
     size = min(len(real), len(fake), 100)
     metric = KernelInceptionDistance(
         feature=PrecomputedFeatures(real.shape[1]),
