@@ -438,3 +438,15 @@ def test_an_output_folder_that_is_a_file_and_a_missing_encoder_are_named(tmp_pat
     _refused(
         ["text-similarity", "--encoders", str(tmp_path / "no-encoder")], capsys, "no-encoder", "--encoders"
     )
+
+
+def test_a_generated_folder_missing_an_image_is_named_with_the_fix(tmp_path):
+    from cxr_ldm.generation.generated_folder import METADATA, read_generated
+
+    folder = tmp_path / "generated"
+    (folder / "images").mkdir(parents=True)
+    (folder / METADATA).write_text("file_name,prompt\nimages/000000.png,normal\n")
+    with pytest.raises(
+        ConfigError, match=r"lists images/000000\.png, which cannot be read.*`generate` resumes"
+    ):
+        read_generated(folder)

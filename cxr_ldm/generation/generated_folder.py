@@ -271,11 +271,17 @@ def read_generated(
         frame = frame.iloc[:limit]
     pixels = []
     for name in frame["file_name"]:
-        with Image.open(root / name) as image:
-            gray = image.convert("L")
-            if image_size is not None and gray.size != (image_size, image_size):
-                gray = gray.resize((image_size, image_size), Image.BICUBIC)
-            pixels.append(np.asarray(gray, dtype=np.uint8))
+        try:
+            with Image.open(root / name) as image:
+                gray = image.convert("L")
+        except (OSError, SyntaxError) as error:  # missing, or cut short by a killed writer outside this tool
+            raise ConfigError(
+                f"{root / METADATA} lists {name}, which cannot be read ({error.__class__.__name__}); draw the "
+                f"folder's missing images again (`generate` resumes into it) or delete {root}"
+            ) from None
+        if image_size is not None and gray.size != (image_size, image_size):
+            gray = gray.resize((image_size, image_size), Image.BICUBIC)
+        pixels.append(np.asarray(gray, dtype=np.uint8))
     labels = np.full((len(frame), len(CHEXPERT_LABELS)), np.nan, dtype=np.float32)
     for j, name in enumerate(CHEXPERT_LABELS):
         if name in frame.columns:
