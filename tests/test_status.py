@@ -44,17 +44,16 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     out = tmp_path / "out"
     write_record(out / "units" / ARM, JOB, {"key": "an earlier launcher's", "job_id": "4000000"})
     run_experiment(*parse_command(args).experiment)
-    assert not (out / "units" / ARM / JOB).exists()  # the in-process run is the unit's job now, not that one
     # The in-process run is each unit's job: its process, as `--status` from another shell sees it.
-    started = read_result(out / "units" / ARM / STARTED)
-    assert started["pid"] == os.getpid() and started["in_process"]
+    job = read_result(out / "units" / ARM / JOB)
+    assert (job["job_id"], job["cluster"]) == (str(os.getpid()), "local")
     (out / "units" / ARM / DONE).rename(out / "units" / ARM / "done.later")
     assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "running"
     # a dead run whose pid another process was given since is not taken for running: its result decides
-    write_record(out / "units" / ARM, STARTED, {**started, "process_start": started["process_start"] - 1})
+    write_record(out / "units" / ARM, JOB, {**job, "process_start": job["process_start"] - 1})
     dead = {s.name: s for s in launch(parse_command([*args, "--status"])).states}[ARM]
     assert (dead.state, dead.detail) == ("done", EARLIER)
-    write_record(out / "units" / ARM, STARTED, started)
+    write_record(out / "units" / ARM, JOB, job)
     (out / "units" / ARM / "done.later").rename(out / "units" / ARM / DONE)
     # A done record counts only while the unit's result is there.
     baseline = out / "baseline" / "result.json"

@@ -59,15 +59,21 @@ def latent_cache_key(index_key: str, image_size: int, resize: str, vae_source: s
     )
 
 
-def vae_weights_hash(vae: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of a VAE's config and float32 weights: equal exactly when it encodes alike."""
+def weights_hash(module: torch.nn.Module, extra: dict[str, torch.Tensor] | None = None) -> str:
+    """sha256 (16 hex digits) of a module's config and float32 weights, then of `extra` tensors (an EMA's
+    shadows, say) by name: equal exactly when the weights are."""
     digest = hashlib.sha256()
-    config = {k: v for k, v in dict(getattr(vae, "config", {})).items() if not str(k).startswith("_")}
+    config = {k: v for k, v in dict(getattr(module, "config", {})).items() if not str(k).startswith("_")}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
+    for name, tensor in [*sorted(module.state_dict().items()), *sorted((extra or {}).items())]:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def vae_weights_hash(vae: torch.nn.Module) -> str:
+    """A VAE's `weights_hash`: equal exactly when it encodes alike."""
+    return weights_hash(vae)
 
 
 def check_latent_cache_vae(folder: str | os.PathLike, source: str, model_vae_hash: str | None) -> None:

@@ -16,7 +16,8 @@ from cxr_ldm.data.atomic import write_text_atomic
 STAMPS_FILE = "skipped-files.json"
 
 
-def _stamp(path: str) -> list[int] | None:
+def file_stamp(path: str | os.PathLike) -> list[int] | None:
+    """A file's size and modification time (ns), None when it is missing: what tells a changed file cheaply."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -26,7 +27,7 @@ def _stamp(path: str) -> list[int] | None:
 
 def record_skipped(folder: str | os.PathLike, paths: Iterable[str]) -> None:
     """Write the size and modification time (None: missing) of every skipped file into `folder`."""
-    stamps = {os.path.abspath(path): _stamp(os.path.abspath(path)) for path in paths}
+    stamps = {os.path.abspath(path): file_stamp(os.path.abspath(path)) for path in paths}
     write_text_atomic(Path(folder) / STAMPS_FILE, json.dumps(stamps, indent=1, sort_keys=True) + "\n")
 
 
@@ -37,7 +38,7 @@ def changed_skipped(folder: str | os.PathLike) -> list[str]:
     if not record.is_file():
         return []
     stamps = json.loads(record.read_text())
-    return [path for path, stamp in stamps.items() if _stamp(path) != stamp]
+    return [path for path, stamp in stamps.items() if file_stamp(path) != stamp]
 
 
 def drop_if_skipped_changed(folder: str | os.PathLike, say) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,8 +46,7 @@ from cxr_ldm.experiments.unit_inputs import (
 from cxr_ldm.experiments.unit_records import (
     DONE,
     clear_run,
-    process_start,
-    record_start,
+    record_own_job,
     unit_folder,
     unit_key,
     write_record,
@@ -362,10 +360,9 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
     files = UnitInputs(config).files
     for unit in units:
         folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
-        clear_run(folder, job=True)
+        clear_run(folder)
         # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
-        this = {"host": os.uname().nodename, "pid": os.getpid(), "process_start": process_start(os.getpid())}
-        started = record_start(folder, key, in_process=True, **this)["time"]
+        started = record_own_job(folder, key)
         done = run_unit(config, followups, unit.name, log)
         write_record(folder, DONE, {"key": key, "time": time.time(), "seconds": time.time() - started})
         outcome.computed += done.computed

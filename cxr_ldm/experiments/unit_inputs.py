@@ -13,6 +13,7 @@ from dataclasses import asdict
 from functools import cached_property, lru_cache
 from pathlib import Path
 
+from cxr_ldm.data.skipped_files import file_stamp
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.plan import BASELINE, REFERENCES, Unit, plan_units
@@ -37,12 +38,11 @@ def checkpoint_file(path: str | None) -> dict:
     for it at every poll: the bytes are read once per size and modification time."""
     if path is None or not Path(path).is_file():
         return {}
-    stat = Path(path).stat()
-    return {"checkpoint_file": _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)}
+    return {"checkpoint_file": _file_digest(str(Path(path).resolve()), tuple(file_stamp(path)))}
 
 
 @lru_cache(maxsize=256)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+def _file_digest(path: str, stamp: tuple[int, int]) -> str:
     return file_digest(Path(path))
 
 
@@ -114,19 +114,12 @@ class UnitInputs:
             except ConfigError as error:  # a missing or broken file: the unit that reads it reports it
                 return str(error)
 
-        def stamp(path: str | None):
-            return (
-                [Path(path).stat().st_size, Path(path).stat().st_mtime_ns]
-                if path and Path(path).is_file()
-                else None
-            )
-
         arms = {arm.name: [read(path) for path in [*arm.configs, *(q for prep in arm.prepare for q in prep.configs)]]
                 for arm in config.arms}  # fmt: skip
         checkpoints = [config.evaluator.checkpoint, config.retriever.checkpoint,
                        *(path for arm in config.arms for path in arm.checkpoints.values())]  # fmt: skip
         return digest({"data": read(config.data.config), "retriever": read(config.retriever.config),
-                       "arms": arms, "checkpoints": [stamp(path) for path in checkpoints]})  # fmt: skip
+                       "arms": arms, "checkpoints": [path and file_stamp(path) for path in checkpoints]})  # fmt: skip
 
 
 def same_inputs(recorded, inputs: dict) -> bool:

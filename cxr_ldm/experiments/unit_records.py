@@ -65,11 +65,19 @@ def record_start(folder: Path, key: str, **facts) -> dict:
     return record
 
 
-def clear_run(folder: Path, job: bool = False) -> None:
-    """Forget the unit's last start and end (a new job runs it); `job`: its job record too (the in-process
-    run is the unit's job itself, so an earlier launcher's job record no longer speaks for it)."""
-    for kind in (STARTED, DONE, *((JOB,) if job else ())):
+def clear_run(folder: Path) -> None:
+    """Forget the unit's last start and end (a new job runs it)."""
+    for kind in (STARTED, DONE):
         (folder / kind).unlink(missing_ok=True)
+
+
+def record_own_job(folder: Path, key: str) -> float:
+    """This process as the unit's job (the in-process run): `job.json` naming its pid, host and start time
+    (in place of any earlier launcher's), then `started.json`. Returns the start time."""
+    pid, host = os.getpid(), os.uname().nodename
+    write_record(folder, JOB, {"key": key, "job_id": str(pid), "cluster": "local", "log": "", "host": host,
+                               "process_start": process_start(pid), "submitted": time.time()})  # fmt: skip
+    return record_start(folder, key, host=host, pid=pid)["time"]
 
 
 def squeue_state(job_id: str) -> str | None:
@@ -156,9 +164,6 @@ def unit_state(
     done = read_record(folder, DONE, key)
     job = read_record(folder, JOB, key)
     started = read_record(folder, STARTED, key)
-    if job is None and started is not None and started.get("in_process"):  # the in-process run: its process
-        job = {"job_id": str(started["pid"]), "cluster": "local", "log": "", "host": started.get("host"),
-               "process_start": started.get("process_start")}  # fmt: skip
     job_id, log = (job["job_id"], job["log"]) if job else ("", "")
     attempts = started.get("attempt", 1) if started else None
     first = started.get("first_time", started["time"]) if started else None
@@ -191,6 +196,7 @@ __all__ = [
     "UnitState",
     "clear_run",
     "read_record",
+    "record_own_job",
     "record_start",
     "result_seconds",
     "unit_folder",

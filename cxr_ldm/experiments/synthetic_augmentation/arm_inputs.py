@@ -4,12 +4,10 @@ them again instead of averaging results of unequal arms together."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
+from cxr_ldm.data.latent_cache import weights_hash
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
@@ -51,18 +49,13 @@ def model_identity(config: AugmentationConfig, source=None) -> str | None:
 
 
 def weights_digest(model) -> str:
-    """sha256 (16 hex digits) of a model's weights in memory, its EMA shadows included: the same weights give
-    the same digest in any process."""
-    hasher = hashlib.sha256()
-    tensors = dict(model.state_dict())
+    """The weights of a model in memory, its EMA shadows included (data/latent_cache.py `weights_hash`): the
+    same weights give the same digest in any process."""
     ema = getattr(model, "ema", None)
-    if ema is not None:
-        tensors.update({f"ema/{name}": shadow for name, shadow in ema.named_shadows().items()})
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return hasher.hexdigest()[:16]
+    shadows = (
+        {f"ema/{name}": shadow for name, shadow in ema.named_shadows().items()} if ema is not None else None
+    )
+    return weights_hash(model, shadows)
 
 
 def arm_inputs(config: AugmentationConfig, arm: Arm, model: str | None) -> str | None:
