@@ -55,3 +55,22 @@ def test_a_record_made_before_a_checkpoint_was_keyed_by_its_bytes_holds_and_is_b
     assert (folder / "result.json").is_file() and json.loads((folder / KEY_FILE).read_text()) == now
     assert not folder_holds(folder, {**now, "checkpoint_file": "ef01"})  # the file replaced since
     assert not folder_holds(folder, {"arm": "b", "references": {"data": 1}})  # other inputs still differ
+
+
+def test_a_checkpoint_copied_over_with_its_size_and_time_kept_is_another_checkpoint(tmp_path):
+    """A launcher asks for a checkpoint's digest at every poll and keeps it in memory; a file put in its place
+    by `cp -p` (same size, same modification time, other bytes) is read again, not taken for the old one."""
+    import os
+    import shutil
+
+    from cxr_ldm.experiments.unit_inputs import checkpoint_file
+
+    path, other = tmp_path / "model.ckpt", tmp_path / "other.ckpt"
+    path.write_bytes(b"A" * 64)
+    other.write_bytes(b"B" * 64)
+    first = checkpoint_file(str(path))
+    os.utime(other, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns))
+    shutil.copy2(other, path)  # cp -p: the bytes of `other`, the size and the time of `path`
+    assert os.stat(path).st_size == 64 and os.stat(path).st_mtime_ns == os.stat(other).st_mtime_ns
+    assert checkpoint_file(str(path)) != first
+    assert checkpoint_file(str(path)) == checkpoint_file(str(other))

@@ -12,17 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.data.file_identity import file_stamp
 
 STAMPS_FILE = "skipped-files.json"
-
-
-def file_stamp(path: str | os.PathLike) -> list[int] | None:
-    """A file's size and modification time (ns), None when it is missing: what tells a changed file cheaply."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def record_skipped(folder: str | os.PathLike, paths: Iterable[str]) -> None:

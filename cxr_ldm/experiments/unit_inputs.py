@@ -13,7 +13,7 @@ from dataclasses import asdict
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from cxr_ldm.data.skipped_files import file_stamp
+from cxr_ldm.data.file_identity import change_stamp, file_digest, file_stamp
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments import convergence
 from cxr_ldm.experiments.plan import BASELINE, REFERENCES, Unit, plan_units
@@ -21,7 +21,6 @@ from cxr_ldm.experiments.real_references import reference_inputs, references_bui
 from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.units import (
     digest,
-    file_digest,
     folder_digest,
     folder_holds,
     read_result,
@@ -35,15 +34,16 @@ RESULT = "result.json"
 def checkpoint_file(path: str | None) -> dict:
     """`{"checkpoint_file": digest}` of a checkpoint given by path (a file replaced under the same path is
     another model), or nothing when none is given or it is missing (its unit reports that). A launcher asks
-    for it at every poll: the bytes are read once per size and modification time."""
+    for it at every poll: the bytes are read again only when the file changed (data/file_identity.py
+    `change_stamp`)."""
     if path is None or not Path(path).is_file():
         return {}
-    return {"checkpoint_file": _file_digest(str(Path(path).resolve()), tuple(file_stamp(path)))}
+    return {"checkpoint_file": _file_digest(str(Path(path).resolve()), change_stamp(path))}
 
 
 @lru_cache(maxsize=256)
-def _file_digest(path: str, stamp: tuple[int, int]) -> str:
-    return file_digest(Path(path))
+def _file_digest(path: str, stamp: tuple[int, ...] | None) -> str:
+    return file_digest(path)
 
 
 def config_contents(arm: ArmSpec) -> str:

@@ -45,15 +45,6 @@ def folder_digest(folder: Path) -> str:
     return hasher.hexdigest()[:16]
 
 
-def file_digest(path: Path) -> str:
-    """Content hash of one file (a checkpoint refit under the same path is another model)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()[:16]
-
-
 # Inputs recorded since results were first keyed: an external checkpoint's bytes. A record that lacks one is
 # taken as made with the file as it is now, the assumption its version made, so its results stay valid; the
 # folder's record is then rewritten with the key (claim_folder), so a later change of the file is seen.

@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader
 
+from cxr_ldm.data.file_identity import file_digest
 from cxr_ldm.data.report_corpus import iu_reports_archive
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.training.config_files import parse_fit_config
@@ -51,8 +52,8 @@ def _key(settings: list) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+def _short_digest(path: Path) -> str:
+    return file_digest(path)[:12]  # the stage folders' keys keep the 12 hex digits they were made with
 
 
 def _read_done(folder: Path) -> dict | None:
@@ -184,8 +185,8 @@ def build_tiny_pretrained(
         )
     started = time.perf_counter()
     ran: list[str] = []
-    corpus = _file_digest(iu_reports_archive())  # the report sentences are an input of stage 0
-    text_key = _key([text_steps, seed, _file_digest(TEXT_STAGE_CONFIG), corpus])
+    corpus = _short_digest(iu_reports_archive())  # the report sentences are an input of stage 0
+    text_key = _key([text_steps, seed, _short_digest(TEXT_STAGE_CONFIG), corpus])
     stage0 = work / f"stage0-text-{text_key}"
     text = _read_done(stage0)
     if text is None:
@@ -216,7 +217,7 @@ def build_tiny_pretrained(
         }
 
     vae_key = _key(
-        [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _file_digest(VAE_STAGE_CONFIG), *sized]
+        [PHANTOM_SEED, studies, vae_steps, batch_size, seed, _short_digest(VAE_STAGE_CONFIG), *sized]
     )
     stage1 = work / f"stage1-vae-{vae_key}"
     vae = _read_done(stage1)
@@ -233,7 +234,7 @@ def build_tiny_pretrained(
     if stop_after == "vae":
         return {**info, "ran": ran, "seconds": round(time.perf_counter() - started, 1)}
 
-    unet_key = _key([vae_key, text_key, unet_steps, batch_size, seed, _file_digest(UNET_STAGE_CONFIG)])
+    unet_key = _key([vae_key, text_key, unet_steps, batch_size, seed, _short_digest(UNET_STAGE_CONFIG)])
     stage2 = work / f"stage2-unet-{unet_key}"
     unet = _read_done(stage2)
     if unet is None:

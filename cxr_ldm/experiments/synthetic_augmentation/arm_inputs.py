@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from cxr_ldm.data.file_identity import file_digest
 from cxr_ldm.data.latent_cache import weights_hash
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.synthetic_augmentation.config import AugmentationConfig, condition_parts
 from cxr_ldm.experiments.synthetic_augmentation.plan import Arm
-from cxr_ldm.experiments.units import digest, file_digest
+from cxr_ldm.experiments.units import digest
 from cxr_ldm.generation.generated_folder import model_fingerprint
 
 # data options that change how fast the images are read or where their caches live, not which images or how

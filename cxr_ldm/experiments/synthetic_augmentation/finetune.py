@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
+from cxr_ldm.data.file_identity import file_digest
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.experiments.units import KEY_FILE, claim_folder, digest, file_digest
+from cxr_ldm.experiments.units import KEY_FILE, claim_folder, digest
 from cxr_ldm.training.fit import fit
 
 DONE_FILE = "finetune-done.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from cxr_ldm.data.file_identity import file_digest
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.claims import add_values, flatten
 from cxr_ldm.experiments.followup import FollowupInputs, FollowupResult
@@ -20,7 +21,7 @@ from cxr_ldm.experiments.synthetic_augmentation.config import (
     SynthesisSettings,
     condition_parts,
 )
-from cxr_ldm.experiments.units import claim_folder, file_digest
+from cxr_ldm.experiments.units import claim_folder
 
 
 @dataclass
