@@ -189,3 +189,42 @@ def test_cache_key_follows_options(tree: Path, tmp_path: Path) -> None:
     stamp = (first.index_folder() / "index.csv").stat().st_mtime_ns
     make().prepare_data()  # same key: reused, not rebuilt
     assert (first.index_folder() / "index.csv").stat().st_mtime_ns == stamp
+
+
+def test_a_filter_that_leaves_no_image_names_itself_and_the_option(tree: Path, tmp_path: Path) -> None:
+    """The reports are a separate download: without data.reports_root every report is missing, and the index
+    is refused in one line naming the filter and the option (a pandas KeyError before)."""
+    from cxr_ldm.errors import ConfigError
+
+    empty = tmp_path / "no-reports"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"filter 'report'.*data\.reports_root"):
+        build_index(IndexOptions(root=str(tree), reports_root=str(empty)))
+    with pytest.raises(ConfigError, match=r"filter 'views'.*data\.views \['AP AXIAL'\]"):
+        build_index(IndexOptions(root=str(tree), views=["AP AXIAL"]))
+
+
+def test_a_study_the_label_csv_does_not_list_is_skipped_and_counted(tree: Path, tmp_path: Path) -> None:
+    """Blank in a listed study means "not mentioned"; a study missing from the label CSV has no labels at all:
+    it was kept as all-negative ("normal" in labels mode) without a word before."""
+    from cxr_ldm.data import BadSampleError
+
+    copy = _rewrite(tree, tmp_path, "chexpert", lambda f: f[f["study_id"] != 50000000])
+    built = build_index(IndexOptions(root=str(copy), prompt_mode="labels"))
+    assert dicom(0) not in set(built.frame["dicom_id"]) and dicom(2) in set(built.frame["dicom_id"])
+    assert [s.reason for s in built.skipped] == ["study not listed in the label CSV"]
+    assert "50000000" in built.skipped[0].path
+    assert {row["step"]: row for row in built.summary["filters"]}["labels"]["images_dropped"] == 1
+    with pytest.raises(BadSampleError, match=r"study_id 50000000.*label CSV"):
+        build_index(IndexOptions(root=str(copy)), policy="raise")
+
+
+def test_fit_on_an_index_whose_training_split_is_empty_is_refused_by_name(tree: Path, tmp_path: Path) -> None:
+    from cxr_ldm.errors import ConfigError
+
+    datamodule = MimicCxrDataModule(
+        root=str(tree), cache_dir=str(tmp_path / "cache"), num_workers=0, max_images={"train": 0}
+    )
+    datamodule.setup("fit")
+    with pytest.raises(ConfigError, match=r"train split of the index .*summary\.json"):
+        datamodule.train_dataloader()

@@ -155,6 +155,40 @@ def test_times_and_ratios_are_not_headers() -> None:
     )
 
 
+def test_upper_case_times_captions_and_labels_inside_an_impression_are_its_text() -> None:
+    """All-caps reports wrap times onto their own lines; impressions open with a view caption or hold a
+    "ETT: 4 cm" line: none of them starts a section (an impression cut short or lost before)."""
+    caps = " FINAL REPORT\n IMPRESSION:  RIGHT LOWER LOBE PNEUMONIA.  DISCUSSED WITH DR. ___\n AT 4:15 PM ON ___.\n"
+    assert extract_section(caps, "impression") == (
+        "RIGHT LOWER LOBE PNEUMONIA. DISCUSSED WITH DR. ___ AT 4:15 PM ON ___."
+    )
+    caption = (
+        " FINDINGS:  Moderate pulmonary edema.\n\n IMPRESSION:\n\n AP UPRIGHT PORTABLE CHEST RADIOGRAPH:\n"
+        " Moderate pulmonary edema, slightly improved.\n"
+    )
+    assert extract_section(caption, "impression") == (
+        "AP UPRIGHT PORTABLE CHEST RADIOGRAPH: Moderate pulmonary edema, slightly improved."
+    )
+    tubes = " IMPRESSION:\n 1. Lines and tubes as described.\n ETT: 4 cm above the carina.\n\n NOTIFICATION:  Called.\n"
+    assert (
+        extract_section(tubes, "impression") == "1. Lines and tubes as described. ETT: 4 cm above the carina."
+    )
+    # outside what was seen, an upper-case name still heads a section of its own
+    assert extract_section(CONCLUSION, "impression") == "Mild cardiomegaly without acute process."
+
+
+def test_a_wet_read_version_line_is_a_header_and_its_stamp_is_no_text() -> None:
+    report = (
+        " WET READ: ___ ___ ___ 4:47 PM\n  Small right apical pneumothorax.\n"
+        " WET READ VERSION #___ ___ ___ ___ 4:47 PM\n  Small right apical pneumothorax.\n"
+        " ______________________________________________________________________________\n"
+        "                                 FINAL REPORT\n HISTORY:  Chest tube.\n\n"
+        " FINDINGS:  Small right apical pneumothorax.  Chest tube in place.\n"
+    )
+    assert extract_section(report, "impression") == "Small right apical pneumothorax."
+    assert parse_report(report).sections[1].name == "WET READ VERSION"
+
+
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [("a  ___   b", "a ___ b"), ("a ______ b", "a ___ b"), ("\n\t x \n", "x"), ("__", "___"), ("_", "_")],

@@ -293,6 +293,22 @@ def test_pretrained_weights_are_never_downloaded(tmp_path):
         CxrClassifier(weights="densenet121-res224-mimic_ch", weights_dir=str(tmp_path))
 
 
+def test_generation_metrics_refuses_a_split_or_sampler_it_does_not_know_when_built():
+    """`split: val` failed at the first validation of a fit with a bare KeyError."""
+    from cxr_ldm.callbacks.generation_metrics import GenerationMetrics
+    from cxr_ldm.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError,
+        match=r"GenerationMetrics\.split must be one of \['train', 'validate', 'test'\], got 'val'",
+    ):
+        GenerationMetrics("any.ckpt", split="val")
+    with pytest.raises(
+        ConfigError, match=r"GenerationMetrics\.scheduler must be one of .*'dpm\+\+'.*got 'dpm'"
+    ):
+        GenerationMetrics("any.ckpt", scheduler="dpm")
+
+
 def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, classifier_ckpt):
     from types import SimpleNamespace
 

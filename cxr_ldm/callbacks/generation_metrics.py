@@ -8,6 +8,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from cxr_ldm.checkpoints import load_checkpoint
+from cxr_ldm.data.mimic_tables import SPLIT_NAMES
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
 from cxr_ldm.evaluation.metrics.diversity import ms_ssim_diversity
 from cxr_ldm.evaluation.metrics.features import batched
@@ -15,6 +17,7 @@ from cxr_ldm.evaluation.metrics.fid import fid_classifier
 from cxr_ldm.evaluation.metrics.metric_names import FID, MS_SSIM
 from cxr_ldm.generation.sampling import sample
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 
 class GenerationMetrics(Callback):
@@ -48,6 +51,12 @@ class GenerationMetrics(Callback):
         seed: int = 0,
         batch_size: int = 8,
     ) -> None:
+        if split not in SPLIT_NAMES:
+            raise ConfigError(f"GenerationMetrics.split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+        if scheduler not in SAMPLER_NAMES:
+            raise ConfigError(
+                f"GenerationMetrics.scheduler must be one of {list(SAMPLER_NAMES)}, got {scheduler!r}"
+            )
         self.classifier_ckpt = classifier_ckpt
         self.split = split
         self.every = max(1, every_n_validations)

@@ -26,6 +26,7 @@ FIXES = {
     "report": "re-extract it from mimic-cxr-reports.zip (or point data.reports_root at the reports)",
     "metadata": "correct the row in the metadata CSV",
     "split": "add its row to the split CSV (or download the CSV again), or use data.split=seeded",
+    "labels": "add its row to the label CSV (or download the CSV again)",
 }
 POLICY_HINT = "or set data.bad_sample_policy=skip to skip such files"
 

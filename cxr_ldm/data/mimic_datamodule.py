@@ -31,7 +31,14 @@ from cxr_ldm.data.latent_cache import (
     vae_weights_hash,
 )
 from cxr_ldm.data.mimic_dataset import MimicCxrDataset
-from cxr_ldm.data.mimic_index import INDEX_FILE, BuiltIndex, IndexOptions, build_index, read_index
+from cxr_ldm.data.mimic_index import (
+    INDEX_FILE,
+    SUMMARY_FILE,
+    BuiltIndex,
+    IndexOptions,
+    build_index,
+    read_index,
+)
 from cxr_ldm.data.prompt_tokens import PromptTokenizing
 from cxr_ldm.data.resumable_loader import EpochShuffle, ResumableDataLoader
 from cxr_ldm.data.skipped_files import changed_skipped, drop_if_skipped_changed, record_skipped
@@ -437,6 +444,13 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         return sorted(set(prompts))
 
     def train_dataloader(self) -> DataLoader:
+        if "train" in self.datasets and len(self.datasets["train"]) == 0:
+            folder = self.index_folder()
+            raise ConfigError(
+                f"the train split of the index {folder} holds no image: {folder / SUMMARY_FILE} counts what each "
+                "filter dropped; check data.split (official needs train rows in the split CSV), data.views and "
+                "data.max_images"
+            )
         # Under DDP Lightning swaps in a DistributedSampler (or wraps the balanced sampler), so each rank gets
         # its own shard per epoch.
         if self.train_sampling == "finding_balanced":

@@ -45,7 +45,7 @@ from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
 
 LOGGER = logging.getLogger("cxr_ldm.data")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: a study the label CSV does not list is skipped (version 1 kept it, all blank)
 INDEX_FILE = "index.csv"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped.csv"
@@ -194,12 +194,19 @@ def read_index(folder: str | os.PathLike) -> BuiltIndex:
 
 
 class _Steps:
-    """Counts images and studies before and after each filter."""
+    """Counts images and studies before and after each filter. A filter that drops the last image is
+    refused with what to set (`fix`): an empty index trains and judges nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.rows: list[dict] = []
 
-    def record(self, step: str, before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    def record(self, step: str, before: pd.DataFrame, after: pd.DataFrame, fix: str = "") -> pd.DataFrame:
+        if len(after) == 0 and len(before) > 0:
+            raise ConfigError(
+                f"no image of {self.root} is left after the filter {step!r} (it dropped the last "
+                f"{len(before)}){': ' + fix if fix else ''}"
+            )
         studies_in, studies_out = before["study_id"].nunique(), after["study_id"].nunique()
         self.rows.append(
             {
@@ -374,12 +381,13 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
     """Read the CSVs and reports, apply every filter in order, and count what each one dropped.
 
     Order: valid view value -> chosen views -> split -> report readable -> section present ->
-    character length -> token length -> image file present -> "No Finding" cap -> per-split limits.
+    character length -> token length -> image file present -> listed in the label CSV -> "No Finding" cap ->
+    per-split limits.
     Bad files (unknown view, missing or undecodable report, missing or empty image) follow `policy`.
     """
     key = opts.key()
     log = SkipLog()
-    steps = _Steps()
+    steps = _Steps(opts.root)
     metadata_path = find_table(opts.root, METADATA_CSV)
     meta = read_metadata(opts.root)
     frame = meta[["dicom_id", "subject_id", "study_id"]].copy()
@@ -394,11 +402,15 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
             "metadata",
         )
         handle_bad_sample(error, policy, log, "index")
-    frame = steps.record("valid_view", frame, frame[valid])
+    frame = steps.record(
+        "valid_view", frame, frame[valid], f"every ViewPosition of {metadata_path} is unknown"
+    )
 
     # 2. Views.
     if opts.views is not None:
-        frame = steps.record("views", frame, frame[frame["view"].isin(opts.views)])
+        found = ", ".join(sorted(set(frame["view"]))) or "none"
+        fix = f"no image has a view in data.views {list(opts.views)} (the metadata has {found})"
+        frame = steps.record("views", frame, frame[frame["view"].isin(opts.views)], fix)
 
     # 3. Split.
     if opts.split == "official":
@@ -410,7 +422,8 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
                 f"{split_path} (dicom_id {dicom_id})", "image not listed in the split CSV", "split"
             )
             handle_bad_sample(error, policy, log, "index")
-        frame = steps.record("split", frame, frame.merge(split, on="dicom_id", how="inner"))
+        fix = f"no image is listed in {split_path}: is it the split CSV of this download?"
+        frame = steps.record("split", frame, frame.merge(split, on="dicom_id", how="inner"), fix)
     else:
         mapping = _seeded_split(meta["subject_id"].to_numpy(), opts.split_ratios, opts.seed)
         frame["split"] = frame["subject_id"].map(mapping)
@@ -427,20 +440,26 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
             handle_bad_sample(error, policy, log, "index")
             continue
         sections[study_id] = parse_report(text).get(opts.text_section)
-    frame = steps.record("report", frame, frame[frame["study_id"].isin(sections.keys())])
+    fix = (
+        f"no study's report was found under {opts.reports_dir}: set data.reports_root to the folder that holds "
+        "the reports' files/p1X/p<subject>/s<study>.txt (mimic-cxr-reports.zip)"
+    )
+    frame = steps.record("report", frame, frame[frame["study_id"].isin(sections.keys())], fix)
     frame["section"] = frame["study_id"].map(sections).astype(str)
-    frame = steps.record(f"section_{opts.text_section}", frame, frame[frame["section"].str.len() > 0])
+    fix = f"no report has a {opts.text_section} section: choose another data.text_section"
+    frame = steps.record(f"section_{opts.text_section}", frame, frame[frame["section"].str.len() > 0], fix)
 
     # 6. Length in characters, then in tokens.
     lengths = frame["section"].str.len()
     ok = lengths >= opts.min_chars
     if opts.max_chars is not None:
         ok &= lengths <= opts.max_chars
-    frame = steps.record("length_chars", frame, frame[ok])
+    frame = steps.record("length_chars", frame, frame[ok], "loosen data.min_chars / data.max_chars")
     if opts.max_tokens is not None:
         unique = frame["section"].unique().tolist()
         counts = dict(zip(unique, _token_lengths(unique, opts.tokenizer).tolist(), strict=True))
-        frame = steps.record("length_tokens", frame, frame[frame["section"].map(counts) <= opts.max_tokens])
+        kept = frame[frame["section"].map(counts) <= opts.max_tokens]
+        frame = steps.record("length_tokens", frame, kept, "raise data.max_tokens")
 
     # 7. Image files present and non-empty (decode errors can only show at load time).
     frame["path"] = [
@@ -453,11 +472,24 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
         for problem in problems:
             if problem is not None:
                 handle_bad_sample(problem, policy, log, "index")
-        frame = steps.record("image_file", frame, frame[[p is None for p in problems]])
+        fix = (
+            f"no image file was found under {opts.images_dir}: data.root holds MIMIC-CXR-JPG (files/p1X/...)"
+        )
+        frame = steps.record("image_file", frame, frame[np.array([p is None for p in problems], bool)], fix)
 
-    # 8. Labels (a study missing from the label CSV counts as all blank).
+    # 8. Labels: a study the label CSV does not list has no labels (blank means "not mentioned" in a listed
+    # study, not "unknown"): named, and it stops `raise`.
     labels = read_labels(opts.root, opts.label_source).drop(columns=["subject_id"])
-    frame = frame.merge(labels, on="study_id", how="left")
+    label_path = find_table(opts.root, LABEL_CSVS[opts.label_source])
+    unlisted = ~frame["study_id"].isin(labels["study_id"])
+    for study_id in frame.loc[unlisted, "study_id"].unique():
+        error = BadSampleError(
+            f"{label_path} (study_id {study_id})", "study not listed in the label CSV", "labels"
+        )
+        handle_bad_sample(error, policy, log, "index")
+    fix = f"no study is listed in {label_path}: is it the label CSV of this download?"
+    frame = steps.record("labels", frame, frame[~unlisted.to_numpy()], fix)
+    frame = frame.merge(labels, on="study_id", how="inner")
     frame["_raw_no_finding"] = frame["No Finding"]
     raw = frame[list(CHEXPERT_LABELS)].to_numpy(dtype=np.float32)
 

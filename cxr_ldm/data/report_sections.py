@@ -3,8 +3,9 @@
 Reports are hard-wrapped at about 78 columns under upper-case headers ending in a colon (`FINDINGS:`,
 `IMPRESSION:` ...). Many lack a header, use a variant (`CONCLUSION:`, `FINDINGS AND IMPRESSION:`,
 `WET READ:`) or have none at all. This module joins wrapped lines, finds headers (upper case, or a known
-name in any case, with text allowed after the colon) and falls back to the last paragraph when a report
-has neither impression nor findings.
+name in any case, with text allowed after the colon; inside an impression or findings only a known name,
+so that a view caption or "ETT: 4 cm" stays text; never a colon before a digit, a time) and falls back to
+the last paragraph when a report has neither impression nor findings.
 
 Normalisation: runs of whitespace become one space; runs of two or more underscores (de-identified spans)
 become the single token `___`, which is kept rather than removed so sentences such as
@@ -67,16 +68,22 @@ METADATA_HEADERS: frozenset[str] = frozenset(
         "ADDENDUM",
     }
 )
+# Sections that hold what was seen: inside one, an upper-case "NAME:" that is no known header is text (a view
+# caption such as "PA AND LATERAL VIEWS OF THE CHEST:", "ETT: 4 cm above the carina"), not a new section.
+CONTENT_HEADERS: frozenset[str] = frozenset(IMPRESSION_HEADERS + FINDINGS_HEADERS + WET_READ_HEADERS)
 KNOWN_HEADERS: frozenset[str] = frozenset(
     IMPRESSION_HEADERS + FINDINGS_HEADERS + WET_READ_HEADERS + tuple(METADATA_HEADERS)
 )
 
-_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ,/&()'\-]{0,40}?)\s*:(.*)$")
+# A colon followed by a digit is a time or a ratio ("AT 4:15 PM", "1:2"), never the end of a header.
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ,/&()'\-]{0,40}?)\s*:(?!\d)(.*)$")
+# "WET READ VERSION #___ ___ ___ 4:47 PM": a header without a colon, with a stamp after it.
+_WET_READ_VERSION = re.compile(r"^\s*(WET READ VERSION)\b(.*)$", re.IGNORECASE)
 _UNDERSCORES = re.compile(r"_{2,}")
 _SPACES = re.compile(r"\s+")
 _RULE = re.compile(r"^[_=\-*]{5,}$")
 # "___ ___ 9:15 AM" at the start of a wet read: who read it and when.
-_WET_READ_STAMP = re.compile(r"^(?:___\s*)+(?:\d{1,2}:\d{2}\s*(?:[AP]\.?M\.?)?)?\s*", re.IGNORECASE)
+_WET_READ_STAMP = re.compile(r"^#?\s*(?:___\s*)+(?:\d{1,2}:\d{2}\s*(?:[AP]\.?M\.?)?)?\s*", re.IGNORECASE)
 
 
 def normalise_text(text: str) -> str:
@@ -86,6 +93,9 @@ def normalise_text(text: str) -> str:
 
 def _header_name(line: str) -> tuple[str, str] | None:
     """Return (canonical header, rest of the line) if the line starts a section."""
+    version = _WET_READ_VERSION.match(line)
+    if version is not None:
+        return "WET READ VERSION", version.group(2).lstrip(" :")
     bare = line.strip().rstrip(":").strip()
     if bare.upper() in KNOWN_HEADERS and ":" not in bare:
         # A known header alone on its line, colon or not.
@@ -203,6 +213,8 @@ def parse_report(text: str) -> ReportSections:
             sections.append(Section(None))
             continue
         header = _header_name(raw)
+        if header is not None and header[0] not in KNOWN_HEADERS and sections[-1].name in CONTENT_HEADERS:
+            header = None  # text of the section it stands in
         if header is not None:
             flush()
             name, rest = header
