@@ -228,3 +228,24 @@ def test_fit_on_an_index_whose_training_split_is_empty_is_refused_by_name(tree: 
     datamodule.setup("fit")
     with pytest.raises(ConfigError, match=r"train split of the index .*summary\.json"):
         datamodule.train_dataloader()
+
+
+def test_prepare_names_the_blank_view_and_answers_an_empty_index_in_one_line(
+    tree: Path, tmp_path: Path, capsys
+):
+    from cxr_ldm.commands.prepare import main
+
+    assert main(["--data.root", str(tree), "--data.views", "[ALL]", "--out", str(tmp_path / "all")]) == 0
+    assert "(blank) 1" in capsys.readouterr().out
+    (tmp_path / "none").mkdir()
+    argv = [
+        "--data.root",
+        str(tree),
+        "--data.reports_root",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "filter 'report'" in err and "Traceback" not in err

@@ -85,7 +85,7 @@ def format_summary(summary: dict) -> str:
             f"{k} {v['images']} images / {v['studies']} studies" for k, v in summary["splits"].items()
         )
     )
-    lines.append("views: " + ", ".join(f"{k} {v}" for k, v in summary["views"].items()))
+    lines.append("views: " + ", ".join(f"{k or '(blank)'} {v}" for k, v in summary["views"].items()))
     lines.append("labels (positive / uncertain / negative / blank, raw values over kept images):")
     for name in CHEXPERT_LABELS:
         c = summary["labels_raw"][name]
