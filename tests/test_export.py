@@ -123,6 +123,45 @@ def test_a_folder_with_a_custom_text_side_generates_as_the_model_does(tmp_path, 
     )
 
 
+def test_an_export_over_an_earlier_one_leaves_nothing_of_it_and_other_folders_are_refused(
+    tmp_path, checkpoint, capsys
+):
+    """An earlier export's text_conditioning.json and README stayed beside a new export at the same path, and
+    the folder then generated with the old prompt length; a folder of other files or a file is no output."""
+    from _tiny_run import tiny_init_args
+
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.generation.export import CONDITIONING_FILE, export_pipeline
+    from cxr_ldm.generation.image_source import CheckpointSource, load_image_source
+
+    torch.manual_seed(0)
+    out = export_pipeline(
+        LatentDiffusion(**tiny_init_args(conditioning={"max_prompt_tokens": 16})), tmp_path / "e"
+    )
+    assert (out / CONDITIONING_FILE).is_file() and (out / "README.md").is_file()
+    plain = LatentDiffusion(**tiny_init_args()).eval()
+    export_pipeline(plain, out)
+    assert not (out / CONDITIONING_FILE).exists() and not (out / "README.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no .partial or .old left
+    expected = CheckpointSource(plain).sample(["normal"], [0], num_inference_steps=2)
+    assert torch.allclose(
+        load_image_source(out).sample(["normal"], [0], num_inference_steps=2), expected, atol=1e-5
+    )
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="no model_index.json"):
+        export_pipeline(plain, notes)
+    assert (notes / "mine.txt").read_text() == "keep me"
+    (tmp_path / "afile.txt").write_text("x")
+    assert main(["export", "--ckpt", str(checkpoint), "--out", str(tmp_path / "afile.txt")]) == 2
+    assert "afile.txt is a file; give the path of a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(tmp_path), "--out", str(tmp_path / "y")])
+    assert "is a folder; give the .ckpt file" in capsys.readouterr().err
+
+
 def test_an_exported_folder_samples_as_its_checkpoint_with_every_sampler(tmp_path):
     """The folder's scheduler config is PNDM's: every other sampler built from it (DDIM's last step
     included) is the one the checkpoint samples with."""

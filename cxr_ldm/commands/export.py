@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
@@ -20,7 +21,6 @@ def checkpoint_kind(path: Path) -> str:
     """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys; ConfigError
     for any other file."""
     from cxr_ldm.checkpoints import read_checkpoint
-    from cxr_ldm.errors import ConfigError
 
     checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
     if not isinstance(checkpoint.get("state_dict"), dict) or "pytorch-lightning_version" not in checkpoint:
@@ -61,18 +61,24 @@ def main(argv: list[str]) -> int:
         help="inference scheduler saved with the pipeline",
     )
     args = parser.parse_args(argv)
+    if args.ckpt.is_dir():
+        parser.error(f"checkpoint {args.ckpt} is a folder; give the .ckpt file (e.g. {args.ckpt}/last.ckpt)")
     if not args.ckpt.is_file():
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
-    from cxr_ldm.errors import ConfigError
-    from cxr_ldm.generation.export import export_pipeline, export_vae
-    from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
-
     try:
-        kind = checkpoint_kind(args.ckpt)
+        return _export(args)
     except ConfigError as error:
         print(f"export: error: {error}", file=sys.stderr)
         return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cxr_ldm.data.atomic import replaced_folder
+    from cxr_ldm.generation.export import export_pipeline, export_vae
+    from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
+
+    kind = checkpoint_kind(args.ckpt)
     if kind == "autoencoder":
         export_vae(
             Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out
@@ -83,20 +89,16 @@ def main(argv: list[str]) -> int:
         model = TextProjectionPretrainer.load_from_checkpoint(
             args.ckpt, map_location="cpu", weights_only=True
         )
-        model.projection.save(args.out)
+        with replaced_folder(args.out, "config.json") as folder:
+            model.projection.save(folder)
         print(f"wrote {args.out}; use it as model.init_args.conditioning.text_projection_weights")
         return 0
     try:
         model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
     except ConfigError as error:
-        print(f"export: error: {args.ckpt}: {error}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{args.ckpt}: {error}") from None
     ema = model.ema is not None if args.ema is None else args.ema
-    try:
-        out = export_pipeline(model, args.out, ema=ema, scheduler=args.scheduler)
-    except ValueError as error:
-        print(f"export: {error}", file=sys.stderr)
-        return 2
+    out = export_pipeline(model, args.out, ema=ema, scheduler=args.scheduler)
     extra = f" (custom text side: see {out / 'README.md'})" if (out / "README.md").is_file() else ""
     print(
         f"wrote {out} ({'EMA' if ema else 'raw'} weights); load it with "

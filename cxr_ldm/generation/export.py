@@ -4,7 +4,8 @@ Every variant gives a `StableDiffusionPipeline` directory (safetensors): LoRA ad
 base weights, new textual-inversion tokens are written into the tokenizer and merged into the embedding
 table. A model whose text side diffusers' pipeline cannot represent (a non-CLIP encoder, a text projection,
 a prompt length other than the tokenizer's, a padding mask) gets, beside the pipeline, `text_projection/` (when it has one), `text_conditioning.json` and a README
-with the few lines that compute `prompt_embeds` (see docs/variants.md).
+with the few lines that compute `prompt_embeds` (see docs/variants.md). An export replaces an earlier one
+at the same path whole (nothing of its text side is left behind) and never a folder of other files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
+from cxr_ldm.data.atomic import replaced_folder
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import merged_copy
@@ -106,7 +108,7 @@ def export_pipeline(
         )
     out = Path(out_dir)
     model = model.cpu()
-    with model.ema_scope(ema):
+    with replaced_folder(out, "model_index.json") as folder, model.ema_scope(ema):
         pipeline = StableDiffusionPipeline(
             vae=model.vae,
             text_encoder=merged_encoder(merged_copy(model.text.encoder)),
@@ -117,22 +119,23 @@ def export_pipeline(
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipeline.save_pretrained(out, safe_serialization=True)
+        pipeline.save_pretrained(folder, safe_serialization=True)
         if model.text.projection is not None:
-            model.text.projection.save(out / PROJECTION_DIR)
-    if needs_custom_text(model):
-        conditioning = {
-            "max_length": model.text.max_length,
-            "use_attention_mask": model.text.use_attention_mask,
-            "projection": PROJECTION_DIR if model.text.projection is not None else None,
-        }
-        (out / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
-        (out / "README.md").write_text(README.replace("{folder}", str(out)))
+            model.text.projection.save(folder / PROJECTION_DIR)
+        if needs_custom_text(model):
+            conditioning = {
+                "max_length": model.text.max_length,
+                "use_attention_mask": model.text.use_attention_mask,
+                "projection": PROJECTION_DIR if model.text.projection is not None else None,
+            }
+            (folder / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
+            (folder / "README.md").write_text(README.replace("{folder}", str(out)))
     return out
 
 
 def export_vae(model, out_dir: str | Path) -> Path:
     """Write an `Autoencoder`'s VAE in diffusers format (`AutoencoderKL.from_pretrained(out_dir)`)."""
     out = Path(out_dir)
-    model.cpu().vae.save_pretrained(out, safe_serialization=True)
+    with replaced_folder(out, "config.json") as folder:
+        model.cpu().vae.save_pretrained(folder, safe_serialization=True)
     return out
