@@ -205,6 +205,54 @@ def test_generate_resumes_and_shards(work, ldm_ckpt, data_yaml, monkeypatch):
     assert len(ImageTextFolder(out, image_size=32)) == 10
 
 
+def test_generate_rank_0_run_before_the_others_names_what_is_missing(
+    work, ldm_ckpt, data_yaml, monkeypatch, capsys
+):
+    """Ranks run one after another (RANK / WORLD_SIZE, no torchrun) share no barrier: rank 0 run first has its
+    own images only; it says which are missing and how to finish, in one line (a RuntimeError before)."""
+    out = work / "generated-rank0-first"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    args = ["generate", "--model", str(ldm_ckpt), "--data-config", str(data_yaml), "--split", "test", "--limit", "2",
+            "--per-prompt", "1", "--steps", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 images are missing" in err and "000001.png" in err and "then rank 0 again" in err
+    assert not (out / "metadata.csv").exists()
+
+
+@pytest.mark.slow  # two gloo processes
+def test_generate_under_torchrun_meets_at_a_barrier_before_metadata(work, ldm_ckpt, data_yaml):
+    """Rank 0 resumed with all its images done reached the check for missing images before rank 1 had drawn
+    its share (no process group: the barrier was skipped) and failed without metadata.csv."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = work / "generated-torchrun"
+    args = ["generate", "--model", str(ldm_ckpt), "--data-config", str(data_yaml), "--split", "test", "--limit", "4",
+            "--per-prompt", "2", "--steps", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    first = subprocess.run(
+        [sys.executable, "-m", "cxr_ldm", *args], env={**env, "WORLD_SIZE": "1"}, timeout=600
+    )
+    assert first.returncode == 0
+    for name in ("metadata.csv", *(f"images/{i:06d}.png" for i in range(1, 8, 2))):
+        (out / name).unlink()  # rank 0's images are done, rank 1's are not
+    ranks = [subprocess.Popen([sys.executable, "-m", "cxr_ldm", *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]  # fmt: skip
+    for process in ranks:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    assert (out / "metadata.csv").is_file() and len(list((out / "images").glob("*.png"))) == 8
+
+
 def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriever_ckpt):
     out = work / "evaluation"
     args = ["evaluate", "--model", str(ldm_ckpt), "--data", str(data_yaml), "--classifier", str(classifier_ckpt),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -108,6 +109,12 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.training.datamodule import load_datamodule
 
     try:
+        if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+            # torchrun: the ranks join one group and meet at a barrier before rank 0 writes metadata.csv (ranks
+            # run one after another with RANK / WORLD_SIZE alone need none: rank 0 goes last)
+            from cxr_ldm.evaluation.sharding import init_distributed
+
+            init_distributed()
         if args.prompts is not None:
             if args.finding_prompts:
                 raise ConfigError(

@@ -236,7 +236,11 @@ def generate_images(
     if rank == 0:
         missing = [i for i in range(total) if not (out / image_name(i)).is_file()]
         if missing:
-            raise RuntimeError(f"{len(missing)} images are missing in {out} (first {image_name(missing[0])})")
+            raise ConfigError(
+                f"{len(missing)} images are missing in {out} (first {image_name(missing[0])}), drawn by other "
+                f"ranks of {world}: run them (torchrun runs every rank at once), then rank 0 again: it writes "
+                "metadata.csv once every image is there"
+            )
         write_text_atomic(out / METADATA, metadata_text(records, settings))
     return out
 
