@@ -31,6 +31,15 @@ def resolve_source(name: str | None) -> str | None:
     return str(Path(next(iter(spec.submodule_search_locations))) / sub)
 
 
+def absolute_if_local(name: str | None) -> str | None:
+    """A relative path to a folder that exists here, made absolute: a checkpoint that names it then loads from
+    any working directory. Hub ids, `package:` names, absolute paths and folders not here pass unchanged."""
+    if not name or name.startswith(PACKAGE_PREFIX) or os.path.isabs(name):
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
 def looks_like_path(name: str) -> bool:
     """True when `name` can only mean a local path, so it must never be tried as a hub id.
 

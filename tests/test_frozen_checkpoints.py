@@ -97,6 +97,23 @@ def test_export_and_generate_from_small_checkpoint(runs, tmp_path):
     assert len(list((tmp_path / "images").rglob("*.png"))) == 2
 
 
+def test_a_checkpoint_of_a_relative_pretrained_folder_exports_from_any_working_directory(
+    tmp_path, monkeypatch
+):
+    """The configs name the tiny pipeline relative to the repository; the checkpoint kept the relative path, so
+    export run from another folder looked for `artifacts/tiny-pretrained` there and could not be told where."""
+    monkeypatch.chdir(ROOT)
+    checkpoint = fit(lora_model("artifacts/tiny-pretrained"), tmp_path / "run", 1)
+    assert load(checkpoint)["hyper_parameters"]["components"]["pretrained_model_name_or_path"] == str(
+        PRETRAINED
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["export", "--ckpt", str(checkpoint), "--out", "pipeline"]) == 0
+    assert (elsewhere / "pipeline" / "model_index.json").is_file()
+
+
 def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
     from cxr_ldm.checkpoints import FrozenSourceChanged
 

@@ -22,6 +22,7 @@ from cxr_ldm.models.components import _load, check_source, resolve_source
 from cxr_ldm.models.image_metrics import image_metrics
 from cxr_ldm.models.optimizer import scheduled_adamw
 from cxr_ldm.models.trainable import freeze
+from cxr_ldm.pretrained import absolute_if_local
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,6 +92,8 @@ class Autoencoder(LightningModule):
         super().__init__()
         if lr_warmup_steps < 0:
             raise ConfigError(f"model.init_args.lr_warmup_steps must be >= 0, got {lr_warmup_steps}")
+        # a relative folder kept absolute: the checkpoint loads from any working directory
+        pretrained_model_name_or_path = absolute_if_local(pretrained_model_name_or_path)
         self.save_hyperparameters()
         self.vae = self._load_vae(resolve_source(pretrained_model_name_or_path), revision, vae_config)
         if not train_encoder:

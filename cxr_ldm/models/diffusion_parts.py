@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.textual_inversion import TextualInversionConfig
+from cxr_ldm.pretrained import absolute_if_local
 
 TextProjectionChoice = Literal["linear", "mlp", "rebuild_cross_attention"]
 
@@ -219,17 +220,27 @@ def upgrade_flat_arguments(parts: dict[str, Any], flat: dict[str, Any]) -> dict[
     return upgraded
 
 
+# Fields that may name a local folder: a relative one is kept absolute (`absolute_if_local`), so the
+# checkpoint's hyperparameters load the model from any working directory (export, generate, evaluate).
+FOLDER_FIELDS = ("pretrained_model_name_or_path", "text_encoder_name_or_path", "tokenizer_name_or_path",
+                 "text_projection_weights")  # fmt: skip
+
+
 def as_part(cls: type, value: Any, key: str):
-    """`value` (a `cls`, a mapping from a config or checkpoint, or None for the defaults) as a `cls`."""
+    """`value` (a `cls`, a mapping from a config or checkpoint, or None for the defaults) as a `cls`, its local
+    folders (`FOLDER_FIELDS`) absolute."""
     if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
+        part = cls()
+    elif isinstance(value, cls):
+        part = value
+    elif isinstance(value, dict):
         unknown = sorted(set(value) - set(cls.__dataclass_fields__))
         if unknown:
             raise ConfigError(
                 f"{key} has unknown field(s) {unknown}; choose from {list(cls.__dataclass_fields__)}"
             )
-        return cls(**value)
-    raise ConfigError(f"{key} must be a mapping of {list(cls.__dataclass_fields__)}, got {value!r}")
+        part = cls(**value)
+    else:
+        raise ConfigError(f"{key} must be a mapping of {list(cls.__dataclass_fields__)}, got {value!r}")
+    folders = {name: absolute_if_local(getattr(part, name)) for name in FOLDER_FIELDS if hasattr(part, name)}
+    return dataclasses.replace(part, **folders) if folders else part
