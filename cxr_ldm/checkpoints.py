@@ -242,6 +242,14 @@ def read_model_entries(
     and the weights of a text encoder's pooler, which is no longer built."""
     restore_frozen(checkpoint, frozen, state)
     weights = checkpoint["state_dict"]
+    reshaped = [key for key, value in weights.items() if key in state and state[key].shape != value.shape]
+    if reshaped:
+        key = reshaped[0]
+        raise ConfigError(
+            f"the checkpoint's {key} has shape {tuple(weights[key].shape)}, this model's {tuple(state[key].shape)} "
+            f"({len(reshaped)} such tensors): it was trained with another model config (components, conditioning, "
+            "lora); resume or load it with the config it was trained with"
+        )
     legacy = {k: weights.pop(k) for k in [k for k in weights if k.startswith("ema.")]}  # EMA as buffers
     for key in [k for k in weights if k.startswith("text.encoder.pooler.")]:  # the pooler is not built
         del weights[key]

@@ -162,6 +162,31 @@ def test_an_export_over_an_earlier_one_leaves_nothing_of_it_and_other_folders_ar
     assert "is a folder; give the .ckpt file" in capsys.readouterr().err
 
 
+def test_a_damaged_exported_folder_is_refused_in_one_line(tmp_path):
+    """A text_conditioning.json cut short (JSONDecodeError) and a folder without its U-Net weights (a diffusers
+    OSError) were tracebacks of `generate --model DIR`."""
+    import shutil
+
+    from _tiny_run import tiny_init_args
+
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.generation.export import CONDITIONING_FILE, export_pipeline
+    from cxr_ldm.generation.image_source import load_image_source
+
+    out = export_pipeline(
+        LatentDiffusion(**tiny_init_args(conditioning={"max_prompt_tokens": 16})), tmp_path / "e"
+    )
+    cut, unweighted = shutil.copytree(out, tmp_path / "cut"), shutil.copytree(out, tmp_path / "unweighted")
+    (cut / CONDITIONING_FILE).write_text('{"max_length": 1')
+    with pytest.raises(ConfigError, match=r"text_conditioning\.json is damaged .*export the model again"):
+        load_image_source(cut)
+    (unweighted / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(
+        ConfigError, match=r"unweighted: the pipeline could not be loaded .*export the model again"
+    ):
+        load_image_source(unweighted)
+
+
 def test_an_exported_folder_samples_as_its_checkpoint_with_every_sampler(tmp_path):
     """The folder's scheduler config is PNDM's: every other sampler built from it (DDIM's last step
     included) is the one the checkpoint samples with."""

@@ -100,6 +100,33 @@ def test_fit_and_validate_take_a_checkpoint_file_as_ckpt_path(tmp_path, phantom_
     assert main(validate) == 0
 
 
+def test_a_cut_short_checkpoint_given_as_ckpt_path_is_refused_in_one_line(
+    tmp_path, phantom_root, tiny_fit, capsys
+):
+    """A copy cut short reached Lightning's loader and ended in a torch RuntimeError traceback."""
+    whole = (tiny_fit / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert (
+        main(fit_args(tmp_path / "run", phantom_root, "--trainer.max_steps", "5", "--ckpt_path", str(cut)))
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "cut.ckpt could not be read as a PyTorch checkpoint" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_of_another_shape_is_refused_by_name(tiny_fit):
+    """A resume with another unet_config ended in a tensor size RuntimeError inside the EMA's load."""
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.models import LatentDiffusion
+
+    checkpoint = tiny_fit / "checkpoints" / "last.ckpt"
+    components = dict(load_state(checkpoint)["hyper_parameters"]["components"])
+    components["unet_config"] = {**components["unet_config"], "block_out_channels": [32, 32]}
+    with pytest.raises(ConfigError, match=r"has shape .* it was trained with another model config"):
+        LatentDiffusion.load_from_checkpoint(checkpoint, components=components, weights_only=True)
+
+
 def test_tensorboard_has_loss_lr_and_sample_grid(trained):
     run, _ = trained
     (events,) = run.glob("tensorboard/version_*/events.out.tfevents.*")

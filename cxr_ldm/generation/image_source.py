@@ -102,13 +102,18 @@ def exported_text(folder: Path, pipeline) -> TextConditioner | None:
     record = folder / CONDITIONING_FILE
     if not record.is_file():
         return None
-    spec = json.loads(record.read_text())
+    try:
+        spec = json.loads(record.read_text())
+        max_length, use_mask = int(spec["max_length"]), bool(spec["use_attention_mask"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{record} is damaged ({error.__class__.__name__}: {error}); export the model again "
+            "(`python -m cxr_ldm export`)"
+        ) from None
     projection = None
     if spec.get("projection"):
         projection = load_projection(folder / spec["projection"], f"{record} projection")
-    return TextConditioner(
-        pipeline.text_encoder, pipeline.tokenizer, projection, spec["max_length"], spec["use_attention_mask"]
-    )
+    return TextConditioner(pipeline.text_encoder, pipeline.tokenizer, projection, max_length, use_mask)
 
 
 def load_image_source(
@@ -124,9 +129,16 @@ def load_image_source(
             )
         from diffusers import StableDiffusionPipeline
 
-        pipeline = StableDiffusionPipeline.from_pretrained(
-            path, safety_checker=None, requires_safety_checker=False
-        )
+        try:
+            pipeline = StableDiffusionPipeline.from_pretrained(
+                path, safety_checker=None, requires_safety_checker=False
+            )
+        except (OSError, ValueError, RuntimeError) as error:  # a weights file missing or cut short
+            first = str(error).strip().splitlines()
+            raise ConfigError(
+                f"--model {path}: the pipeline could not be loaded ({first[0] if first else error.__class__.__name__}); "
+                "export the model again (`python -m cxr_ldm export`)"
+            ) from None
         return PipelineSource(pipeline, device, exported_text(path, pipeline))
     from cxr_ldm.models import LatentDiffusion
 
