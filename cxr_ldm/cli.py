@@ -29,8 +29,15 @@ def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
         if path is not None and Path(path).is_file():
             try:
                 model = file_contents(path).get("model")
-            except (ConfigError, yaml.YAMLError):
-                continue  # jsonargparse reports an unreadable file in its own words
+            except yaml.YAMLError as error:  # jsonargparse's message names no file
+                mark = getattr(error, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+                raise ConfigError(
+                    f"--config {path} is not valid YAML ({problem}{where}); fix the file"
+                ) from None
+            except ConfigError:
+                continue  # jsonargparse reports it in its own words
             if isinstance(model, dict):
                 found.append((path, model))
         elif arg.startswith("--model.init_args."):

@@ -102,6 +102,18 @@ def test_misspelled_key_names_the_key(tmp_path, phantom_root, capsys):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_config_that_is_not_yaml_is_named_with_its_line(tmp_path, capsys):
+    """jsonargparse says "Problems parsing config" without the file: with two --config files, which one?"""
+    bad = tmp_path / "second.yaml"
+    bad.write_text("trainer:\n  max_steps: [1\n")
+    assert (
+        main(["fit", "--config", str(ROOT / "configs" / "tiny.yaml"), "--config", str(bad), "--print_config"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"--config {bad} is not valid YAML" in err and "line 3" in err
+
+
 def test_missing_pretrained_directory_names_the_path(tmp_path, phantom_root, capsys):
     missing = str(tmp_path / "no-such-pipeline")
     args = fit_args(
