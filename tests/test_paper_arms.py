@@ -67,7 +67,8 @@ def test_arm_builds_the_tiny_model_and_trains_what_it_says(arm, tmp_path):
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
 
     # the phantom recipe, whatever the paper config said
-    assert model.components_spec.pretrained_model_name_or_path == "artifacts/tiny-pretrained"
+    # (kept absolute: the checkpoint loads from any working directory)
+    assert model.components_spec.pretrained_model_name_or_path == str(ROOT / "artifacts" / "tiny-pretrained")
     assert model.unet.config.cross_attention_dim == 32
     assert (model.objective.snr_gamma, model.ema_spec.decay, model.speed.gradient_checkpointing) == (
         1.0,
