@@ -74,7 +74,6 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from cxr_ldm.data.atomic import replaced_folder
     from cxr_ldm.generation.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
@@ -89,8 +88,9 @@ def _export(args: argparse.Namespace) -> int:
         model = TextProjectionPretrainer.load_from_checkpoint(
             args.ckpt, map_location="cpu", weights_only=True
         )
-        with replaced_folder(args.out, "config.json") as folder:
-            model.projection.save(folder)
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out} is a file; give a folder for the projection")
+        model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.conditioning.text_projection_weights")
         return 0
     try:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -110,41 +109,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
-
-
-@contextmanager
-def replaced_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
-    """Yield an empty folder beside `path` (`.<name>.partial`); on success it takes the place of `path`, so
-    nothing of an earlier folder there is left among the new files and a crash leaves the earlier one whole.
-
-    `marker`: the file that shows `path` holds an earlier folder of this kind, replaced whole; a folder that
-    holds other files without it is refused (`ConfigError`), never deleted."""
-    from cxr_ldm.errors import ConfigError
-
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{target} is a file; give the path of a folder (new, empty or an earlier output)")
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise ConfigError(
-            f"{target} holds files but no {marker}: it is no earlier output of this kind and is left as it is; "
-            "give a new or empty folder"
-        )
-    partial, old = target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")
-    for leftover in (partial, old):  # a run cut short before
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if target.exists():
-        target.rename(old)
-        partial.rename(target)
-        shutil.rmtree(old)
-    else:
-        partial.rename(target)
 
 
 def options_key(options: dict[str, Any], length: int = 16) -> str:

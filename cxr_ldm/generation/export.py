@@ -4,18 +4,18 @@ Every variant gives a `StableDiffusionPipeline` directory (safetensors): LoRA ad
 base weights, new textual-inversion tokens are written into the tokenizer and merged into the embedding
 table. A model whose text side diffusers' pipeline cannot represent (a non-CLIP encoder, a text projection,
 a prompt length other than the tokenizer's, a padding mask) gets, beside the pipeline, `text_projection/` (when it has one), `text_conditioning.json` and a README
-with the few lines that compute `prompt_embeds` (see docs/variants.md). An export replaces an earlier one
-at the same path whole (nothing of its text side is left behind) and never a folder of other files.
+with the few lines that compute `prompt_embeds` (see docs/variants.md). An export into the folder of an
+earlier one first deletes what that one wrote (`clear_earlier_export`), so nothing of its text side is left.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
-from cxr_ldm.data.atomic import replaced_folder
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import merged_copy
@@ -107,8 +107,11 @@ def export_pipeline(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema.decay)"
         )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the pipeline")
+    clear_earlier_export(out)
     model = model.cpu()
-    with replaced_folder(out, "model_index.json") as folder, model.ema_scope(ema):
+    with model.ema_scope(ema):
         pipeline = StableDiffusionPipeline(
             vae=model.vae,
             text_encoder=merged_encoder(merged_copy(model.text.encoder)),
@@ -119,23 +122,53 @@ def export_pipeline(
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipeline.save_pretrained(folder, safe_serialization=True)
+        pipeline.save_pretrained(out, safe_serialization=True)
         if model.text.projection is not None:
-            model.text.projection.save(folder / PROJECTION_DIR)
+            model.text.projection.save(out / PROJECTION_DIR)
         if needs_custom_text(model):
             conditioning = {
                 "max_length": model.text.max_length,
                 "use_attention_mask": model.text.use_attention_mask,
                 "projection": PROJECTION_DIR if model.text.projection is not None else None,
             }
-            (folder / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
-            (folder / "README.md").write_text(README.replace("{folder}", str(out)))
+            (out / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
+            (out / "README.md").write_text(README.replace("{folder}", str(out)))
     return out
 
 
 def export_vae(model, out_dir: str | Path) -> Path:
     """Write an `Autoencoder`'s VAE in diffusers format (`AutoencoderKL.from_pretrained(out_dir)`)."""
     out = Path(out_dir)
-    with replaced_folder(out, "config.json") as folder:
-        model.cpu().vae.save_pretrained(folder, safe_serialization=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the VAE")
+    model.cpu().vae.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def clear_earlier_export(out: Path) -> list[Path]:
+    """Delete what an earlier pipeline export wrote into `out` (the components its model_index.json names,
+    the text side: text_conditioning.json, text_projection/, the README it wrote), so a new export leaves
+    nothing of it behind: an earlier text side would change how the folder encodes prompts. Other files are
+    left alone. Returns what was deleted."""
+    index = out / "model_index.json"
+    if not index.is_file():
+        return []
+    try:
+        listed = json.loads(index.read_text()).items()
+        # a component is a subfolder named like an identifier: a name with a separator is no folder of ours
+        components = [name for name, value in listed if isinstance(value, list) and name.isidentifier()]
+    except ValueError:
+        components = []
+    readme = out / "README.md"
+    ours = readme.is_file() and readme.read_text(errors="replace").startswith(README.splitlines()[0])
+    gone = []
+    for path in [*(out / name for name in components), out / PROJECTION_DIR, out / CONDITIONING_FILE,
+                 *([readme] if ours else []), index]:  # fmt: skip
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        gone.append(path)
+    return gone
