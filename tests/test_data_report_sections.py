@@ -177,6 +177,19 @@ def test_upper_case_times_captions_and_labels_inside_an_impression_are_its_text(
     assert extract_section(CONCLUSION, "impression") == "Mild cardiomegaly without acute process."
 
 
+def test_a_known_header_before_a_digit_and_an_unknown_one_after_a_blank_line() -> None:
+    """The time rule is for unknown names: "IMPRESSION:1." still opens the impression. Below the text of an
+    impression, after a blank line, an upper-case name starts a section of its own."""
+    assert extract_section(" FINDINGS: Clear.\n\n IMPRESSION:1. No acute process.\n", "impression") == (
+        "1. No acute process."
+    )
+    assert extract_section(" FINDINGS:2 views of the chest. No effusion.\n", "findings") == (
+        "2 views of the chest. No effusion."
+    )
+    report = " IMPRESSION: No pneumonia.\n\n PATIENT ALERT FLAG:  Called to the floor.\n"
+    assert extract_section(report, "impression") == "No pneumonia."
+
+
 def test_a_wet_read_version_line_is_a_header_and_its_stamp_is_no_text() -> None:
     report = (
         " WET READ: ___ ___ ___ 4:47 PM\n  Small right apical pneumothorax.\n"
@@ -187,6 +200,8 @@ def test_a_wet_read_version_line_is_a_header_and_its_stamp_is_no_text() -> None:
     )
     assert extract_section(report, "impression") == "Small right apical pneumothorax."
     assert parse_report(report).sections[1].name == "WET READ VERSION"
+    alone = " WET READ VERSION #___ ___ ___ ___ 4:47 PM\n  Small right apical pneumothorax.\n"
+    assert extract_section(alone, "impression") == "Small right apical pneumothorax."
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,10 @@
 Reports are hard-wrapped at about 78 columns under upper-case headers ending in a colon (`FINDINGS:`,
 `IMPRESSION:` ...). Many lack a header, use a variant (`CONCLUSION:`, `FINDINGS AND IMPRESSION:`,
 `WET READ:`) or have none at all. This module joins wrapped lines, finds headers (upper case, or a known
-name in any case, with text allowed after the colon; inside an impression or findings only a known name,
-so that a view caption or "ETT: 4 cm" stays text; never a colon before a digit, a time) and falls back to
-the last paragraph when a report has neither impression nor findings.
+name in any case, with text allowed after the colon; inside an impression or findings an unknown name
+that opens it or goes on a paragraph is text, a view caption or "ETT: 4 cm"; an unknown name before a
+colon and a digit is a time) and falls back to the last paragraph when a report has neither impression
+nor findings.
 
 Normalisation: runs of whitespace become one space; runs of two or more underscores (de-identified spans)
 become the single token `___`, which is kept rather than removed so sentences such as
@@ -52,6 +53,11 @@ METADATA_HEADERS: frozenset[str] = frozenset(
         "HISTORY",
         "CLINICAL HISTORY",
         "CLINICAL INFORMATION",
+        "CLINICAL INDICATION",
+        "REASON FOR STUDY",
+        "REASON FOR THIS EXAMINATION",
+        "MEDICAL CONDITION",
+        "UNDERLYING MEDICAL CONDITION",
         "REASON FOR EXAM",
         "REASON FOR EXAMINATION",
         "TECHNIQUE",
@@ -68,15 +74,15 @@ METADATA_HEADERS: frozenset[str] = frozenset(
         "ADDENDUM",
     }
 )
-# Sections that hold what was seen: inside one, an upper-case "NAME:" that is no known header is text (a view
-# caption such as "PA AND LATERAL VIEWS OF THE CHEST:", "ETT: 4 cm above the carina"), not a new section.
+# Sections that hold what was seen: inside one, an upper-case "NAME:" that is no known header is text when it
+# opens the section (a view caption such as "PA AND LATERAL VIEWS OF THE CHEST:") or goes on a paragraph
+# ("ETT: 4 cm above the carina"); after a blank line, below text of the section, it starts a section.
 CONTENT_HEADERS: frozenset[str] = frozenset(IMPRESSION_HEADERS + FINDINGS_HEADERS + WET_READ_HEADERS)
 KNOWN_HEADERS: frozenset[str] = frozenset(
     IMPRESSION_HEADERS + FINDINGS_HEADERS + WET_READ_HEADERS + tuple(METADATA_HEADERS)
 )
 
-# A colon followed by a digit is a time or a ratio ("AT 4:15 PM", "1:2"), never the end of a header.
-_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ,/&()'\-]{0,40}?)\s*:(?!\d)(.*)$")
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ,/&()'\-]{0,40}?)\s*:(.*)$")
 # "WET READ VERSION #___ ___ ___ 4:47 PM": a header without a colon, with a stamp after it.
 _WET_READ_VERSION = re.compile(r"^\s*(WET READ VERSION)\b(.*)$", re.IGNORECASE)
 _UNDERSCORES = re.compile(r"_{2,}")
@@ -108,7 +114,10 @@ def _header_name(line: str) -> tuple[str, str] | None:
     if len(letters) < 2:
         return None
     upper = name.upper()
-    if name.isupper() or upper in KNOWN_HEADERS:
+    if upper in KNOWN_HEADERS:
+        return upper, match.group(2)
+    # an unknown name before a colon and a digit is a time or a ratio ("AT 4:15 PM", "1:2"), not a header
+    if name.isupper() and not match.group(2)[:1].isdigit():
         return upper, match.group(2)
     return None
 
@@ -213,8 +222,13 @@ def parse_report(text: str) -> ReportSections:
             sections.append(Section(None))
             continue
         header = _header_name(raw)
-        if header is not None and header[0] not in KNOWN_HEADERS and sections[-1].name in CONTENT_HEADERS:
-            header = None  # text of the section it stands in
+        if (
+            header is not None
+            and header[0] not in KNOWN_HEADERS
+            and sections[-1].name in CONTENT_HEADERS
+            and (current or not sections[-1].paragraphs)
+        ):
+            header = None  # a caption at the start of what was seen, or a line of its paragraph: its text
         if header is not None:
             flush()
             name, rest = header
