@@ -11,11 +11,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, new_key
-from cxr_ldm.training.config_files import file_contents
+from cxr_ldm.training.config_files import InvalidYaml, file_contents
 from cxr_ldm.training.lightning_cli import run_lightning_cli
 
 
@@ -29,13 +27,8 @@ def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
         if path is not None and Path(path).is_file():
             try:
                 model = file_contents(path).get("model")
-            except yaml.YAMLError as error:  # jsonargparse's message names no file
-                mark = getattr(error, "problem_mark", None)
-                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-                problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
-                raise ConfigError(
-                    f"--config {path} is not valid YAML ({problem}{where}); fix the file"
-                ) from None
+            except InvalidYaml:
+                raise  # jsonargparse's message names no file
             except ConfigError:
                 continue  # jsonargparse reports it in its own words
             if isinstance(model, dict):

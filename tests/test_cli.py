@@ -111,7 +111,12 @@ def test_a_config_that_is_not_yaml_is_named_with_its_line(tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err
-    assert f"--config {bad} is not valid YAML" in err and "line 3" in err
+    assert f"config {bad} is not valid YAML" in err and "line 3" in err
+    top = tmp_path / "top.yaml"  # the broken file is the base of the one given: the base is named
+    top.write_text("config: second.yaml\n")
+    tiny = str(ROOT / "configs" / "tiny.yaml")
+    assert main(["fit", "--config", tiny, "--config", str(top), "--print_config"]) == 2
+    assert f"config {bad} is not valid YAML" in capsys.readouterr().err
 
 
 def test_missing_pretrained_directory_names_the_path(tmp_path, phantom_root, capsys):

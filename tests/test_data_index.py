@@ -200,7 +200,9 @@ def test_a_filter_that_leaves_no_image_names_itself_and_the_option(tree: Path, t
     empty.mkdir()
     with pytest.raises(ConfigError, match=r"filter 'report'.*data\.reports_root"):
         build_index(IndexOptions(root=str(tree), reports_root=str(empty)))
-    with pytest.raises(ConfigError, match=r"filter 'views'.*data\.views \['AP AXIAL'\]"):
+    with pytest.raises(
+        ConfigError, match=r"filter 'views'.*data\.views \['AP AXIAL'\] \(the metadata has \(blank\), "
+    ):
         build_index(IndexOptions(root=str(tree), views=["AP AXIAL"]))
 
 

@@ -222,6 +222,22 @@ def test_generate_rank_0_run_before_the_others_names_what_is_missing(
     assert not (out / "metadata.csv").exists()
 
 
+def test_generate_under_torchrun_with_a_bad_argument_exits_before_it_waits_for_the_other_ranks(tmp_path):
+    """A rank joined the process group before it read its arguments: with a missing --model it waited for the
+    other ranks (6 hours) instead of saying so."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29599"}  # fmt: skip
+    args = [sys.executable, "-m", "cxr_ldm", "generate", "--model", str(tmp_path / "missing.ckpt"), "--prompts",
+            str(tmp_path / "p.txt"), "--out", str(tmp_path / "out")]  # fmt: skip
+    (tmp_path / "p.txt").write_text("normal\n")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "missing.ckpt" in done.stderr
+
+
 @pytest.mark.slow  # two gloo processes
 def test_generate_under_torchrun_meets_at_a_barrier_before_metadata(work, ldm_ckpt, data_yaml):
     """Rank 0 resumed with all its images done reached the check for missing images before rank 1 had drawn
@@ -232,8 +248,9 @@ def test_generate_under_torchrun_meets_at_a_barrier_before_metadata(work, ldm_ck
     import sys
 
     out = work / "generated-torchrun"
-    args = ["generate", "--model", str(ldm_ckpt), "--data-config", str(data_yaml), "--split", "test", "--limit", "4",
-            "--per-prompt", "2", "--steps", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    # rank 1 has 8 images of 20 sampler steps to draw, rank 0 none: without the barrier rank 0 checks at once
+    args = ["generate", "--model", str(ldm_ckpt), "--data-config", str(data_yaml), "--split", "test", "--limit", "8",
+            "--per-prompt", "2", "--steps", "20", "--no-progress", "--out", str(out)]  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -243,14 +260,14 @@ def test_generate_under_torchrun_meets_at_a_barrier_before_metadata(work, ldm_ck
         [sys.executable, "-m", "cxr_ldm", *args], env={**env, "WORLD_SIZE": "1"}, timeout=600
     )
     assert first.returncode == 0
-    for name in ("metadata.csv", *(f"images/{i:06d}.png" for i in range(1, 8, 2))):
+    for name in ("metadata.csv", *(f"images/{i:06d}.png" for i in range(1, 16, 2))):
         (out / name).unlink()  # rank 0's images are done, rank 1's are not
     ranks = [subprocess.Popen([sys.executable, "-m", "cxr_ldm", *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]  # fmt: skip
     for process in ranks:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-3000:]
-    assert (out / "metadata.csv").is_file() and len(list((out / "images").glob("*.png"))) == 8
+    assert (out / "metadata.csv").is_file() and len(list((out / "images").glob("*.png"))) == 16
 
 
 def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriever_ckpt):

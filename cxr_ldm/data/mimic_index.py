@@ -408,7 +408,7 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
 
     # 2. Views.
     if opts.views is not None:
-        found = ", ".join(sorted(set(frame["view"]))) or "none"
+        found = ", ".join(sorted(view or "(blank)" for view in set(frame["view"]))) or "none"
         fix = f"no image has a view in data.views {list(opts.views)} (the metadata has {found})"
         frame = steps.record("views", frame, frame[frame["view"].isin(opts.views)], fix)
 

@@ -25,6 +25,7 @@ from cxr_ldm.models.components import load_text_side
 from cxr_ldm.models.text_conditioner import TextConditioner
 from cxr_ldm.models.text_projection import TextProjection
 from cxr_ldm.models.trainable import freeze
+from cxr_ldm.pretrained import absolute_if_local
 
 
 class TextProjectionPretrainer(LightningModule):
@@ -63,6 +64,10 @@ class TextProjectionPretrainer(LightningModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        # relative folders kept absolute: the checkpoint loads from any working directory
+        target_pretrained_model_name_or_path = absolute_if_local(target_pretrained_model_name_or_path)
+        text_encoder_name_or_path = absolute_if_local(text_encoder_name_or_path)
+        tokenizer_name_or_path = absolute_if_local(tokenizer_name_or_path)
         self.save_hyperparameters()
         if target_pretrained_model_name_or_path is None and target_text_encoder_config is None:
             raise ConfigError(

@@ -40,6 +40,16 @@ def composed(configs: str | Path | Sequence[str | Path]) -> dict:
     return config.as_dict()
 
 
+class InvalidYaml(ConfigError):
+    """A config file that YAML cannot read, named with the line of the problem."""
+
+    def __init__(self, path: Path, error: yaml.YAMLError) -> None:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+        super().__init__(f"config {path} is not valid YAML ({problem}{where}); fix the file")
+
+
 def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """What a config file says as written, for a unit's key and for naming old keys: its YAML with its `config:` base (and the base's base) laid
     under it, dotted keys as nested mappings. Unit keys have digested this form since they were introduced,
@@ -50,7 +60,10 @@ def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"config {path} does not exist")
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: `config:` bases form a cycle")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:  # named here: the file may be the `config:` base of the one given
+        raise InvalidYaml(path, error) from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     base = loaded.pop("config", None)
