@@ -115,8 +115,12 @@ def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
     return None
 
 
-def load_checkpoint(path: str | Path, cls: type[M], option: str) -> M:
-    """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`."""
+def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str | None = None) -> M:
+    """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`.
+
+    `pretrained`: where the pipeline the model was built from is now (a run moved from another machine), in
+    place of the checkpoint's `components.pretrained_model_name_or_path`; the frozen parts rebuilt from it are
+    still checked against the checkpoint's content hashes."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -126,7 +130,14 @@ def load_checkpoint(path: str | Path, cls: type[M], option: str) -> M:
     if kind != cls.__name__:
         found = f"a {kind}" if kind else "no model this project knows"
         raise ConfigError(f"{option}: {path} holds {found}, not a {cls.__name__} checkpoint")
-    model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    if pretrained is None:
+        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    else:
+        components = (
+            read_checkpoint(path, option, mmap=True).get("hyper_parameters", {}).get("components") or {}
+        )
+        components = {**components, "pretrained_model_name_or_path": pretrained}
+        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, components=components)
     model.eval()
     return model
 

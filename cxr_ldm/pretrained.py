@@ -67,5 +67,6 @@ def check_source(name: str, key: str = "model.init_args.components.pretrained_mo
     if looks_like_path(name):
         raise ComponentLoadError(
             f"directory '{name}' does not exist (resolved to {path.resolve()}): check {key} "
-            "(a local directory, or a hub id of the form owner/name)"
+            "(a local directory, or a hub id of the form owner/name; for a checkpoint moved from another machine, "
+            "--pretrained DIR of export, generate and evaluate)"
         )

@@ -129,6 +129,42 @@ def test_a_text_projection_pretrainer_of_a_relative_pipeline_loads_from_any_work
     TextProjectionPretrainer(**model.hparams)  # as load_from_checkpoint builds it
 
 
+def test_a_checkpoint_whose_pretrained_pipeline_moved_loads_with_pretrained(tmp_path, capsys):
+    """A run copied from another machine names the pipeline where it was there; --pretrained says where it is
+    now (the frozen parts rebuilt from it are still checked against the checkpoint)."""
+    there = shutil.copytree(PRETRAINED, tmp_path / "there")
+    checkpoint = fit(lora_model(there), tmp_path / "run", 1)
+    here = there.rename(tmp_path / "here")
+    out = tmp_path / "pipeline"
+    assert main(["export", "--ckpt", str(checkpoint), "--out", str(out)]) == 2
+    assert "--pretrained DIR" in capsys.readouterr().err
+    assert main(["export", "--ckpt", str(checkpoint), "--out", str(out), "--pretrained", str(here)]) == 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    argv = ["generate", "--model", str(checkpoint), "--prompts", str(prompts), "--out", str(tmp_path / "images"),
+            "--per-prompt", "1", "--steps", "2", "--device", "cpu", "--no-progress", "--pretrained", str(here)]  # fmt: skip
+    assert main(argv) == 0
+    (tmp_path / "other").mkdir()  # another pipeline is refused by the content hash, not taken for it
+    shutil.copytree(here, tmp_path / "other" / "p")
+    unet = tmp_path / "other" / "p" / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v + 1 for k, v in load_file(unet).items()}, unet)
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt",
+                str(checkpoint),
+                "--out",
+                str(out),
+                "--pretrained",
+                str(tmp_path / "other" / "p"),
+            ]
+        )
+        == 2
+    )
+    assert "is not the one this checkpoint was trained with" in capsys.readouterr().err
+
+
 def test_changed_source_is_refused_naming_the_component(runs, tmp_path, capsys):
     from cxr_ldm.checkpoints import FrozenSourceChanged
 

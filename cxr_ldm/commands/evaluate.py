@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
             if args.retriever
             else None
         )
-        source = load_image_source(args.model, device) if args.model else None
+        source = load_image_source(args.model, device, args.pretrained) if args.model else None
         generated_dir = args.generated or args.out / "generated"
         if args.generated is None:
             records = prompts_from_datamodule(datamodule, args.split)

@@ -55,6 +55,14 @@ def main(argv: list[str]) -> int:
         "as sampling, validation and generate do)",
     )
     parser.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="DIR",
+        help="where a LatentDiffusion checkpoint's pretrained pipeline is now, when the run was moved from another "
+        "machine (in place of its components.pretrained_model_name_or_path; its frozen parts are checked against "
+        "the checkpoint)",
+    )
+    parser.add_argument(
         "--scheduler",
         default="pndm",
         choices=SAMPLER_NAMES,
@@ -74,6 +82,7 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from cxr_ldm.checkpoints import load_checkpoint
     from cxr_ldm.generation.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
@@ -94,7 +103,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}; use it as model.init_args.conditioning.text_projection_weights")
         return 0
     try:
-        model = LatentDiffusion.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+        model = load_checkpoint(args.ckpt, LatentDiffusion, "--ckpt", args.pretrained)
     except ConfigError as error:
         raise ConfigError(f"{args.ckpt}: {error}") from None
     ema = model.ema is not None if args.ema is None else args.ema

@@ -34,8 +34,15 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+PRETRAINED_HELP = (
+    "where a .ckpt's pretrained pipeline is now, when the run was moved from another machine (in place of its "
+    "components.pretrained_model_name_or_path; its frozen parts are checked against the checkpoint)"
+)
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `generate` and `evaluate`."""
+    parser.add_argument("--pretrained", default=None, metavar="DIR", help=PRETRAINED_HELP)
     parser.add_argument("--per-prompt", type=positive_int, default=4, help="images per prompt (default 4)")
     parser.add_argument(
         "--guidance",
@@ -128,7 +135,7 @@ def main(argv: list[str]) -> int:
             )
             records = prompts_from_datamodule(datamodule, args.split)
         records = records[: args.limit] if args.limit else records
-        source = load_image_source(args.model, pick_device(args.device))
+        source = load_image_source(args.model, pick_device(args.device), args.pretrained)
         if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
             # torchrun: the ranks join one group (once the arguments are known good: a rank that cannot start
             # waits for no other) and meet at a barrier before rank 0 writes metadata.csv; ranks run one after

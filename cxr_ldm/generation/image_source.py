@@ -117,9 +117,10 @@ def exported_text(folder: Path, pipeline) -> TextConditioner | None:
 
 
 def load_image_source(
-    path: str | Path, device: torch.device | str = "cpu"
+    path: str | Path, device: torch.device | str = "cpu", pretrained: str | None = None
 ) -> CheckpointSource | PipelineSource:
-    """A checkpoint file (.ckpt) or a diffusers pipeline directory (with model_index.json)."""
+    """A checkpoint file (.ckpt) or a diffusers pipeline directory (with model_index.json). `pretrained`: where
+    a checkpoint's pretrained pipeline is now, if it moved (`checkpoints.load_checkpoint`)."""
     path = Path(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -142,4 +143,4 @@ def load_image_source(
         return PipelineSource(pipeline, device, exported_text(path, pipeline))
     from cxr_ldm.models import LatentDiffusion
 
-    return CheckpointSource(load_checkpoint(path, LatentDiffusion, "--model"), device)
+    return CheckpointSource(load_checkpoint(path, LatentDiffusion, "--model", pretrained), device)
