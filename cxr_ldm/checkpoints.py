@@ -122,6 +122,10 @@ def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str
     place of the checkpoint's `components.pretrained_model_name_or_path`; the frozen parts rebuilt from it are
     still checked against the checkpoint's content hashes."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{option}: {path} is a folder; give the .ckpt file (e.g. {path}/checkpoints/last.ckpt)"
+        )
     if not path.is_file():
         raise ConfigError(
             f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
@@ -285,7 +289,14 @@ class RunCheckpoint(ModelCheckpoint):
     250 steps with a checkpoint every 100 ended with the step-200 `last.ckpt` when run straight through, and
     with the step-250 one when resumed from step 200 (no checkpoint in the resumed process), so the model
     judged from `last.ckpt` depended on where the fit had been interrupted.
+
+    A fit started afresh in the folder of an earlier one writes over its files (Lightning's version counter
+    is off): with the counter, its final state went to `last-v1.ckpt` while `last.ckpt` kept the earlier run's,
+    which export and evaluation then read.
     """
+
+    def __init__(self, *args: Any, enable_version_counter: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # not saved at this step

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +80,13 @@ def test_last_ckpt_holds_the_final_step_however_the_fit_was_interrupted(tmp_path
         resumed = fit(tmp_path / f"killed{killed_at}", resume=True)
         # the step only: this plain DataLoader does not resume mid-epoch, so the weights differ
         assert resumed["global_step"] == 32
+
+
+def test_a_folder_given_for_a_checkpoint_is_named_as_a_folder(tmp_path):
+    """`evaluate --classifier runs/classifier-tiny` (the run's folder) said the checkpoint did not exist."""
+    from cxr_ldm.checkpoints import load_checkpoint
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.evaluation.evaluators import CxrClassifier
+
+    with pytest.raises(ConfigError, match=r"--classifier: .* is a folder; give the \.ckpt file"):
+        load_checkpoint(tmp_path, CxrClassifier, "--classifier")

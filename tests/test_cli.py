@@ -143,7 +143,7 @@ def test_offline_hub_id_names_the_id_and_the_fix(tmp_path, phantom_root, capsys,
         "--model.init_args.components.unet_config",
         "null",
     )
-    _fails_naming(args, capsys, "CompVis/stable-diffusion-v1-4", "huggingface-cli download")
+    _fails_naming(args, capsys, "CompVis/stable-diffusion-v1-4", "hf download")
 
 
 def test_vae_cannot_be_trained_through_the_diffusion_loss(tmp_path, phantom_root, capsys):

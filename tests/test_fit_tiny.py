@@ -127,6 +127,15 @@ def test_a_checkpoint_of_another_shape_is_refused_by_name(tiny_fit):
         LatentDiffusion.load_from_checkpoint(checkpoint, components=components, weights_only=True)
 
 
+def test_a_fit_started_again_in_the_same_folder_leaves_its_own_state_in_last_ckpt(tmp_path, phantom_root):
+    """The second fit's final state went to last-v1.ckpt; last.ckpt, which export reads, kept the first's."""
+    run = tmp_path / "run"
+    assert main(fit_args(run, phantom_root, "--trainer.max_steps", "2")) == 0
+    assert main(fit_args(run, phantom_root, "--trainer.max_steps", "3")) == 0
+    assert load_state(run / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert not list((run / "checkpoints").glob("last-v*.ckpt"))
+
+
 def test_tensorboard_has_loss_lr_and_sample_grid(trained):
     run, _ = trained
     (events,) = run.glob("tensorboard/version_*/events.out.tfevents.*")

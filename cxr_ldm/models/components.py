@@ -43,7 +43,7 @@ def _load(loader, name: str, what: str, key: str, **kwargs):
             f"could not load the {what} from '{name}' (config key {key}): {error.__class__.__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}\n"
             "It is neither a complete local directory nor a hub id available offline. On a machine with "
-            f"network access run `huggingface-cli download {name} --local-dir DIR`, then set {key}: DIR."
+            f"network access run `hf download {name} --local-dir DIR` (`huggingface-cli download` before huggingface_hub 1.0), then set {key}: DIR."
         ) from error
 
 
