@@ -95,19 +95,26 @@ def process_alive(pid: int, started: int | None = None) -> bool:
     """A local job's process still runs (a zombie left for its parent to reap counts as ended). `started`:
     the process's start time (`process_start`) when it was recorded, so that another process that was given
     the same pid later is not taken for it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and (started is None or int(fields[19]) == started)
+    fields = _stat_fields(pid)
+    return (
+        fields is not None and fields[0] != "Z" and (started is None or process_start(pid, fields) == started)
+    )
 
 
-def process_start(pid: int) -> int | None:
+def process_start(pid: int, fields: list[str] | None = None) -> int | None:
     """The process's start time in clock ticks after boot (/proc/<pid>/stat), None where there is no /proc."""
+    fields = fields if fields is not None else _stat_fields(pid)
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
 
 

@@ -86,10 +86,9 @@ def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
     whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
     stamp = folder / KEY_FILE
     wanted = plain(inputs)
-    if folder_holds(folder, inputs):
-        if _recorded(folder) != json.loads(
-            json.dumps(wanted)
-        ):  # a record of an earlier version: brought up to date
+    recorded = _recorded(folder)
+    if recorded is not None and recorded_matches(recorded, inputs):
+        if recorded != json.loads(json.dumps(wanted)):  # a record of an earlier version: brought up to date
             write_text_atomic(stamp, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
         return True
     if folder.exists() and any(folder.iterdir()):
