@@ -191,15 +191,21 @@ def test_cache_key_follows_options(tree: Path, tmp_path: Path) -> None:
     assert (first.index_folder() / "index.csv").stat().st_mtime_ns == stamp
 
 
-def test_a_filter_that_leaves_no_image_names_itself_and_the_option(tree: Path, tmp_path: Path) -> None:
+def test_a_filter_that_leaves_no_image_names_itself_and_the_option(
+    tree: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The reports are a separate download: without data.reports_root every report is missing, and the index
-    is refused in one line naming the filter and the option (a pandas KeyError before)."""
+    is refused in one line naming the filter and the option (a pandas KeyError before), under either policy,
+    before any report is logged as skipped (a line per study before: 227k on the real data)."""
     from cxr_ldm.errors import ConfigError
 
     empty = tmp_path / "no-reports"
     empty.mkdir()
-    with pytest.raises(ConfigError, match=r"filter 'report'.*data\.reports_root"):
-        build_index(IndexOptions(root=str(tree), reports_root=str(empty)))
+    for policy in ("skip", "raise"):
+        caplog.clear()
+        with pytest.raises(ConfigError, match=r"filter 'report'.*data\.reports_root"):
+            build_index(IndexOptions(root=str(tree), reports_root=str(empty)), policy=policy)
+        assert not [r for r in caplog.records if "skipped" in r.getMessage()]
     with pytest.raises(
         ConfigError, match=r"filter 'views'.*data\.views \['AP AXIAL'\] \(the metadata has \(blank\), "
     ):

@@ -198,3 +198,68 @@ def test_an_exported_folder_samples_as_its_checkpoint_with_every_sampler(tmp_pat
         expected = CheckpointSource(model).sample(["normal"], [0], num_inference_steps=3, scheduler=name)
         got = exported.sample(["normal"], [0], num_inference_steps=3, scheduler=name)
         assert torch.allclose(got, expected, atol=1e-5), name
+
+
+def _lightning_checkpoint(model, path):
+    from lightning.pytorch import Trainer
+
+    trainer = Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_pretrained_names_where_a_vae_checkpoints_pipeline_moved_or_is_refused(tmp_path, capsys):
+    """--pretrained was read for LatentDiffusion checkpoints alone: a VAE checkpoint whose pipeline had moved
+    could not be exported, and the option was passed over in silence for VAE and text projection checkpoints."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    from cxr_ldm.models import Autoencoder
+
+    original = shutil.copytree(ROOT / "artifacts" / "tiny-pretrained", tmp_path / "pipeline")
+    model = Autoencoder(pretrained_model_name_or_path=str(original))
+    with torch.no_grad():
+        model.vae.decoder.conv_out.bias.add_(0.5)  # a trained weight, not the pipeline's
+    ckpt = _lightning_checkpoint(model, tmp_path / "vae.ckpt")
+    moved = original.rename(tmp_path / "moved")
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "lost")]) == 2
+    assert "pipeline" in capsys.readouterr().err
+    assert (
+        main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "vae"), "--pretrained", str(moved)]) == 0
+    )
+    exported = AutoencoderKL.from_pretrained(tmp_path / "vae").state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in model.vae.state_dict().items())
+
+    built = _lightning_checkpoint(Autoencoder(vae_config=dict(model.vae.config)), tmp_path / "built.ckpt")
+    assert (
+        main(["export", "--ckpt", str(built), "--out", str(tmp_path / "b"), "--pretrained", str(moved)]) == 2
+    )
+    assert (
+        "built from model.init_args.vae_config, not from a pipeline: drop --pretrained"
+        in capsys.readouterr().err
+    )
+
+    projection = tmp_path / "projection.ckpt"
+    torch.save({"state_dict": {"projection.net.weight": torch.zeros(2, 2)}, "pytorch-lightning_version": "2"},
+               projection)  # fmt: skip
+    assert (
+        main(["export", "--ckpt", str(projection), "--out", str(tmp_path / "p"), "--pretrained", str(moved)])
+        == 2
+    )
+    assert "is a text projection checkpoint, which names its text encoders itself" in capsys.readouterr().err
+
+
+def test_pretrained_beside_a_pipeline_folder_is_refused(tmp_path, capsys):
+    """A pipeline folder holds every part: --pretrained beside it was passed over in silence."""
+    args = [
+        "generate",
+        "--model",
+        str(ROOT / "artifacts" / "tiny-pretrained"),
+        "--prompts",
+        str(tmp_path / "p.txt"),
+    ]
+    (tmp_path / "p.txt").write_text("pleural effusion\n")
+    assert main([*args, "--out", str(tmp_path / "out"), "--pretrained", str(tmp_path)]) == 2
+    assert "is a pipeline folder, which holds every part itself" in capsys.readouterr().err

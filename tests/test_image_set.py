@@ -202,3 +202,24 @@ def test_read_split_refuses_an_unknown_or_empty_split():
         read_split(EmptySplits(), "valid", key="test_split")
     with pytest.raises(ConfigError, match="the 'test' split of the data is empty"):
         read_split(EmptySplits(), "test")
+
+
+def test_generate_from_an_empty_split_is_refused_by_name(datamodule_yaml, tmp_path, capsys):
+    """A split that the data options leave empty wrote no image and said `wrote 0 images` with exit status 0."""
+    from cxr_ldm.commands.generate import main
+
+    config = yaml.safe_load(datamodule_yaml.read_text())
+    config["data"]["init_args"]["max_images"] = {"test": 0}
+    emptied = tmp_path / "data.yaml"
+    emptied.write_text(yaml.safe_dump(config))
+    args = [
+        "--model",
+        str(tmp_path / "model.ckpt"),
+        "--data-config",
+        str(emptied),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert main([*args, "--split", "test"]) == 2
+    assert "--split test: the data module's test split holds no image" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         "--pretrained",
         default=None,
         metavar="DIR",
-        help="where a LatentDiffusion checkpoint's pretrained pipeline is now, when the run was moved from another "
+        help="where a LatentDiffusion or VAE checkpoint's pretrained pipeline is now, when the run was moved from another "
         "machine (in place of its components.pretrained_model_name_or_path; its frozen parts are checked against "
         "the checkpoint)",
     )
@@ -82,18 +82,31 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from cxr_ldm.checkpoints import load_checkpoint
+    from cxr_ldm.checkpoints import load_checkpoint, read_checkpoint
     from cxr_ldm.generation.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
     kind = checkpoint_kind(args.ckpt)
     if kind == "autoencoder":
+        # the VAE is trained whole: the pretrained pipeline gives its architecture, the checkpoint every weight
+        moved = {} if args.pretrained is None else {"pretrained_model_name_or_path": args.pretrained}
+        if moved and read_checkpoint(args.ckpt, "--ckpt", mmap=True)["hyper_parameters"].get("vae_config"):
+            raise ConfigError(
+                f"--pretrained {args.pretrained}: the VAE of {args.ckpt} was built from model.init_args.vae_config, "
+                "not from a pipeline: drop --pretrained"
+            )
         export_vae(
-            Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True), args.out
+            Autoencoder.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True, **moved),
+            args.out,
         )
         print(f"wrote {args.out}; load it with diffusers.AutoencoderKL.from_pretrained('{args.out}')")
         return 0
     if kind == "text_projection":
+        if args.pretrained is not None:
+            raise ConfigError(
+                f"--pretrained {args.pretrained}: {args.ckpt} is a text projection checkpoint, which names its text "
+                "encoders itself; --pretrained is for a LatentDiffusion or VAE checkpoint: drop it"
+            )
         model = TextProjectionPretrainer.load_from_checkpoint(
             args.ckpt, map_location="cpu", weights_only=True
         )

@@ -434,16 +434,19 @@ def build_index(opts: IndexOptions, policy: BadSamplePolicy = "skip", threads: i
     paths = [opts.reports_dir / f"{study_folder(s, t)}.txt" for s, t in studies.itertuples(index=False)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         reports = list(pool.map(_read_report, paths))
+    fix = (
+        f"no study's report was found under {opts.reports_dir}: set data.reports_root to the folder that holds "
+        "the reports' files/p1X/p<subject>/s<study>.txt (mimic-cxr-reports.zip)"
+    )
+    if reports and all(text is None for text, _ in reports):
+        # one line for the misplaced download, not a skipped (or raised) report per study before it
+        steps.record("report", frame, frame.iloc[:0], fix)
     sections: dict[int, str] = {}
     for study_id, (text, error) in zip(studies["study_id"].tolist(), reports, strict=True):
         if error is not None:
             handle_bad_sample(error, policy, log, "index")
             continue
         sections[study_id] = parse_report(text).get(opts.text_section)
-    fix = (
-        f"no study's report was found under {opts.reports_dir}: set data.reports_root to the folder that holds "
-        "the reports' files/p1X/p<subject>/s<study>.txt (mimic-cxr-reports.zip)"
-    )
     frame = steps.record("report", frame, frame[frame["study_id"].isin(sections.keys())], fix)
     frame["section"] = frame["study_id"].map(sections).astype(str)
     fix = f"no report has a {opts.text_section} section: choose another data.text_section"

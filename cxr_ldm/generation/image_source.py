@@ -128,6 +128,11 @@ def load_image_source(
                 f"--model {path} is a directory without model_index.json; give a diffusers pipeline directory "
                 "(`python -m cxr_ldm export`) or a LatentDiffusion .ckpt file"
             )
+        if pretrained is not None:
+            raise ConfigError(
+                f"--pretrained {pretrained}: --model {path} is a pipeline folder, which holds every part itself; "
+                "--pretrained names where a .ckpt's pretrained pipeline is now: drop it"
+            )
         from diffusers import StableDiffusionPipeline
 
         try:

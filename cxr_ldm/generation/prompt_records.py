@@ -94,6 +94,11 @@ def prompts_from_datamodule(datamodule, split: str = "test") -> list[PromptRecor
     if split not in getattr(datamodule, "datasets", {}):
         raise ConfigError(f"--split {split}: the data module has splits {sorted(datamodule.datasets)}")
     data = datamodule.datasets[split]
+    if len(data.prompts) == 0:
+        raise ConfigError(
+            f"--split {split}: the data module's {split} split holds no image after its filters and limits "
+            "(see them with `python -m cxr_ldm prepare`): choose another --split or loosen its data options"
+        )
     records = []
     for i, prompt in enumerate(data.prompts):
         values = data.labels[i].tolist()
