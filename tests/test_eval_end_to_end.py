@@ -374,6 +374,31 @@ def test_generation_metrics_refuses_a_split_or_sampler_it_does_not_know_when_bui
         GenerationMetrics("any.ckpt", scheduler="dpm")
 
 
+def test_generation_metrics_refuses_at_the_start_of_a_fit_what_would_fail_at_its_first_evaluation(
+    tmp_path, classifier_ckpt, data_yaml
+):
+    """A data module without the labelled splits, or a classifier checkpoint that is not there, failed at the
+    callback's first evaluation (an AttributeError, or a missing file, hours into a fit)."""
+    from types import SimpleNamespace
+
+    from cxr_ldm.callbacks.generation_metrics import GenerationMetrics
+    from cxr_ldm.data.image_text_folder import ImageTextFolderDataModule
+    from cxr_ldm.errors import ConfigError
+
+    folder = SimpleNamespace(datamodule=ImageTextFolderDataModule(str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"the data module ImageTextFolderDataModule has no such split"):
+        GenerationMetrics(str(classifier_ckpt)).setup(folder, None, "fit")
+    mimic = load_datamodule(data_yaml)
+    mimic.setup()
+    with pytest.raises(ConfigError, match=r"classifier_ckpt: checkpoint .*missing\.ckpt does not exist"):
+        GenerationMetrics(str(tmp_path / "missing.ckpt")).setup(
+            SimpleNamespace(datamodule=mimic), None, "fit"
+        )
+    GenerationMetrics(str(classifier_ckpt), split="test").setup(
+        SimpleNamespace(datamodule=mimic), None, "fit"
+    )
+
+
 def test_generation_metrics_callback_logs_scalars(work, ldm_ckpt, data_yaml, classifier_ckpt):
     from types import SimpleNamespace
 

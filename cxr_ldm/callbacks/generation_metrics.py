@@ -81,6 +81,19 @@ class GenerationMetrics(Callback):
             )
         return self._classifier.to(device).eval()
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Refuse at the start of the run what would fail at its N-th validation: a data module without the
+        split, or a classifier checkpoint that is missing or holds another model."""
+        datasets = getattr(trainer.datamodule, "datasets", None)
+        if not isinstance(datasets, dict) or self.split not in datasets:
+            found = sorted(datasets) if isinstance(datasets, dict) else "none"
+            raise ConfigError(
+                f"GenerationMetrics.split {self.split!r}: the data module {type(trainer.datamodule).__name__} "
+                f"has no such split (its splits: {found}); GenerationMetrics reads the labelled splits of "
+                "cxr_ldm.data.MimicCxrDataModule: use that data module, or leave the callback out"
+            )
+        self.classifier(torch.device("cpu"))
+
     def subset(self, trainer: Trainer) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         dataset = trainer.datamodule.datasets[self.split]
         items = [dataset[i] for i in range(min(self.num_images, len(dataset)))]
