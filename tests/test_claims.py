@@ -137,3 +137,75 @@ def test_a_threshold_on_deterministic_references_says_it_is_one() -> None:
     assert quick["C1"]["verdict"] == "one seed: not judged"
     full = verdicts(config, arm_results({"unet-text": [0.7, 0.71, 0.72], "unet": [0.5, 0.51, 0.52]}))
     assert full["C1"]["verdict"] == HOLDS
+
+
+def test_a_side_with_one_seed_is_not_judged_against_another_sides_spread() -> None:
+    """One seed of an arm against three of another held on the three seeds' spread alone, and seeds without a
+    value were dropped in silence: [0.80, nan, nan] against [0.70, 0.71, 0.72] held with no word of it."""
+    lost = compare(greater(), [0.80, float("nan"), float("nan")], [0.70, 0.71, 0.72])
+    assert lost.verdict == NOT_JUDGED
+    assert "a: 1 of 3 seeds measured" in lost.note and "one seed of a" in lost.note
+    assert compare(greater(), [0.9], [0.70, 0.71, 0.72]).verdict == NOT_JUDGED
+    # a deterministic reference measured once beside three seeds is judged on the seeds' spread
+    assert compare(greater(b="real_test"), [0.80, 0.81, 0.82], [0.70]).verdict == HOLDS
+    kept = compare(greater(), [0.80, 0.82, float("nan")], [0.70, 0.71, 0.72])
+    assert kept.verdict == HOLDS and kept.note == "a: 2 of 3 seeds measured"
+    assert "2 of 3 seeds measured" in kept.describe()
+
+
+def test_a_seed_without_a_metric_keeps_its_place_as_nan() -> None:
+    """add_values skipped a seed whose results lacked the metric: the group seemed to have fewer seeds."""
+    import math
+
+    from cxr_ldm.experiments.claims import add_values
+
+    values: dict = {}
+    add_values(values, "arm", {"m": 0.5, "k": 1.0})
+    add_values(values, "arm", {"k": 2.0})
+    add_values(values, "arm", {"m": 0.7, "j": 3.0})
+    assert values["arm"]["m"][0] == 0.5 and math.isnan(values["arm"]["m"][1]) and values["arm"]["m"][2] == 0.7
+    assert values["arm"]["k"][:2] == [1.0, 2.0] and math.isnan(values["arm"]["k"][2])
+    assert [math.isnan(v) for v in values["arm"]["j"]] == [True, True, False]
+    judged = compare(Comparison(a="arm", b="b", metric="m"), values["arm"]["m"], [0.1, 0.2])
+    assert judged.verdict == HOLDS and judged.note == "arm: 2 of 3 seeds measured"
+
+
+def test_a_metric_better_lower_is_judged_the_right_way_round() -> None:
+    """FID is better lower: a claim that arm a beats arm b on FID held when a's FID was the higher one."""
+    fid = Comparison(a="a", b="b", metric="test_prompts/fid_xrv")
+    worse, better = [5.0, 5.1, 5.2], [2.0, 2.1, 2.2]
+    assert compare(fid, worse, better).verdict == FAILS
+    held = compare(fid, better, worse)
+    assert (
+        held.verdict == HOLDS
+        and "a 2.100 ± 0.100 < b 5.100 ± 0.100 on test_prompts/fid_xrv (lower is better)" in (held.describe())
+    )
+    # at least as good within a margin: 5.3 is within 0.5 above 5.1
+    close = Comparison(a="a", b="b", metric="fid_xrv", relation="at_least", margin=0.5)
+    assert compare(close, [5.3, 5.31, 5.32], worse).verdict == HOLDS
+    assert "<= b 5.100 ± 0.100 + 0.5" in compare(close, [5.3, 5.31, 5.32], worse).describe()
+    diversity = Comparison(a="a", b="b", metric="diversity/ms_ssim", better="lower")
+    assert compare(diversity, [0.2, 0.21, 0.22], [0.5, 0.51, 0.52]).verdict == HOLDS
+
+
+def test_a_claim_on_a_metric_without_a_better_side_must_say_which(tmp_path) -> None:
+    from cxr_ldm.errors import ConfigError
+
+    config = experiment("demo.yaml")
+    arm = config.arms[0].name
+    config.claims = [
+        ClaimSpec(id="d", text="", comparisons=[Comparison(a=arm, b="baseline", metric="ms_ssim")])
+    ]
+    with pytest.raises(
+        ConfigError, match="claims d: whether a higher or a lower ms_ssim is better is not known"
+    ):
+        config.validate()
+    config.claims[0].comparisons[0].better = "lower"
+    config.validate()
+    config.claims = [
+        ClaimSpec(
+            id="f", text="", comparisons=[Comparison(a=arm, b="baseline", metric="fid_xrv", better="higher")]
+        )
+    ]
+    with pytest.raises(ConfigError, match="claims f: a lower fid_xrv is better, not a higher one"):
+        config.validate()

@@ -2,9 +2,10 @@
 
 A comparison of group `a` with group `b` on one metric uses the difference of their means over seeds and
 its spread, two standard errors of that difference: `2 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)` (a group with one
-value, e.g. a ceiling measured once, contributes no spread). With a margin m:
+value, e.g. a ceiling measured once, contributes no spread). With a margin m, and diff the difference of the
+means in the claim's direction (a - b; b - a for a metric that is better lower, such as FID):
 
-- `greater`: holds when diff > spread; fails when diff < -spread; otherwise a tie (the claim is not shown).
+- `greater`: holds when diff - m > spread; fails when diff - m < -spread; otherwise a tie (the claim is not shown).
 - `at_least` (a >= b - m): fails when diff + m < -spread; holds when diff + m > spread; otherwise a tie,
   which is consistent with the claim ("holds within the spread").
 
@@ -12,8 +13,10 @@ Before that rule, three cases are not judged by it:
 
 - `undecided`: a side is an arm still rising at the cap of its training (its learning curve had not reached
   a plateau, experiments/convergence.py); a claim about a model still learning is never given a verdict.
-- `one seed: not judged`: one value on each side and at least one side depends on the training seed (an arm,
-  a follow-up's group): the spread over seeds is unknown, so no difference can be judged against it.
+- `one seed: not judged`: a side that depends on the training seed (an arm, a follow-up's group) has one
+  value: its spread over seeds is unknown, so no difference can be judged against it (the other side's spread
+  alone would stand in for it). A seed without a value (a metric not measured for it) is left out and the
+  verdict says how many of a side's seeds were measured.
 - a threshold on deterministic references: both sides are measured once and do not depend on a seed
   (`real_test`, `vae_reconstructions`, `baseline`: REFERENCE_GROUPS); the margin alone decides, and the
   verdict says so.
@@ -51,11 +54,20 @@ class ComparisonResult:
         c = self.comparison
         if self.verdict == MISSING:
             return f"{c.a} vs {c.b} on {c.metric}: not measured"
-        sign = ">" if c.relation == "greater" else ">="
-        margin = f" {'+' if c.relation == 'greater' else '-'} {c.margin:g}" if c.margin else ""
+        lower = c.direction() == "lower"
+        sign = {
+            (False, "greater"): ">",
+            (False, "at_least"): ">=",
+            (True, "greater"): "<",
+            (True, "at_least"): "<=",
+        }
+        ahead = (c.relation == "greater") != lower  # the margin is added to b when a must be above it
+        margin = f" {'+' if ahead else '-'} {c.margin:g}" if c.margin else ""
         note = f" ({self.note})" if self.note else ""
+        better = " (lower is better)" if lower else ""
         return (
-            f"{c.a} {mean_sd(self.a_values)} {sign} {c.b} {mean_sd(self.b_values)}{margin} on {c.metric}: "
+            f"{c.a} {mean_sd(self.a_values)} {sign[lower, c.relation]} {c.b} {mean_sd(self.b_values)}{margin} "
+            f"on {c.metric}{better}: "
             f"difference {self.difference:+.3f}, spread ±{self.spread:.3f} -> {self.verdict}{note}"
         )
 
@@ -87,11 +99,26 @@ def seeded(group: str) -> bool:
 def compare(
     comparison: Comparison, a: list[float], b: list[float], rising: Mapping[str, str] | None = None
 ) -> ComparisonResult:
-    """The verdict of one comparison; `rising` maps a group still rising at its cap to why (its seeds)."""
+    """The verdict of one comparison; `rising` maps a group still rising at its cap to why (its seeds).
+    A seed without a value (NaN: not measured, e.g. a metric skipped for that seed) is left out and said."""
+    lost = [
+        f"{group}: {sum(math.isfinite(v) for v in seq)} of {len(seq)} seeds measured"
+        for group, seq in ((comparison.a, a), (comparison.b, b))
+        if not all(math.isfinite(v) for v in seq)
+    ]
     a = [v for v in a if math.isfinite(v)]
     b = [v for v in b if math.isfinite(v)]
     if not a or not b:
-        return ComparisonResult(comparison, MISSING, a, b, math.nan, math.nan)
+        return ComparisonResult(comparison, MISSING, a, b, math.nan, math.nan, "; ".join(lost))
+    result = _judge(comparison, a, b, rising)
+    if lost:
+        result.note = "; ".join([*lost, *([result.note] if result.note else [])])
+    return result
+
+
+def _judge(
+    comparison: Comparison, a: list[float], b: list[float], rising: Mapping[str, str] | None
+) -> ComparisonResult:
     difference = statistics.fmean(a) - statistics.fmean(b)
     spread = 2 * math.sqrt(_spread(a) + _spread(b))
     still = [
@@ -103,11 +130,16 @@ def compare(
         note = "; ".join(still) + ": a model still learning is not judged"
         return ComparisonResult(comparison, UNDECIDED, a, b, difference, spread, note)
     single = max(len(a), len(b)) < 2
-    if single and (seeded(comparison.a) or seeded(comparison.b)):
-        note = "one value on each side, and a side depends on the training seed: no spread to judge by"
+    alone = [group for group, seq in ((comparison.a, a), (comparison.b, b)) if seeded(group) and len(seq) < 2]
+    if alone:
+        # the other side's spread alone would stand in for this side's unknown one
+        note = f"one seed of {' and '.join(alone)}, which depends on the training seed: no spread to judge by"
         return ComparisonResult(comparison, NOT_JUDGED, a, b, difference, spread, note)
     note = f"{THRESHOLD}: each measured once, the margin alone decides" if single else ""
-    shifted = difference + (comparison.margin if comparison.relation == "at_least" else 0.0)
+    # in the claim's direction: positive when a is better than b
+    shifted = (-difference if comparison.direction() == "lower" else difference) + (
+        comparison.margin if comparison.relation == "at_least" else 0.0
+    )
     if comparison.relation == "greater":
         shifted -= comparison.margin
     if shifted > spread:
@@ -132,9 +164,12 @@ def flatten(results: dict, prefix: str = "") -> dict[str, float]:
 
 
 def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict[str, float]) -> None:
-    """Append one seed's metrics (`{metric: value}`) to `values[group][metric]`."""
-    for metric, value in flat.items():
-        values.setdefault(group, {}).setdefault(metric, []).append(value)
+    """Append one seed's metrics (`{metric: value}`) to `values[group][metric]`, NaN for a metric that other
+    seeds of the group have and this one lacks (or the other way round): a list holds one entry per seed."""
+    metrics = values.setdefault(group, {})
+    seeds = max((len(seq) for seq in metrics.values()), default=0)
+    for metric in {*metrics, *flat}:
+        metrics.setdefault(metric, [math.nan] * seeds).append(flat.get(metric, math.nan))
 
 
 def check_claims(

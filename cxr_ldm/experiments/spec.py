@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.evaluation.metrics.metric_names import better_direction
 from cxr_ldm.evaluation.specs import EvaluatorSpec, ProtocolSpec
 from cxr_ldm.experiments.threads import resolve_threads
 from cxr_ldm.labels import CHEXPERT_LABELS
@@ -182,7 +183,10 @@ class ConvergenceSpec:
 class Comparison:
     """`a` against `b` on `metric` (a results key, e.g. `probe/cond_balanced_accuracy`).
 
-    relation: `greater` (a above b beyond the spread) or `at_least` (a not below b - margin beyond the spread).
+    relation: `greater` (a better than b beyond the spread) or `at_least` (a not worse than b by more than the
+        margin, beyond the spread).
+    better: `higher` or `lower`, which side of the metric is better; left out, the metric's own (distances
+        such as FID lower, classification and retrieval higher); a metric without one must say it.
     A group is an arm name, `baseline`, `real_test`, `vae_reconstructions`, or a group of a follow-up
     experiment (e.g. `augment/<size>/<condition>` of the augmentation experiment).
     """
@@ -192,6 +196,11 @@ class Comparison:
     metric: str
     relation: Literal["greater", "at_least"] = "greater"
     margin: float = 0.0
+    better: Literal["higher", "lower"] | None = None
+
+    def direction(self) -> str:
+        """`higher` or `lower`: the comparison's own, else its metric's (validated: one of them is known)."""
+        return self.better or better_direction(self.metric) or "higher"
 
 
 @dataclass
@@ -315,6 +324,17 @@ class ExperimentConfig:
                             f"claims {claim.id}: {group!r} is neither an arm ({names}) nor "
                             f"{', '.join(groups[:-1])} or {groups[-1]}"
                         )
+                known = better_direction(comparison.metric)
+                if known is None and comparison.better is None:
+                    raise ConfigError(
+                        f"claims {claim.id}: whether a higher or a lower {comparison.metric} is better is not "
+                        "known: add better: higher or better: lower to the comparison"
+                    )
+                if known is not None and comparison.better not in (None, known):
+                    raise ConfigError(
+                        f"claims {claim.id}: a {known} {comparison.metric} is better, not a {comparison.better} "
+                        "one: leave better out (to claim the other way round, swap a and b)"
+                    )
         return self
 
 

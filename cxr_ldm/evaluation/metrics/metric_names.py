@@ -26,6 +26,25 @@ AUROC = "auroc"
 CLASSIFICATION = (AUROC, ACCURACY, BALANCED_ACCURACY)
 _ON_REAL = dict(zip(CONDITIONED, (ACCURACY, BALANCED_ACCURACY, AUROC), strict=True))
 
+# Which way is better, for a claim that names the metric (experiments/claims.py): distances are better
+# lower; classification, retrieval and precision better higher. Other metrics (MS-SSIM diversity, memorization
+# distances, ...) have no better side by themselves: a claim on one says which it means.
+LOWER_IS_BETTER = (FID, KID, FID_INCEPTION)
+HIGHER_IS_BETTER = (*CONDITIONED, *CLASSIFICATION)
+HIGHER_IS_BETTER_PREFIXES = ("t2i_recall@", "i2i_precision@")
+
+
+def better_direction(key: str) -> str | None:
+    """`higher` or `lower` for a results key (`probe/cond_auroc`, `test_prompts/fid_xrv/Edema`, ...) whose
+    metric has a better side; None for any other."""
+    for part in reversed(key.split("/")):
+        if part in LOWER_IS_BETTER or FORMER_NAMES.get(part) in LOWER_IS_BETTER:
+            return "lower"
+        if part in HIGHER_IS_BETTER or part.startswith(HIGHER_IS_BETTER_PREFIXES):
+            return "higher"
+    return None
+
+
 # Names written by earlier versions, read back under the current name (saved results stay readable).
 FORMER_NAMES = {"fid_cxr": FID, "kid_cxr": KID}
 
