@@ -195,3 +195,34 @@ def test_fid_and_kid_of_one_image_are_refused_by_name():
         with pytest.raises(ConfigError, match=f"{name} needs at least two real and two generated images"):
             metric(real, fake)
     assert math.isfinite(fid_from_features(real, torch.rand(4, 4)))
+
+
+def test_uncertain_labels_are_left_out_as_unknown_ones_are():
+    """A prompt file may give CheXpert's -1 (uncertain): it was scored as a third class (AUROC raised on
+    [-1, 0, 1]; accuracy counted every -1 row wrong)."""
+    from cxr_ldm.evaluation.metrics.conditioned_classification import conditioned_classification
+
+    probs = torch.tensor([[0.9], [0.8], [0.2], [0.1], [0.7]])
+    uncertain = torch.tensor([[1.0], [1.0], [0.0], [0.0], [-1.0]])
+    unknown = torch.tensor([[1.0], [1.0], [0.0], [0.0], [float("nan")]])
+    assert conditioned_classification(probs, uncertain, ["Edema"]) == conditioned_classification(
+        probs, unknown, ["Edema"]
+    )
+    found, _ = conditioned_classification(probs, uncertain, ["Edema"])
+    assert found["cond_accuracy/Edema"] == 1.0 and found["cond_auroc/Edema"] == 1.0
+    _, skipped = conditioned_classification(probs, torch.full((5, 1), -1.0), ["Edema"])
+    assert skipped["cond_accuracy/Edema"] == "no prompt has this label (as 1 or 0)"
+
+
+def test_a_prompt_file_label_other_than_1_0_or_minus_1_is_refused(tmp_path):
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.generation.prompt_records import read_prompt_file
+
+    path = tmp_path / "prompts.csv"
+    path.write_text("prompt,Edema\nedema,-1\nclear,0\n")
+    assert [r.labels for r in read_prompt_file(path)] == [{"Edema": -1.0}, {"Edema": 0.0}]
+    path.write_text("prompt,Edema\nedema,2\n")
+    with pytest.raises(
+        ConfigError, match=r"column 'Edema' has '2'; labels are 1, 0, -1 \(uncertain\) or empty"
+    ):
+        read_prompt_file(path)

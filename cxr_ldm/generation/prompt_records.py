@@ -30,9 +30,11 @@ def _labels_of(row: pd.Series) -> dict[str, float]:
             try:
                 out[name] = float(row[name])
             except ValueError:
+                out[name] = math.nan
+            if out[name] not in (1.0, 0.0, -1.0):
                 raise ConfigError(
-                    f"--prompts: column {name!r} has {row[name]!r}; labels are 1, 0, -1 or empty"
-                ) from None
+                    f"--prompts: column {name!r} has {row[name]!r}; labels are 1, 0, -1 (uncertain) or empty"
+                )
     return out
 
 

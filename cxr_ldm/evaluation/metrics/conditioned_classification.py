@@ -25,16 +25,17 @@ def conditioned_classification(
 
     A finding is called present at `thresholds[finding]` when given (see `operating_points`), else at
     `threshold`. Balanced accuracy (mean of sensitivity and specificity) does not reward calling a rare finding
-    absent everywhere, as plain accuracy does. NaN labels (unknown) are left out. AUROC and balanced accuracy
+    absent everywhere, as plain accuracy does. NaN labels (unknown) and -1 (uncertain, as a prompt file may
+    give the CheXpert value) are left out: only 1 and 0 are targets. AUROC and balanced accuracy
     need both classes among the prompts; otherwise they are skipped with the reason. Returns (metrics, skipped).
     """
     metrics: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for j, finding in enumerate(findings):
-        known = ~torch.isnan(labels[:, j])
+        known = (labels[:, j] == 0) | (labels[:, j] == 1)
         if not known.any():
             for name in NAMES:
-                skipped[f"{name}/{finding}"] = "no prompt has this label"
+                skipped[f"{name}/{finding}"] = "no prompt has this label (as 1 or 0)"
             continue
         target = labels[known, j]
         prob = probabilities[known, j]
