@@ -283,6 +283,18 @@ def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriev
         assert key in metrics, key
     assert "fid_inception" in metrics["skipped"]
     assert (out / "metrics.md").read_text().startswith("| metric | value |")
+    # the operating points are the evaluator's on the real validation images (they were chosen on the test
+    # images, whose labels then moved the scores of the generated ones)
+    from cxr_ldm.evaluation.metrics.operating_points import operating_points
+
+    classifier = load_checkpoint(classifier_ckpt, CxrClassifier, "classifier")
+    validate = read_split(load_datamodule(data_yaml), "validate", 2000)
+    probabilities = classifier.predict_proba(validate.pixels())
+    cuts = operating_points(
+        probabilities, validate.labels[:, label_columns(classifier.findings)], classifier.findings
+    )
+    assert metrics["info"]["thresholds"] == {f: round(cut, 4) for f, cut in cuts.items()}
+    assert metrics["info"]["real_validate"] == len(validate)
     # Without a retriever, on the same images: its metrics are listed as skipped, with the reason.
     out2 = work / "evaluation-no-retriever"
     assert main(["evaluate", "--generated", str(out / "generated"), "--data", str(data_yaml),

@@ -99,13 +99,27 @@ def main(argv: list[str]) -> int:
         generated = read_generated(generated_dir)
         real_test = read_split(datamodule, args.split, args.max_real, key="--split")
         real_train = read_split(datamodule, "train", args.max_real)
+        # the evaluator's operating points are chosen on the validation images
+        real_validate = (
+            real_test if args.split == "validate" else read_split(datamodule, "validate", args.max_real)
+        )
     except ConfigError as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 2
     options = EvaluationOptions(args.inception_weights, args.memorization_threshold, args.vae_images)
     vae = source.vae() if source else None
     report = evaluate_generated(
-        generated, real_test, real_train, classifier, retriever, vae, options, rank, world, args.out
+        generated,
+        real_test,
+        real_train,
+        real_validate,
+        classifier,
+        retriever,
+        vae,
+        options,
+        rank,
+        world,
+        args.out,
     )
     if report is None:  # another rank: its share went to rank 0
         return 0

@@ -46,7 +46,14 @@ class EvaluationOptions:
     ks: tuple[int, ...] = (1, 5, 10)
 
 
-def feature_jobs(generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier, retriever=None):
+def feature_jobs(
+    generated: ImageSet,
+    real_test: ImageSet,
+    real_train: ImageSet,
+    real_validate: ImageSet,
+    classifier,
+    retriever=None,
+):
     """The per-image work of an evaluation (evaluator outputs, nearest training images), as shardable jobs."""
     device = classifier.device
     fake, real, train = generated.pixels01(), real_test.pixels01(), real_train.pixels01()
@@ -66,6 +73,7 @@ def feature_jobs(generated: ImageSet, real_test: ImageSet, real_train: ImageSet,
         "fake_probs": (probabilities, fake),
         "fake_features": (features, fake),
         "real_probs": (probabilities, real),
+        "validate_probs": (probabilities, real_validate.pixels01()),
         "real_features": (features, real),
         "train_features": (features, train),
         "fake_pixel_nearest": (nearest_train, fake),
@@ -86,6 +94,7 @@ def evaluate_generated(
     generated: ImageSet,
     real_test: ImageSet,
     real_train: ImageSet,
+    real_validate: ImageSet,
     classifier,
     retriever=None,
     vae=None,
@@ -94,30 +103,36 @@ def evaluate_generated(
     world: int = 1,
     out: str | Path | None = None,
 ) -> MetricReport | None:
-    """Compute every metric; those whose inputs are missing are recorded as skipped with the reason.
+    """Compute every metric; those whose inputs are missing are recorded as skipped with the reason. The
+    evaluator's operating points are chosen on `real_validate` (the real validation images), as the experiments
+    choose them, never on the images the generated ones are compared with.
 
     With `world` > 1 (torch.distributed initialised, see `sharding.init_distributed`) every rank computes
     its share of the per-image work (rows rank, rank + world, ...) and rank 0 the metrics; other ranks return
     None. With `out`, the closest generated/training pairs are drawn to `out/memorization-*.png`.
     """
-    found = run_sharded(feature_jobs(generated, real_test, real_train, classifier, retriever), rank, world)
+    jobs = feature_jobs(generated, real_test, real_train, real_validate, classifier, retriever)
+    found = run_sharded(jobs, rank, world)
     if found is None:
         return None
     return _metrics_from_features(
-        found, generated, real_test, real_train, classifier, retriever, vae, options, out
+        found, generated, real_test, real_train, real_validate, classifier, retriever, vae, options, out
     )
 
 
 def _metrics_from_features(
-    found: dict[str, torch.Tensor], generated: ImageSet, real_test: ImageSet, real_train: ImageSet, classifier,
-    retriever, vae, options: EvaluationOptions | None, out: str | Path | None,
+    found: dict[str, torch.Tensor], generated: ImageSet, real_test: ImageSet, real_train: ImageSet,
+    real_validate: ImageSet, classifier, retriever, vae, options: EvaluationOptions | None, out: str | Path | None,
 ) -> MetricReport:  # fmt: skip
     """The metrics from the merged per-image results of `feature_jobs` (on one process)."""
     options = options or EvaluationOptions()
     findings = classifier.findings
     report = MetricReport()
     report.info.update(
-        generated=len(generated.prompts), real_test=len(real_test.prompts), real_train=len(real_train.prompts)
+        generated=len(generated.prompts),
+        real_test=len(real_test.prompts),
+        real_train=len(real_train.prompts),
+        real_validate=len(real_validate.prompts),
     )
     fake, real = generated.pixels01(), real_test.pixels01()
 
@@ -148,7 +163,10 @@ def _metrics_from_features(
             "the prompts have no labels",
         )
     else:
-        cuts = operating_points(real_probs, real_test.labels[:, label_columns(findings)], findings)
+        # chosen on the validation images: the test images' labels never move a cut
+        cuts = operating_points(
+            found["validate_probs"], real_validate.labels[:, label_columns(findings)], findings
+        )
         report.info["thresholds"] = {finding: round(cut, 4) for finding, cut in cuts.items()}
         values, skipped = conditioned_classification(
             found["fake_probs"], prompt_labels, findings, thresholds=cuts
