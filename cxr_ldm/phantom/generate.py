@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 from collections import Counter
 from dataclasses import asdict
@@ -103,6 +104,11 @@ def _prepare_out_dir(out: Path) -> None:
     (out / IN_PROGRESS_FILE).write_text("a phantom is being made here; its manifest is written last\n")
 
 
+def _default_sigterm() -> None:
+    """In a pool worker: SIGTERM ends it, whatever handler the parent installed."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def generate_phantom(
     out_dir: str | os.PathLike,
     studies: int,
@@ -132,9 +138,14 @@ def generate_phantom(
     jobs = [(str(out), p) for p in plans]
     bar = tqdm(total=len(plans), unit="study", desc="phantom", disable=not progress)
     if workers > 1:
-        with get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+        context = get_context("fork" if os.name == "posix" else "spawn")
+        with context.Pool(workers, initializer=_default_sigterm) as pool:
             for _ in pool.imap_unordered(_write_study, jobs, chunksize=4):
                 bar.update()
+            # the workers end on their own: the pool's exit would stop them with SIGTERM, which a process
+            # whose handler passes the signal over (a submitit job's) never answers, and waited for ever
+            pool.close()
+            pool.join()
     else:
         for job in jobs:
             _write_study(job)
