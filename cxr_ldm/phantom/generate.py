@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 from collections import Counter
 from dataclasses import asdict
 from multiprocessing import get_context
