@@ -65,14 +65,12 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     with pytest.raises(ConfigError, match="baseline/result.json is missing"):
         run_unit(*parse_command(args).experiment, "report")
     baseline.write_bytes(kept)
-    # An edited config file is in every unit's key: no done record counts, each unit is judged by its result,
-    # and the arm's was made from other inputs.
+    # An edited arm config file is in its units' keys alone: the arm's done record no longer counts and its
+    # result was made from other inputs; the references and the baseline, which never read it, stay done.
     arm_file.write_text(arm_file.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
     edited = {s.name: s for s in launch(parse_command([*args, "--status"])).states}
     assert edited[ARM].state == "pending"
-    assert [(edited[n].state, edited[n].detail) for n in ("references", "baseline")] == [
-        ("done", EARLIER)
-    ] * 2
+    assert [(edited[n].state, edited[n].detail) for n in ("references", "baseline")] == [("done", "")] * 2
     arm_file.write_text(arm_file.read_text().replace("lr: 2.0e-3", "lr: 1.0e-3"))
     shutil.rmtree(out / "units")  # as a run before the launcher left it: results, no unit records
     (out / "results.json").unlink()

@@ -46,6 +46,7 @@ from cxr_ldm.experiments.unit_inputs import (
 from cxr_ldm.experiments.unit_records import (
     DONE,
     clear_run,
+    live_job,
     record_own_job,
     unit_folder,
     unit_key,
@@ -347,6 +348,23 @@ def run_unit(
     return outcome
 
 
+def refuse_live_jobs(config: ExperimentConfig, units: Sequence[Unit]) -> None:
+    """Refuse to run here a unit that a live job (a cluster's, or another process's) is running: both would
+    write its folder, and this run's record would hide the job from `--status`."""
+    busy = [(unit, job) for unit in units if (job := live_job(unit_folder(config, unit.name))) is not None]
+    if busy:
+        jobs = "; ".join(
+            f"{unit.label}: job {job['job_id']} ({job['cluster']}, {job['state']})" for unit, job in busy
+        )
+        cancel = (
+            " or cancel them (scancel JOBID)" if any(job["cluster"] == "slurm" for _, job in busy) else ""
+        )
+        raise ConfigError(
+            f"live jobs run units of {config.out}: {jobs}; wait for them (`python -m cxr_ldm experiment ... "
+            f"--status`){cancel}, then run again"
+        )
+
+
 def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ()) -> ExperimentOutcome:
     """Everything `config` declares, then `followups` (experiments run after the arms with the model of one
     arm), resuming whatever an earlier run of the same inputs finished: the in-process launcher, every unit
@@ -357,9 +375,12 @@ def run_experiment(config: ExperimentConfig, followups: Sequence[Followup] = ())
         config.name, units=sum(unit.arm is not None for unit in units) + int(config.protocol.baseline)
     )
     outcome = ExperimentOutcome(results={})
-    files = UnitInputs(config).files
+    inputs = UnitInputs(config)
+    refuse_live_jobs(config, units)
     for unit in units:
-        folder, key = unit_folder(config, unit.name), unit_key(config, followups, unit.name, files)
+        folder = unit_folder(config, unit.name)
+        key = unit_key(config, followups, unit.name, inputs.unit_files(unit.name))
+        refuse_live_jobs(config, [unit])  # a job started since the first look
         clear_run(folder)
         # this process is the unit's job: `--status` from another shell sees it running (or failed if it died)
         started = record_own_job(folder, key)

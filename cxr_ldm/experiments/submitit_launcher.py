@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxr_ldm.errors import ConfigError
 from cxr_ldm.experiments.followup import Followup
 from cxr_ldm.experiments.launcher_spec import LauncherSpec
 from cxr_ldm.experiments.plan import REPORT, Unit, plan_units, waves
@@ -30,6 +31,9 @@ from cxr_ldm.experiments.unit_records import (
     JOB,
     UnitState,
     clear_run,
+    job_alive,
+    live_job,
+    process_start,
     unit_folder,
     unit_key,
     unit_state,
@@ -67,20 +71,27 @@ class SubmititLauncher:
         print(f"[{self.config.name}] {text}", file=self.stream, flush=True)
 
     def key(self, unit: Unit) -> str:
-        return unit_key(self.config, self.followups, unit.name, self.inputs.files)
+        return unit_key(self.config, self.followups, unit.name, self.inputs.unit_files(unit.name))
 
     def state(self, unit: Unit) -> UnitState:
         """The unit's state from its records, or done by the result an earlier run left from the same inputs
         (a folder written before the launcher existed): never submitted again, as the engine would reuse it."""
         folder = unit_folder(self.config, unit.name)
-        return unit_state(folder, unit.name, self.key(unit), self.live.get(unit.name),
-                          earlier=lambda: earlier_result(self.config, unit.name, self.inputs),
-                          kept=result_kept(self.config, unit))  # fmt: skip
+        state = unit_state(folder, unit.name, self.key(unit), self.live.get(unit.name),
+                           earlier=lambda: earlier_result(self.config, unit.name, self.inputs),
+                           kept=result_kept(self.config, unit))  # fmt: skip
+        if state.state in ("pending", "failed") and (job := live_job(folder, self.live.get(unit.name))):
+            # a job of other inputs still at work in the unit's folder: waited for, never run beside
+            return UnitState(unit.name, "running", job["job_id"], None, job.get("log", ""),
+                             f"{job['state']}, a job of other inputs: wait for it or cancel it")  # fmt: skip
+        return state
 
     def states(self) -> list[UnitState]:
         return [self.state(unit) for unit in self.units]
 
-    def executor(self):
+    def executor(self, one_task: bool = False):
+        """submitit's executor for the units' jobs; `one_task`: a job of one task on one node, for a unit
+        that does not train over several tasks (every unit but an (arm, seed) fit)."""
         import submitit
 
         folder = Path(self.launcher.folder or Path(self.config.out) / "jobs")
@@ -89,48 +100,80 @@ class SubmititLauncher:
             cluster=self.launcher.cluster,
             slurm_max_num_timeout=self.launcher.max_requeues,
         )
-        executor.update_parameters(name=self.config.name[:40], **self.launcher.executor_parameters())
+        parameters = self.launcher.executor_parameters()
+        if one_task:
+            parameters.update(nodes=1, tasks_per_node=1)
+        executor.update_parameters(name=self.config.name[:40], **parameters)
         return executor
 
     def submit(self, units: Sequence[Unit]) -> None:
-        """`units` as jobs (one array on SLURM), each recorded in its unit folder before this returns."""
-        if not units:
-            return
-        executor = self.executor()
+        """`units` as jobs (the (arm, seed) units, which may train over several tasks, as one array on SLURM;
+        the others each a job of one task: every task of a job would run its unit), each recorded in its unit
+        folder before this returns."""
+        arms = [unit for unit in units if unit.arm is not None]
+        for group in (arms, [unit for unit in units if unit.arm is None]):
+            if group:
+                self._submit(group, one_task=group is not arms)
+
+    def _submit(self, units: Sequence[Unit], one_task: bool) -> None:
+        import submitit
+
+        executor = self.executor(one_task)
         calls = [UnitJob(self.config, self.followups, unit.name) for unit in units]
-        if len(calls) == 1:
-            jobs = [executor.submit(calls[0])]
-        else:
-            with executor.batch():
-                jobs = [executor.submit(call) for call in calls]
+        for unit in units:  # before the jobs exist: a job that starts at once writes its own start
+            clear_run(unit_folder(self.config, unit.name))
+        try:
+            if len(calls) == 1:
+                jobs = [executor.submit(calls[0])]
+            else:
+                with executor.batch():
+                    jobs = [executor.submit(call) for call in calls]
+        except submitit.core.utils.FailedJobError as error:
+            lines = [line for line in str(error).splitlines() if "error" in line.lower()] or str(
+                error
+            ).splitlines()
+            raise ConfigError(
+                f"launcher: the cluster refused the jobs of {', '.join(u.label for u in units)} "
+                f"({lines[-1].strip() if lines else error.__class__.__name__}); check launcher.partition, "
+                "launcher.account and launcher.slurm"
+            ) from None
         for unit, job in zip(units, jobs, strict=True):
-            folder = unit_folder(self.config, unit.name)
-            clear_run(folder)
-            write_record(folder, JOB, {"key": self.key(unit), "job_id": str(job.job_id),
-                                       "cluster": self.launcher.cluster, "log": str(job.paths.stderr),
-                                       "stdout": str(job.paths.stdout), "submitted": time.time()})  # fmt: skip
+            record = {"key": self.key(unit), "job_id": str(job.job_id), "cluster": self.launcher.cluster,
+                      "log": str(job.paths.stderr), "stdout": str(job.paths.stdout), "submitted": time.time()}  # fmt: skip
+            if (
+                self.launcher.cluster == "local"
+            ):  # its pid, told apart from a later process given the same one
+                record.update(host=os.uname().nodename, process_start=process_start(int(job.job_id)))
+            write_record(unit_folder(self.config, unit.name), JOB, record)
             self.live[unit.name] = job
             self.line(f"{unit.label}: submitted as job {job.job_id} (log {job.paths.stderr})")
 
     def run_wave(self, wave: Sequence[Unit], wait: bool) -> list[UnitState]:
-        """Submit the wave's missing units (at most `array_parallelism` local processes at once) and, when
-        `wait`, wait until none runs; returns the wave's states."""
-        todo = []
-        for unit in wave:
-            state = self.state(unit)
-            if state.state == "running":
-                self.line(f"{unit.label}: job {state.job_id} is still running; waiting for it")
-                self.outcome.attached.append(unit.name)
-            elif state.state != "done":
-                todo.append(unit)
-        parallel = self.launcher.array_parallelism if self.launcher.cluster == "local" else len(todo)
+        """Submit the wave's pending and failed units (on this machine at most `array_parallelism` processes
+        at once; on SLURM all at once, the array's parallelism being SLURM's) and, when `wait`, wait until
+        none runs; returns the wave's states. A unit submitted here (or run by another command's job) that fails is
+        not submitted again by this driver: it is reported, and a later command submits it again."""
+        tried: set[str] = set()
         while True:
-            running = [unit for unit in wave if self.state(unit).state == "running"]
-            room = max(parallel - len(running), 0) if todo else 0
-            batch, todo = todo[:room], todo[room:]
+            states = {unit.name: self.state(unit) for unit in wave}
+            running = [unit for unit in wave if states[unit.name].state == "running"]
+            for unit in running:
+                if unit.name not in self.live and unit.name not in tried:
+                    tried.add(
+                        unit.name
+                    )  # another command's job: if it fails, it is reported, not run again here
+                    state = states[unit.name]
+                    self.line(f"{unit.label}: job {state.job_id} is still running ({state.detail})"
+                              + ("; waiting for it" if wait else ""))  # fmt: skip
+                    self.outcome.attached.append(unit.name)
+            todo = [u for u in wave if states[u.name].state in ("pending", "failed") and u.name not in tried]
+            local = self.launcher.cluster == "local"
+            room = max(self.launcher.array_parallelism - len(running), 0) if local else len(todo)
+            batch = todo[:room]
             self.submit(batch)
+            tried.update(unit.name for unit in batch)
             self.outcome.submitted += [unit.name for unit in batch]
-            if not wait or (not running and not batch and not todo):
+            if not wait or (not running and not batch):
                 if wait:
                     self.wait_for_exit(wave)
                 return [self.state(unit) for unit in wave]
@@ -139,9 +182,12 @@ class SubmititLauncher:
     def wait_for_exit(self, wave: Sequence[Unit]) -> None:
         """A job records its unit done before its process ends: wait for the processes of the wave's jobs
         that this launcher submitted, so that none still runs when it returns (a later launch or `--status`
-        would take a job still exiting for one at work)."""
-        jobs = [self.live[unit.name] for unit in wave if unit.name in self.live]
-        while not all(job.done() for job in jobs):
+        would take a job still exiting for one at work). A SLURM job is looked up in squeue (submitit asks
+        sacct, which a cluster without accounting cannot answer), a local one is this process's child."""
+        cluster = self.launcher.cluster
+        jobs = [(self.live[unit.name], {"cluster": cluster, "job_id": str(self.live[unit.name].job_id)})
+                for unit in wave if unit.name in self.live]  # fmt: skip
+        while any(job_alive(record, job) is not None for job, record in jobs):
             time.sleep(self.launcher.poll_seconds)
 
     def launch(self) -> LaunchOutcome:

@@ -100,12 +100,10 @@ class UnitInputs:
         return inputs
 
     @cached_property
-    def files(self) -> str:
-        """A digest of the files the config names, as far as they are cheap to read: every config file (the
-        arms', the data's, the retriever's) by content, a checkpoint given by path by its size and modification
-        time. It goes into every unit's key (unit_records.py), so a launcher's record made before one of them
-        changed is no record of its unit. The pretrained pipeline is left out (an experiment may build it
-        after its units are keyed); the engine judges it by its bytes when it runs a unit."""
+    def _file_parts(self) -> tuple[dict, dict[str, dict]]:
+        """What the config's files say, as far as they are cheap to read: every config file (the arms', the
+        data's, the retriever's) by content, a checkpoint given by path by its size and modification time;
+        the files every unit reads, and each arm's own."""
         config = self.config
 
         def read(path: str | None):
@@ -114,12 +112,27 @@ class UnitInputs:
             except ConfigError as error:  # a missing or broken file: the unit that reads it reports it
                 return str(error)
 
-        arms = {arm.name: [read(path) for path in [*arm.configs, *(q for prep in arm.prepare for q in prep.configs)]]
+        shared = {"data": read(config.data.config), "retriever": read(config.retriever.config),
+                  "checkpoints": [path and file_stamp(path) for path in (config.evaluator.checkpoint,
+                                                                         config.retriever.checkpoint)]}  # fmt: skip
+        arms = {arm.name: {"configs": [read(path) for path in [*arm.configs, *(q for prep in arm.prepare for q in prep.configs)]],
+                           "checkpoints": [file_stamp(path) for path in arm.checkpoints.values()]}
                 for arm in config.arms}  # fmt: skip
-        checkpoints = [config.evaluator.checkpoint, config.retriever.checkpoint,
-                       *(path for arm in config.arms for path in arm.checkpoints.values())]  # fmt: skip
-        return digest({"data": read(config.data.config), "retriever": read(config.retriever.config),
-                       "arms": arms, "checkpoints": [path and file_stamp(path) for path in checkpoints]})  # fmt: skip
+        return shared, arms
+
+    def unit_files(self, name: str) -> str:
+        """A digest of the files the unit `name` reads (an arm unit: the shared ones and its arm's; the
+        references and the baseline: the shared ones; the others: all). It goes into the unit's key
+        (unit_records.py), so a launcher's record made before one of them changed is no record of its unit.
+        The pretrained pipeline is left out (an experiment may build it after its units are keyed); the engine
+        judges it by its bytes when it runs a unit."""
+        shared, arms = self._file_parts
+        unit = next((unit for unit in plan_units(self.config) if unit.name == name), None)
+        if name in (REFERENCES, BASELINE):
+            return digest({"shared": shared})
+        if unit is not None and unit.arm is not None:
+            return digest({"shared": shared, "arm": arms[unit.arm]})
+        return digest({"shared": shared, "arms": arms})
 
 
 def same_inputs(recorded, inputs: dict) -> bool:

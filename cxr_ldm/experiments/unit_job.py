@@ -30,7 +30,7 @@ class UnitJob(Checkpointable):
     def __call__(self) -> list[str]:
         from cxr_ldm.experiments.engine import run_unit
 
-        key = unit_key(self.config, self.followups, self.name, UnitInputs(self.config).files)
+        key = unit_key(self.config, self.followups, self.name, UnitInputs(self.config).unit_files(self.name))
         folder = unit_folder(self.config, self.name)
         started = time.time()
         if is_first_task():  # attempt 2, 3...: the same job requeued (preempted, timed out)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cxr_ldm.data.atomic import write_text_atomic
 from cxr_ldm.experiments.followup import Followup
+from cxr_ldm.experiments.plan import BASELINE, REFERENCES, arm_unit_name
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import digest, plain, read_result
 
@@ -31,11 +32,26 @@ JOB, STARTED, DONE = "job.json", "started.json", "done.json"
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
+# What the references, the baseline and an (arm, seed) unit never read: adding a seed or an arm, or editing a
+# claim or the name, leaves their keys (and a job running them) as they were.
+NOT_READ_BY_ONE_UNIT = ("name", "claims", "arms", "seeds")
+
+
 def unit_key(config: ExperimentConfig, followups: Sequence[Followup], name: str, files: str = "") -> str:
-    """The unit's key: the experiment config, the follow-ups' settings, the unit's name and `files`, the
-    digest of the files the config names (experiments/unit_inputs.py `UnitInputs.files`)."""
+    """The unit's key: the part of the experiment config the unit reads, the unit's name and `files`, the
+    digest of the files it reads (experiments/unit_inputs.py `UnitInputs.unit_files`). The references, the
+    baseline and an (arm, seed) unit read the config but the other arms, the seeds, the claims and the
+    follow-ups (an arm unit reads its own arm); the follow-ups and the report read all of it."""
+    document = plain(config)
+    arm = next(
+        (a for a in config.arms for seed in config.arm_seeds(a) if arm_unit_name(a.name, seed) == name), None
+    )
+    if name in (REFERENCES, BASELINE) or arm is not None:
+        document = {k: v for k, v in document.items() if k not in NOT_READ_BY_ONE_UNIT}
+        document["arm"] = None if arm is None else plain(arm)
+        return digest({"config": document, "unit": name, "files": files})
     settings = {f.key: plain(f.settings) for f in followups}
-    return digest({"config": plain(config), "followups": settings, "unit": name, "files": files})
+    return digest({"config": document, "followups": settings, "unit": name, "files": files})
 
 
 def unit_folder(config: ExperimentConfig, name: str) -> Path:
@@ -81,14 +97,28 @@ def record_own_job(folder: Path, key: str) -> float:
 
 
 def squeue_state(job_id: str) -> str | None:
-    """The job's state as squeue lists it; None when it is no longer listed (or squeue cannot be run)."""
+    """The job's state as squeue lists it; None when it is no longer listed. When squeue cannot say (it is
+    not installed here, or fails: the controller is busy or down), `UNKNOWN (...)`: a job that may still run
+    is never taken for one that ended, so it is not submitted a second time."""
     if shutil.which("squeue") is None:
-        return None
-    listed = subprocess.run(
-        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False
-    )
+        return "UNKNOWN (no squeue on this machine)"
+    try:
+        listed = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return "UNKNOWN (squeue did not answer in 60 s)"
+    if listed.returncode != 0:
+        if "invalid job id" in listed.stderr.lower():
+            return None  # the controller has forgotten the job: it ended
+        first = (listed.stderr.strip().splitlines() or [f"exit status {listed.returncode}"])[0]
+        return f"UNKNOWN (squeue: {first})"
     states = listed.stdout.split()
-    return states[0] if listed.returncode == 0 and states else None
+    return states[0] if states else None
 
 
 def process_alive(pid: int, started: int | None = None) -> bool:
@@ -144,6 +174,21 @@ def job_alive(job: dict, live=None) -> str | None:
     if job.get("host") not in (None, os.uname().nodename):
         return None  # an in-process run on another host: its process cannot be looked up from here
     return "RUNNING" if process_alive(int(job["job_id"]), job.get("process_start")) else None
+
+
+def live_job(folder: Path, live=None) -> dict | None:
+    """The unit folder's recorded job, whatever inputs it runs, while it is alive and is not this process;
+    with `state`, its state. Two jobs in one unit folder would write the same files."""
+    job = read_result(folder / JOB)
+    if job is None or not {"cluster", "job_id"} <= set(job):
+        return None
+    own = (
+        job["cluster"] == "local"
+        and job["job_id"] == str(os.getpid())
+        and job.get("host") == os.uname().nodename
+    )
+    state = None if own else job_alive(job, live)
+    return None if state is None else {**job, "state": state}
 
 
 EARLIER = "earlier run"
@@ -202,6 +247,7 @@ __all__ = [
     "STARTED",
     "UnitState",
     "clear_run",
+    "live_job",
     "read_record",
     "record_own_job",
     "record_start",
