@@ -179,3 +179,49 @@ def test_only_an_arm_units_job_spans_several_tasks(tmp_path: Path) -> None:
     scripts = {name: Path(str(job.paths.submission_file)).read_text() for name, job in launcher.live.items()}
     assert "--ntasks-per-node=1" in scripts["references"]
     assert "--ntasks-per-node=2" in scripts[arm.name]
+
+
+def _slurm_launcher(tmp_path: Path, seeds: str = "[0]", **settings):
+    reason = slurm_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the SLURM cluster of scripts/start-slurm.sh: {reason}")
+        pytest.skip(reason)
+    from cxr_ldm.experiments.submitit_launcher import LaunchOutcome, SubmititLauncher
+
+    settings = {"kind": "submitit", "cluster": "slurm", "poll_seconds": 0.5, "cpus_per_task": 1, **settings}
+    command = parse_command(
+        [*toy_launch_args(tmp_path, "out", seeds=seeds), "--launcher", json.dumps(settings)]
+    )
+    launcher = SubmititLauncher(*command.experiment, command.launcher)
+    launcher.outcome = LaunchOutcome()
+    return launcher
+
+
+def test_a_failed_unit_is_submitted_again_beside_a_running_one(tmp_path: Path) -> None:
+    """On SLURM the room for a wave's submissions was its units to do less its running ones: a failed seed
+    waited for its running sibling to end before it was submitted again."""
+    launcher = _slurm_launcher(tmp_path, seeds="[0, 1]")
+    seed0, seed1 = (unit for unit in launcher.units if unit.arm is not None)
+    sleeper = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 120", "-o", "/dev/null"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    try:
+        for unit, job_id in ((seed0, "999999"), (seed1, sleeper)):  # 999999: a job SLURM no longer knows
+            write_record(unit_folder(launcher.config, unit.name), JOB, {"key": launcher.key(unit), "job_id": job_id,
+                         "cluster": "slurm", "log": "job.err", "submitted": time.time()})  # fmt: skip
+        assert [launcher.state(u).state for u in (seed0, seed1)] == ["failed", "running"]
+        launcher.run_wave([seed0, seed1], wait=False)
+        assert launcher.outcome.submitted == [seed0.name] and launcher.outcome.attached == [seed1.name]
+    finally:
+        subprocess.run(
+            ["scancel", sleeper, *(str(job.job_id) for job in launcher.live.values())], check=False
+        )
+
+
+def test_a_job_the_cluster_refuses_is_one_line(tmp_path: Path) -> None:
+    """A profile naming a partition the cluster lacks ended in a 51-line traceback (submitit's FailedJobError)."""
+    launcher = _slurm_launcher(tmp_path, partition="nosuch")
+    with pytest.raises(
+        ConfigError, match=r"the cluster refused the jobs of references \(.*Invalid partition.*\); check launcher\.partition \(nosuch\)"
+    ):
+        launcher.submit(launcher.units[:1])

@@ -134,8 +134,9 @@ class SubmititLauncher:
             ).splitlines()
             raise ConfigError(
                 f"launcher: the cluster refused the jobs of {', '.join(u.label for u in units)} "
-                f"({lines[-1].strip() if lines else error.__class__.__name__}); check launcher.partition, "
-                "launcher.account and launcher.slurm"
+                f"({lines[-1].strip() if lines else error.__class__.__name__}); check launcher.partition "
+                f"({self.launcher.partition}), launcher.account ({self.launcher.account}) and launcher.slurm "
+                f"({self.launcher.slurm})"
             ) from None
         for unit, job in zip(units, jobs, strict=True):
             record = {"key": self.key(unit), "job_id": str(job.job_id), "cluster": self.launcher.cluster,
