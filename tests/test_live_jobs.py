@@ -222,6 +222,7 @@ def test_a_job_the_cluster_refuses_is_one_line(tmp_path: Path) -> None:
     """A profile naming a partition the cluster lacks ended in a 51-line traceback (submitit's FailedJobError)."""
     launcher = _slurm_launcher(tmp_path, partition="nosuch")
     with pytest.raises(
-        ConfigError, match=r"the cluster refused the jobs of references \(.*Invalid partition.*\); check launcher\.partition \(nosuch\)"
+        ConfigError,
+        match=r"the cluster refused the jobs of references \(.*Invalid partition.*\); check launcher\.partition \(nosuch\)",
     ):
         launcher.submit(launcher.units[:1])
