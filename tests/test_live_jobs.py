@@ -226,3 +226,23 @@ def test_a_job_the_cluster_refuses_is_one_line(tmp_path: Path) -> None:
         match=r"the cluster refused the jobs of references \(.*Invalid partition.*\); check launcher\.partition \(nosuch\)",
     ):
         launcher.submit(launcher.units[:1])
+
+
+def test_a_local_jobs_record_tells_its_process_from_a_later_one_with_its_pid(tmp_path: Path) -> None:
+    """A local job's record held its pid alone: another process given that pid later was taken for the job,
+    and a driver waited on it."""
+    from cxr_ldm.experiments.submitit_launcher import SubmititLauncher
+    from cxr_ldm.experiments.unit_records import process_start, read_result
+
+    command = parse_command([*toy_launch_args(tmp_path, "out", seeds="[0]"), *local_launcher()])
+    launcher = SubmititLauncher(*command.experiment, command.launcher)
+    references = launcher.units[0]
+    launcher.submit([references])
+    job = launcher.live["references"]
+    try:
+        record = read_result(unit_folder(launcher.config, "references") / JOB)
+        assert record["host"] == os.uname().nodename
+        assert record["process_start"] == process_start(int(job.job_id)) is not None
+        assert job_alive({**record, "process_start": record["process_start"] - 1}) is None  # another process
+    finally:
+        job.cancel(check=False)
