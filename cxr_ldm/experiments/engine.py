@@ -361,7 +361,8 @@ def refuse_live_jobs(config: ExperimentConfig, units: Sequence[Unit]) -> None:
         )
         raise ConfigError(
             f"live jobs run units of {config.out}: {jobs}; wait for them (`python -m cxr_ldm experiment ... "
-            f"--status`){cancel}, then run again"
+            f"--status`){cancel}, then run again (jobs known to have ended, in a folder copied from a cluster "
+            "whose squeue is not here: delete their units/<unit>/job.json)"
         )
 
 
