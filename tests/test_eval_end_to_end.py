@@ -303,6 +303,28 @@ def test_evaluate_end_to_end(work, ldm_ckpt, data_yaml, classifier_ckpt, retriev
     assert "retriever" in skipped["t2i_recall@5"] and "vae_psnr" in skipped
 
 
+def test_evaluate_unlabelled_prompts_needs_no_validation_images(work, ldm_ckpt, data_yaml, classifier_ckpt):
+    """Prompts without labels use no operating point: evaluate read the validation split all the same, and a
+    data config that leaves it empty stopped the run."""
+    prompts = work / "unlabelled.txt"
+    prompts.write_text("pleural effusion\nno acute findings\n")
+    generated = work / "unlabelled"
+    assert main(["generate", "--model", str(ldm_ckpt), "--prompts", str(prompts), "--per-prompt", "2", "--steps", "2",
+                 "--out", str(generated), "--no-progress"]) == 0  # fmt: skip
+    config = yaml.safe_load(data_yaml.read_text())
+    config["data"]["init_args"]["max_images"] = {"validate": 0}
+    emptied = work / "data-no-validate.yaml"
+    emptied.write_text(yaml.safe_dump(config))
+    out = work / "evaluation-unlabelled"
+    assert main(["evaluate", "--generated", str(generated), "--data", str(emptied), "--classifier",
+                 str(classifier_ckpt), "--out", str(out)]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["skipped"]["cond_accuracy"] == "the prompts have no labels"
+        and metrics["info"]["real_validate"] == 0
+    )
+
+
 def test_finding_prompts_generate_and_evaluate(work, ldm_ckpt, data_yaml, classifier_ckpt, capsys):
     out = work / "finding-probe"
     common = ["generate", "--model", str(ldm_ckpt), "--finding-prompts", "--per-prompt", "2", "--steps", "2",

@@ -243,6 +243,55 @@ def test_a_local_jobs_record_tells_its_process_from_a_later_one_with_its_pid(tmp
         record = read_result(unit_folder(launcher.config, "references") / JOB)
         assert record["host"] == os.uname().nodename
         assert record["process_start"] == process_start(int(job.job_id)) is not None
+        assert job_alive(record) == "RUNNING"  # the job itself, as another shell's `--status` sees it
         assert job_alive({**record, "process_start": record["process_start"] - 1}) is None  # another process
     finally:
         job.cancel(check=False)
+
+
+def test_a_unit_is_submitted_once_a_job_of_other_inputs_in_its_folder_has_ended(tmp_path: Path) -> None:
+    """The launcher waited for such a job, then left the unit pending and exited 0 without submitting it."""
+    from cxr_ldm.experiments.submitit_launcher import LaunchOutcome, SubmititLauncher
+
+    command = parse_command([*toy_launch_args(tmp_path, "out", seeds="[0]"), *local_launcher()])
+    launcher = SubmititLauncher(*command.experiment, command.launcher)
+    launcher.outcome = LaunchOutcome()
+    report = launcher.units[-1]  # a unit whose job fails at once here (nothing it needs is done): a fast test
+    ending = subprocess.Popen(["sleep", "2"])
+    try:
+        _record_job(unit_folder(launcher.config, report.name), ending)
+        states = launcher.run_wave([report], wait=True)
+    finally:
+        ending.kill()
+        ending.wait()
+    assert launcher.outcome.attached == [report.name] and launcher.outcome.submitted == [report.name]
+    assert states[0].state == "failed" and not states[0].other_inputs  # its own job ran, and failed
+
+
+def test_a_launcher_without_squeue_refuses_to_wait_on_a_slurm_job(tmp_path: Path, monkeypatch) -> None:
+    """A folder copied from a cluster and finished with the local executor: the driver waited for ever on
+    a SLURM job it had no squeue to ask about."""
+    from cxr_ldm.experiments.submitit_launcher import LaunchOutcome, SubmititLauncher
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    command = parse_command([*toy_launch_args(tmp_path, "out", seeds="[0]"), *local_launcher()])
+    launcher = SubmititLauncher(*command.experiment, command.launcher)
+    launcher.outcome = LaunchOutcome()
+    references = launcher.units[0]
+    folder = unit_folder(launcher.config, references.name)
+    write_record(folder, JOB, {"key": launcher.key(references), "job_id": "77", "cluster": "slurm", "log": "x.err",
+                               "submitted": time.time()})  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"references: its job 77 is a SLURM job and this machine has no squeue.*"
+                                          rf"delete {folder / JOB}"):  # fmt: skip
+        launcher.run_wave([references], wait=True)
+
+
+def test_this_processs_own_record_is_no_live_job(tmp_path: Path) -> None:
+    """An in-process run that failed left its record naming this process: a launcher or `--status` in the
+    same process (a notebook, a test) took the unit for running, and a waiting launcher looped."""
+    from cxr_ldm.experiments.unit_records import process_start, unit_state
+
+    folder = tmp_path / "units" / "references"
+    write_record(folder, JOB, {"key": "k", "job_id": str(os.getpid()), "cluster": "local", "log": "",
+                               "host": os.uname().nodename, "process_start": process_start(os.getpid())})  # fmt: skip
+    assert unit_state(folder, "references", "k").state == "failed"

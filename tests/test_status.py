@@ -6,12 +6,16 @@ number and time in all."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from _launch import local_launcher, toy_launch_args
+from _tiny_run import ROOT
 
 from cxr_ldm.commands.experiment import launch, parse_command
 from cxr_ldm.errors import ConfigError
@@ -48,7 +52,12 @@ def test_a_folder_written_before_the_launcher_lists_its_reusable_units_as_done(t
     job = read_result(out / "units" / ARM / JOB)
     assert (job["job_id"], job["cluster"]) == (str(os.getpid()), "local")
     (out / "units" / ARM / DONE).rename(out / "units" / ARM / "done.later")
-    assert {s.name: s.state for s in launch(parse_command([*args, "--status"])).states}[ARM] == "running"
+    # from another process (this test's own process is no job of its own: its run has returned)
+    shown = subprocess.run([sys.executable, "-m", "cxr_ldm", "experiment", *args, "--status"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300).stdout  # fmt: skip
+    assert re.search(rf"^{ARM}\s+running\s+{os.getpid()}\s", shown, re.MULTILINE), shown
+    own = {s.name: s for s in launch(parse_command([*args, "--status"])).states}[ARM]
+    assert (own.state, own.detail) == ("done", EARLIER)  # judged by its result, as a finished job's unit
     # a dead run whose pid another process was given since is not taken for running: its result decides
     write_record(out / "units" / ARM, JOB, {**job, "process_start": job["process_start"] - 1})
     dead = {s.name: s for s in launch(parse_command([*args, "--status"])).states}[ARM]

@@ -84,6 +84,11 @@ class GenerationMetrics(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse at the start of the run what would fail at its N-th validation: a data module without the
         split, or a classifier checkpoint that is missing or holds another model."""
+        if trainer.datamodule is None:
+            raise ConfigError(
+                "GenerationMetrics reads the labelled splits of a data module: give the fit one "
+                "(cxr_ldm.data.MimicCxrDataModule), or leave the callback out"
+            )
         datasets = getattr(trainer.datamodule, "datasets", None)
         if not isinstance(datasets, dict) or self.split not in datasets:
             found = sorted(datasets) if isinstance(datasets, dict) else "none"

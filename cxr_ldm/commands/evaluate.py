@@ -18,6 +18,26 @@ DESCRIPTION = (
 )
 
 
+def operating_point_images(datamodule, generated, real_test, args):
+    """The real images the evaluator's operating points are chosen on: the validation split (the compared
+    split itself under `--split validate`); None when the prompts have no labels and no point is needed."""
+    import torch
+
+    from cxr_ldm.data.real_split import read_split
+    from cxr_ldm.errors import ConfigError
+
+    if torch.isnan(generated.labels).all():
+        return None
+    if args.split == "validate":
+        return real_test
+    try:
+        return read_split(datamodule, "validate", args.max_real)
+    except ConfigError as error:
+        raise ConfigError(
+            f"the evaluator's operating points are chosen on the validation images: {error}"
+        ) from None
+
+
 def main(argv: list[str]) -> int:
     from cxr_ldm.commands.generate import add_generation_arguments, pick_device
 
@@ -60,7 +80,7 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.errors import ConfigError
     from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
-    from cxr_ldm.evaluation.suite import EvaluationOptions, evaluate_generated
+    from cxr_ldm.evaluation.suite import EvaluationOptions, RealImages, evaluate_generated
     from cxr_ldm.generation import (
         GenerationSettings,
         generate_images,
@@ -99,28 +119,14 @@ def main(argv: list[str]) -> int:
         generated = read_generated(generated_dir)
         real_test = read_split(datamodule, args.split, args.max_real, key="--split")
         real_train = read_split(datamodule, "train", args.max_real)
-        # the evaluator's operating points are chosen on the validation images
-        real_validate = (
-            real_test if args.split == "validate" else read_split(datamodule, "validate", args.max_real)
-        )
+        real_validate = operating_point_images(datamodule, generated, real_test, args)
     except ConfigError as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 2
     options = EvaluationOptions(args.inception_weights, args.memorization_threshold, args.vae_images)
     vae = source.vae() if source else None
-    report = evaluate_generated(
-        generated,
-        real_test,
-        real_train,
-        real_validate,
-        classifier,
-        retriever,
-        vae,
-        options,
-        rank,
-        world,
-        args.out,
-    )
+    real = RealImages(real_test, real_train, real_validate)
+    report = evaluate_generated(generated, real, classifier, retriever, vae, options, rank, world, args.out)
     if report is None:  # another rank: its share went to rank 0
         return 0
     report.info.update(

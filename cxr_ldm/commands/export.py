@@ -90,7 +90,9 @@ def _export(args: argparse.Namespace) -> int:
     if kind == "autoencoder":
         # the VAE is trained whole: the pretrained pipeline gives its architecture, the checkpoint every weight
         moved = {} if args.pretrained is None else {"pretrained_model_name_or_path": args.pretrained}
-        if moved and read_checkpoint(args.ckpt, "--ckpt", mmap=True)["hyper_parameters"].get("vae_config"):
+        if moved and read_checkpoint(args.ckpt, "--ckpt", mmap=True).get("hyper_parameters", {}).get(
+            "vae_config"
+        ):
             raise ConfigError(
                 f"--pretrained {args.pretrained}: the VAE of {args.ckpt} was built from model.init_args.vae_config, "
                 "not from a pipeline: drop --pretrained"

@@ -46,17 +46,23 @@ class EvaluationOptions:
     ks: tuple[int, ...] = (1, 5, 10)
 
 
-def feature_jobs(
-    generated: ImageSet,
-    real_test: ImageSet,
-    real_train: ImageSet,
-    real_validate: ImageSet,
-    classifier,
-    retriever=None,
-):
+@dataclass
+class RealImages:
+    """The real images an evaluation reads: `compared` (the split the generated images are compared with,
+    `--split`, test by default), `train` (memorization, image retrieval, report agreement) and `validate` (the
+    evaluator's operating points, chosen on them as the experiments choose theirs; None when the prompts have
+    no labels and no point is used)."""
+
+    compared: ImageSet
+    train: ImageSet
+    validate: ImageSet | None
+
+
+def feature_jobs(generated: ImageSet, real_images: RealImages, classifier, retriever=None):
     """The per-image work of an evaluation (evaluator outputs, nearest training images), as shardable jobs."""
     device = classifier.device
-    fake, real, train = generated.pixels01(), real_test.pixels01(), real_train.pixels01()
+    real_validate = real_images.validate
+    fake, real, train = generated.pixels01(), real_images.compared.pixels01(), real_images.train.pixels01()
     side = memorization_side(fake, train)
 
     def probabilities(x):
@@ -73,12 +79,13 @@ def feature_jobs(
         "fake_probs": (probabilities, fake),
         "fake_features": (features, fake),
         "real_probs": (probabilities, real),
-        "validate_probs": (probabilities, real_validate.pixels01()),
         "real_features": (features, real),
         "train_features": (features, train),
         "fake_pixel_nearest": (nearest_train, fake),
         "real_pixel_nearest": (nearest_train, real),
     }
+    if real_validate is not None:
+        jobs["validate_probs"] = (probabilities, real_validate.pixels01())
     if retriever is not None:
 
         def embed(x):
@@ -92,9 +99,7 @@ def feature_jobs(
 
 def evaluate_generated(
     generated: ImageSet,
-    real_test: ImageSet,
-    real_train: ImageSet,
-    real_validate: ImageSet,
+    real: RealImages,
     classifier,
     retriever=None,
     vae=None,
@@ -104,35 +109,33 @@ def evaluate_generated(
     out: str | Path | None = None,
 ) -> MetricReport | None:
     """Compute every metric; those whose inputs are missing are recorded as skipped with the reason. The
-    evaluator's operating points are chosen on `real_validate` (the real validation images), as the experiments
-    choose them, never on the images the generated ones are compared with.
+    evaluator's operating points are chosen on `real.validate`, never on the images compared with.
 
     With `world` > 1 (torch.distributed initialised, see `sharding.init_distributed`) every rank computes
     its share of the per-image work (rows rank, rank + world, ...) and rank 0 the metrics; other ranks return
     None. With `out`, the closest generated/training pairs are drawn to `out/memorization-*.png`.
     """
-    jobs = feature_jobs(generated, real_test, real_train, real_validate, classifier, retriever)
+    jobs = feature_jobs(generated, real, classifier, retriever)
     found = run_sharded(jobs, rank, world)
     if found is None:
         return None
-    return _metrics_from_features(
-        found, generated, real_test, real_train, real_validate, classifier, retriever, vae, options, out
-    )
+    return _metrics_from_features(found, generated, real, classifier, retriever, vae, options, out)
 
 
 def _metrics_from_features(
-    found: dict[str, torch.Tensor], generated: ImageSet, real_test: ImageSet, real_train: ImageSet,
-    real_validate: ImageSet, classifier, retriever, vae, options: EvaluationOptions | None, out: str | Path | None,
+    found: dict[str, torch.Tensor], generated: ImageSet, real_images: RealImages, classifier, retriever, vae,
+    options: EvaluationOptions | None, out: str | Path | None,
 ) -> MetricReport:  # fmt: skip
     """The metrics from the merged per-image results of `feature_jobs` (on one process)."""
     options = options or EvaluationOptions()
+    real_test, real_train, real_validate = real_images.compared, real_images.train, real_images.validate
     findings = classifier.findings
     report = MetricReport()
     report.info.update(
         generated=len(generated.prompts),
         real_test=len(real_test.prompts),
         real_train=len(real_train.prompts),
-        real_validate=len(real_validate.prompts),
+        real_validate=0 if real_validate is None else len(real_validate.prompts),
     )
     fake, real = generated.pixels01(), real_test.pixels01()
 

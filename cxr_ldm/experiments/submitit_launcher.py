@@ -29,6 +29,7 @@ from cxr_ldm.experiments.unit_job import UnitJob
 from cxr_ldm.experiments.unit_records import (
     DONE,
     JOB,
+    NO_SQUEUE,
     UnitState,
     clear_run,
     job_alive,
@@ -83,7 +84,8 @@ class SubmititLauncher:
         if state.state in ("pending", "failed") and (job := live_job(folder, self.live.get(unit.name))):
             # a job of other inputs still at work in the unit's folder: waited for, never run beside
             return UnitState(unit.name, "running", job["job_id"], None, job.get("log", ""),
-                             f"{job['state']}, a job of other inputs: wait for it or cancel it")  # fmt: skip
+                             f"{job['state']}, a job of other inputs: wait for it or cancel it",
+                             other_inputs=True)  # fmt: skip
         return state
 
     def states(self) -> list[UnitState]:
@@ -152,18 +154,26 @@ class SubmititLauncher:
     def run_wave(self, wave: Sequence[Unit], wait: bool) -> list[UnitState]:
         """Submit the wave's pending and failed units (on this machine at most `array_parallelism` processes
         at once; on SLURM all at once, the array's parallelism being SLURM's) and, when `wait`, wait until
-        none runs; returns the wave's states. A unit submitted here (or run by another command's job) that fails is
-        not submitted again by this driver: it is reported, and a later command submits it again."""
+        none runs; returns the wave's states. A unit submitted here, or run by another command's job of its
+        inputs, that fails is not submitted again by this driver: it is reported, and a later command submits
+        it again. A unit whose folder a job of other inputs holds is submitted once that job has ended."""
         tried: set[str] = set()
+        seen: set[str] = set()
         while True:
             states = {unit.name: self.state(unit) for unit in wave}
             running = [unit for unit in wave if states[unit.name].state == "running"]
             for unit in running:
-                if unit.name not in self.live and unit.name not in tried:
-                    tried.add(
-                        unit.name
-                    )  # another command's job: if it fails, it is reported, not run again here
-                    state = states[unit.name]
+                state = states[unit.name]
+                if state.detail.startswith(NO_SQUEUE):
+                    raise ConfigError(
+                        f"{unit.label}: its job {state.job_id} is a SLURM job and this machine has no squeue to "
+                        "say whether it still runs: run from a machine of the cluster, or, when the job has ended "
+                        f"(a folder copied from the cluster), delete {unit_folder(self.config, unit.name) / JOB}"
+                    )
+                if unit.name not in self.live and unit.name not in seen:
+                    seen.add(unit.name)
+                    if not state.other_inputs:  # this unit's own job: if it fails, it is reported here
+                        tried.add(unit.name)
                     self.line(f"{unit.label}: job {state.job_id} is still running ({state.detail})"
                               + ("; waiting for it" if wait else ""))  # fmt: skip
                     self.outcome.attached.append(unit.name)

@@ -32,8 +32,9 @@ JOB, STARTED, DONE = "job.json", "started.json", "done.json"
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
-# What the references, the baseline and an (arm, seed) unit never read: adding a seed or an arm, or editing a
-# claim or the name, leaves their keys (and a job running them) as they were.
+# What the references, the baseline and an (arm, seed) unit never read: adding a seed to the experiment's seed
+# list or an arm, or editing a claim or the name, leaves their keys (and a job running them) as they were. (An
+# arm's own `seeds:` list is part of the arm, which its fits are keyed by: the engine refits it anew.)
 NOT_READ_BY_ONE_UNIT = ("name", "claims", "arms", "seeds")
 
 
@@ -96,12 +97,15 @@ def record_own_job(folder: Path, key: str) -> float:
     return record_start(folder, key, host=host, pid=pid)["time"]
 
 
+NO_SQUEUE = "UNKNOWN (no squeue on this machine)"
+
+
 def squeue_state(job_id: str) -> str | None:
     """The job's state as squeue lists it; None when it is no longer listed. When squeue cannot say (it is
     not installed here, or fails: the controller is busy or down), `UNKNOWN (...)`: a job that may still run
     is never taken for one that ended, so it is not submitted a second time."""
     if shutil.which("squeue") is None:
-        return "UNKNOWN (no squeue on this machine)"
+        return NO_SQUEUE
     try:
         listed = subprocess.run(
             ["squeue", "-h", "-j", job_id, "-o", "%T"],
@@ -161,6 +165,7 @@ class UnitState:
     detail: str = ""
     attempts: int | None = None  # starts of its job (more than 1: requeued), when recorded
     since_first: float | None = None  # seconds from the job's first start to its end (or to now)
+    other_inputs: bool = False  # running: a job of other inputs in the unit's folder, not the unit's own
 
 
 def job_alive(job: dict, live=None) -> str | None:
@@ -173,6 +178,8 @@ def job_alive(job: dict, live=None) -> str | None:
         return None if live.done() else "RUNNING"
     if job.get("host") not in (None, os.uname().nodename):
         return None  # an in-process run on another host: its process cannot be looked up from here
+    if job["job_id"] == str(os.getpid()) and job.get("host") is not None:
+        return None  # this process's own record: an in-process run that has returned (or failed) here
     return "RUNNING" if process_alive(int(job["job_id"]), job.get("process_start")) else None
 
 
@@ -182,12 +189,7 @@ def live_job(folder: Path, live=None) -> dict | None:
     job = read_result(folder / JOB)
     if job is None or not {"cluster", "job_id"} <= set(job):
         return None
-    own = (
-        job["cluster"] == "local"
-        and job["job_id"] == str(os.getpid())
-        and job.get("host") == os.uname().nodename
-    )
-    state = None if own else job_alive(job, live)
+    state = job_alive(job, live)
     return None if state is None else {**job, "state": state}
 
 
@@ -244,6 +246,7 @@ __all__ = [
     "EARLIER",
     "GONE",
     "JOB",
+    "NO_SQUEUE",
     "STARTED",
     "UnitState",
     "clear_run",

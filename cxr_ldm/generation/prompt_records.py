@@ -15,7 +15,8 @@ from cxr_ldm.labels import CHEXPERT_LABELS
 
 @dataclass
 class PromptRecord:
-    """One prompt; `labels` maps finding -> 0/1 (NaN or missing = unknown); ids name the source study."""
+    """One prompt; `labels` maps finding -> 1, 0 or -1 (uncertain; NaN or missing = unknown); ids name the
+    source study."""
 
     prompt: str
     labels: dict[str, float] = field(default_factory=dict)
