@@ -55,3 +55,23 @@ def test_units_as_slurm_jobs_match_the_in_process_run(tmp_path: Path) -> None:
     assert job["cluster"] == "slurm" and Path(job["log"]).is_file()
     results = json.loads((out / "results.json").read_text())
     assert comparable(results, out) == comparable(straight, tmp_path / "straight")
+
+
+@pytest.mark.slow  # a toy experiment's units on the local cluster, the arm's fit over two tasks (2 min)
+def test_an_arm_fit_over_two_tasks_evaluates_on_task_0_and_only_submitit_requeues(tmp_path: Path) -> None:
+    """The arm's job fitted with DDP over its two tasks, then task 0's evaluation waited at a barrier of the
+    fit's process group for task 1, which had left: the unit failed every time. And Lightning's own SLURM
+    requeue was on in the references job (the evaluator's Trainer), beside submitit's."""
+    reason = slurm_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the SLURM cluster of scripts/start-slurm.sh: {reason}")
+        pytest.skip(reason)
+    launcher = {"kind": "submitit", "cluster": "slurm", "poll_seconds": 1, "timeout_min": 20, "cpus_per_task": 1,
+                "tasks_per_node": 2}  # fmt: skip
+    args = [*toy_launch_args(tmp_path, "slurm", seeds="[0]"), "--launcher", json.dumps(launcher)]
+    outcome = launch(parse_command(args))
+    assert [state.state for state in outcome.states] == ["done"] * 4, outcome.states
+    logs = {s.name: Path(s.log).read_text() for s in outcome.states if s.log}
+    assert "fit" in logs["arms/unet-text/seed0"] and "evaluation" in logs["arms/unet-text/seed0"]
+    assert not any("auto-requeueing enabled" in text for text in logs.values())

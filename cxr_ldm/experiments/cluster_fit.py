@@ -24,9 +24,18 @@ def cluster_fit_overrides() -> dict:
     return overrides
 
 
+def leave_fit_group() -> None:
+    """After a fit over several tasks: the fit's process group goes, so that task 0 evaluates alone (the
+    generation's barrier waited on the group for tasks that had left, and failed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def is_first_task() -> bool:
     """True outside SLURM and on the job's task 0: the one that evaluates after a fit on several tasks."""
     return int(os.environ.get("SLURM_PROCID", "0")) == 0
 
 
-__all__ = ["cluster_fit_overrides", "is_first_task"]
+__all__ = ["cluster_fit_overrides", "is_first_task", "leave_fit_group"]

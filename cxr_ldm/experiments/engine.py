@@ -31,7 +31,7 @@ from cxr_ldm.evaluation.learning_curve import read_learning_curve
 from cxr_ldm.evaluation.protocol import Prompting, judge, prompting
 from cxr_ldm.evaluation.references import References
 from cxr_ldm.experiments import convergence
-from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task
+from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides, is_first_task, leave_fit_group
 from cxr_ldm.experiments.followup import Followup, run_followups
 from cxr_ldm.experiments.plan import BASELINE, REFERENCES, REPORT, Unit, arm_unit_name, plan_units
 from cxr_ldm.experiments.progress import StageLog
@@ -275,6 +275,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     log.stage(f"{unit.label}: references")
     checkpoint, trained = fit_arm(config, arm, seed, run_dir, references, asked)
     fitted = log.stage(f"{unit.label}: fit")
+    leave_fit_group()
     if not is_first_task():
         return  # a fit on several tasks (DDP in one job): task 0 evaluates
     metrics = judge(checkpoint, run_dir / "eval", config.protocol, references, asked)

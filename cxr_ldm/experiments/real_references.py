@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxr_ldm.evaluation.reference_files import CEILINGS, EVALUATOR_WEIGHTS
+from cxr_ldm.experiments.cluster_fit import cluster_fit_overrides
 from cxr_ldm.experiments.spec import ExperimentConfig
 from cxr_ldm.experiments.units import digest
 from cxr_ldm.training.config_files import file_contents
@@ -44,6 +45,7 @@ def fit_retriever(config: ExperimentConfig, out: Path) -> tuple[str | Path | Non
             "data.init_args.cache_dir": str(out / "cache"),
             "trainer.default_root_dir": str(run_dir),
             "trainer.enable_progress_bar": False,
+            **cluster_fit_overrides(),  # in a SLURM job: submitit requeues it, Lightning does not
         }
         if spec.max_epochs is not None:
             overrides["trainer.max_epochs"] = spec.max_epochs

@@ -120,7 +120,7 @@ def squeue_state(job_id: str) -> str | None:
         if "invalid job id" in listed.stderr.lower():
             return None  # the controller has forgotten the job: it ended
         first = (listed.stderr.strip().splitlines() or [f"exit status {listed.returncode}"])[0]
-        return f"UNKNOWN (squeue: {first})"
+        return f"UNKNOWN ({first if first.startswith('squeue') else 'squeue: ' + first})"
     states = listed.stdout.split()
     return states[0] if states else None
 

@@ -17,6 +17,7 @@ from cxr_ldm.evaluation.evaluators.cxr_classifier import CxrClassifier
 
 # also under this module's name, where a config pickled before evaluation/specs.py looks for ClassifierSettings
 from cxr_ldm.evaluation.specs import ClassifierSettings
+from cxr_ldm.slurm_requeue import trainer_plugins
 
 
 def build_classifier(settings: ClassifierSettings) -> CxrClassifier:
@@ -56,6 +57,7 @@ def train_classifier(train: ImageSet, settings: ClassifierSettings, seed: int) -
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        plugins=trainer_plugins(),  # in a SLURM job, submitit alone requeues
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
