@@ -116,6 +116,14 @@ def test_squeue_that_fails_is_no_proof_that_a_job_ended(tmp_path: Path, monkeypa
     state = squeue_state("12345")
     assert state == "UNKNOWN (squeue: slurm_load_jobs error: Unable to contact slurm controller)"
     assert job_alive({"cluster": "slurm", "job_id": "12345"}) == state
+    from cxr_ldm.experiments.status_table import status_table
+    from cxr_ldm.experiments.unit_records import UnitState
+
+    table = status_table([UnitState("references", "running", "12345", detail=state),
+                          UnitState(ARM, "running", "12346", detail="PENDING")])  # fmt: skip
+    assert (
+        f"running ({state})" in table and "running (pending)" in table
+    )  # squeue's own word alone in lower case
 
 
 def test_squeue_that_no_longer_knows_a_job_says_it_ended(tmp_path: Path, monkeypatch) -> None:

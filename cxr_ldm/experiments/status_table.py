@@ -25,7 +25,10 @@ def elapsed(state: UnitState) -> str:
 def status_table(states: Sequence[UnitState]) -> str:
     rows = [("unit", "state", "job", "elapsed", "log")]
     for s in states:
-        state = f"{s.state} ({s.detail.lower()})" if s.detail and s.detail != "RUNNING" else s.state
+        detail = (
+            s.detail.lower() if s.detail.isalpha() else s.detail
+        )  # squeue's PENDING, REQUEUED: lower case
+        state = f"{s.state} ({detail})" if s.detail and s.detail != "RUNNING" else s.state
         rows.append((s.name, state, s.job_id or "-", elapsed(s), s.log or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
