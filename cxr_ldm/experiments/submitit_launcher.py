@@ -131,9 +131,8 @@ class SubmititLauncher:
                 with executor.batch():
                     jobs = [executor.submit(call) for call in calls]
         except submitit.core.utils.FailedJobError as error:
-            lines = [line for line in str(error).splitlines() if "error" in line.lower()] or str(
-                error
-            ).splitlines()
+            told = str(error).splitlines()
+            lines = [line for line in told if "error" in line.lower()] or told
             raise ConfigError(
                 f"launcher: the cluster refused the jobs of {', '.join(u.label for u in units)} "
                 f"({lines[-1].strip() if lines else error.__class__.__name__}); check launcher.partition "
@@ -143,9 +142,8 @@ class SubmititLauncher:
         for unit, job in zip(units, jobs, strict=True):
             record = {"key": self.key(unit), "job_id": str(job.job_id), "cluster": self.launcher.cluster,
                       "log": str(job.paths.stderr), "stdout": str(job.paths.stdout), "submitted": time.time()}  # fmt: skip
-            if (
-                self.launcher.cluster == "local"
-            ):  # its pid, told apart from a later process given the same one
+            # a local job's pid, told apart from a later process given the same one
+            if self.launcher.cluster == "local":
                 record.update(host=os.uname().nodename, process_start=process_start(int(job.job_id)))
             write_record(unit_folder(self.config, unit.name), JOB, record)
             self.live[unit.name] = job
