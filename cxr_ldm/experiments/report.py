@@ -328,9 +328,10 @@ def write_report(
         *convergence_table(config, results), "",
         "## Claims of the papers, checked", "",
         "Rule (fixed before any result): the difference of the means against two standard errors of that "
-        "difference over seeds (`cxr_ldm/experiments/claims.py`). One value on each side of a seed-dependent "
-        "comparison: one seed, not judged. Both sides references measured once: a threshold, decided by the "
-        "margin alone. A side still rising at the cap of its training: undecided.", "",
+        "difference over seeds (`cxr_ldm/experiments/claims.py`), in the metric's better direction (lower "
+        "for FID and KID). One value on a side that depends on the training seed: one seed, not judged. Both "
+        "sides references measured once: a threshold, decided by the margin alone. A side still rising at the "
+        "cap of its training: undecided.", "",
         *claims_section(results), "",
         "## Every run", "",
         *runs_table(config, results), "",
