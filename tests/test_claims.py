@@ -209,3 +209,29 @@ def test_a_claim_on_a_metric_without_a_better_side_must_say_which(tmp_path) -> N
     ]
     with pytest.raises(ConfigError, match="claims f: a lower fid_xrv is better, not a higher one"):
         config.validate()
+
+
+def test_a_groups_metrics_keep_the_order_the_results_give_them() -> None:
+    """add_values went through a set of metric names: results.json's summary came out in another order in
+    every process (string hashing is seeded per process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from cxr_ldm.experiments.claims import add_values\n"
+        "v = {}\n"
+        "add_values(v, 'g', {f'm{i}': float(i) for i in range(40)})\n"
+        "add_values(v, 'g', {f'n{i}': float(i) for i in range(40)})\n"
+        "print(list(v['g']))\n"
+    )
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout  # fmt: skip
+        for seed in (1, 2, 3)
+    }
+    assert orders == {str([*(f"m{i}" for i in range(40)), *(f"n{i}" for i in range(40))]) + "\n"}

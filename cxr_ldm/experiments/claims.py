@@ -168,7 +168,7 @@ def add_values(values: dict[str, dict[str, list[float]]], group: str, flat: dict
     seeds of the group have and this one lacks (or the other way round): a list holds one entry per seed."""
     metrics = values.setdefault(group, {})
     seeds = max((len(seq) for seq in metrics.values()), default=0)
-    for metric in {*metrics, *flat}:
+    for metric in [*metrics, *(metric for metric in flat if metric not in metrics)]:  # a stable order
         metrics.setdefault(metric, [math.nan] * seeds).append(flat.get(metric, math.nan))
 
 
