@@ -21,12 +21,10 @@ DESCRIPTION = (
 def operating_point_images(datamodule, generated, real_test, args):
     """The real images the evaluator's operating points are chosen on: the validation split (the compared
     split itself under `--split validate`); None when the prompts have no labels and no point is needed."""
-    import torch
-
     from cxr_ldm.data.real_split import read_split
     from cxr_ldm.errors import ConfigError
 
-    if torch.isnan(generated.labels).all():
+    if not generated.labelled:
         return None
     if args.split == "validate":
         return real_test

@@ -17,12 +17,9 @@ from cxr_ldm.sampler_names import SAMPLER_NAMES
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
 
 
-def checkpoint_kind(path: Path) -> str:
-    """`latent_diffusion`, `autoencoder` or `text_projection`, from the checkpoint's state keys; ConfigError
-    for any other file."""
-    from cxr_ldm.checkpoints import read_checkpoint
-
-    checkpoint = read_checkpoint(path, "--ckpt", mmap=True)
+def checkpoint_kind(path: Path, checkpoint: dict) -> str:
+    """`latent_diffusion`, `autoencoder` or `text_projection`, from the state keys of `checkpoint` (read from
+    `path`); ConfigError for any other file."""
     if not isinstance(checkpoint.get("state_dict"), dict) or "pytorch-lightning_version" not in checkpoint:
         raise ConfigError(
             f"--ckpt {path} is no checkpoint written by `python -m cxr_ldm fit` (no Lightning state)"
@@ -86,13 +83,12 @@ def _export(args: argparse.Namespace) -> int:
     from cxr_ldm.generation.export import export_pipeline, export_vae
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
-    kind = checkpoint_kind(args.ckpt)
+    checkpoint = read_checkpoint(args.ckpt, "--ckpt", mmap=True)
+    kind = checkpoint_kind(args.ckpt, checkpoint)
     if kind == "autoencoder":
         # the VAE is trained whole: the pretrained pipeline gives its architecture, the checkpoint every weight
         moved = {} if args.pretrained is None else {"pretrained_model_name_or_path": args.pretrained}
-        if moved and read_checkpoint(args.ckpt, "--ckpt", mmap=True).get("hyper_parameters", {}).get(
-            "vae_config"
-        ):
+        if moved and checkpoint.get("hyper_parameters", {}).get("vae_config"):
             raise ConfigError(
                 f"--pretrained {args.pretrained}: the VAE of {args.ckpt} was built from model.init_args.vae_config, "
                 "not from a pipeline: drop --pretrained"

@@ -44,6 +44,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether any image has a known label (prompts written without labels have none)."""
+        return not torch.isnan(self.labels).all()
+
     def pixels01(self) -> torch.Tensor:
         """The images as float (N, 1, H, W) in [0, 1]."""
         return self.images.float() / 255.0

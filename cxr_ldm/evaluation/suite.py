@@ -92,7 +92,7 @@ def feature_jobs(generated: ImageSet, real_images: RealImages, classifier, retri
             return batched(retriever.encode_images, x, retriever.device)
 
         jobs["fake_retrieval"] = (embed, fake)
-        if not torch.isnan(generated.labels).all():
+        if generated.labelled:
             jobs["train_retrieval"] = (embed, train)
     return jobs
 
@@ -160,7 +160,7 @@ def _metrics_from_features(
     # Conditioned classification and image-to-image retrieval need the prompts' labels.
     real_probs = found["real_probs"]
     prompt_labels = generated.labels[:, label_columns(findings)]
-    if torch.isnan(generated.labels).all():
+    if not generated.labelled:
         report.skip(
             [*CONDITIONED, "i2i_precision@5", *REPORT_KEYS],
             "the prompts have no labels",
