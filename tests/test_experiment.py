@@ -199,6 +199,12 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(toy_experiment) 
     assert not (tmp_path / "judged" / "arms" / "unet-text" / "seed0" / "fit").exists()  # nothing was fitted
     assert run["metrics"] == trained["metrics"]  # the same model, seeds and references give the same numbers
     assert run_experiment(*parse_experiment(judge)).computed == []  # the same file: its digest is stable
+    # a second seed given to the arm, with its own checkpoint: seed 0's unit is kept as it was
+    second = tmp_path / "second.ckpt"
+    shutil.copy(results["arms"]["unet-text"]["seed1"]["checkpoint"], second)
+    grown = [{**arms[0], "seeds": [0, 1], "checkpoints": {0: str(elsewhere), 1: str(second)}}]
+    outcome = run_experiment(*parse_experiment([*judge, "--arms", json.dumps(grown)]))
+    assert outcome.computed == ["unet-text seed 1"] and "unet-text seed 0" in outcome.reused
     # another model under the same path is judged again, not taken for the one judged before
     shutil.copy(results["arms"]["unet-text"]["seed1"]["checkpoint"], elsewhere)
     assert run_experiment(*parse_experiment(judge)).computed == ["unet-text seed 0"]
@@ -209,6 +215,45 @@ def test_an_arm_trained_elsewhere_is_judged_from_its_checkpoint(toy_experiment) 
                 [*args, "--seeds", "[0]", "--augmentation", "null", "--arms", json.dumps(missing)]
             )
         )
+
+
+def test_a_seed_added_to_an_arm_leaves_the_keys_of_its_other_seeds_alone(tmp_path: Path) -> None:
+    """An (arm, seed) unit reads its arm for its own seed alone: an arm's own `seeds:` grown by a seed, or
+    given a checkpoint for another seed, keys seed 0's fit folder and its launcher record as before (keyed by
+    the whole arm, the fit folder was cleared and fitted anew). A folder recorded with the whole arm, as earlier
+    versions wrote it, is reused and its record brought up to date; one of another arm is still cleared."""
+    from dataclasses import asdict
+
+    from cxr_ldm.experiments.plan import arm_unit_name
+    from cxr_ldm.experiments.unit_inputs import UnitInputs, arm_record_today
+    from cxr_ldm.experiments.unit_records import unit_key
+    from cxr_ldm.experiments.units import KEY_FILE, claim_folder
+
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"weights of seed 1")
+    one = [{"name": "a", "configs": UNET_TEXT, "seeds": [0]}]
+    two = [{"name": "a", "configs": UNET_TEXT, "seeds": [0, 1], "checkpoints": {1: str(other)}}]
+    before, after = (
+        parse_experiment([*toy_args(tmp_path), "--arms", json.dumps(arms)])[0] for arms in (one, two)
+    )
+    name = arm_unit_name("a", 0)
+    fits = [UnitInputs(c).arm_fit(c.arms[0], 0) for c in (before, after)]
+    assert fits[0] == fits[1]
+    assert UnitInputs(after).arm_fit(after.arms[0], 1) != fits[1]  # seed 1 is keyed by its own checkpoint
+    keys = [unit_key(c, (), name, UnitInputs(c).unit_files(name)) for c in (before, after)]
+    assert keys[0] == keys[1]
+
+    folder = tmp_path / "arms" / "a" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text("{}")
+    earlier = {**fits[1], "arm": asdict(after.arms[0])}  # the record of an earlier version: the whole arm
+    (folder / KEY_FILE).write_text(json.dumps(earlier))
+    assert claim_folder(folder, fits[1], upgrade=arm_record_today)
+    assert (folder / "result.json").is_file()
+    assert json.loads((folder / KEY_FILE).read_text()) == json.loads(json.dumps(fits[1]))
+    (folder / KEY_FILE).write_text(json.dumps({**earlier, "arm": {**earlier["arm"], "overrides": {"x": 1}}}))
+    assert not claim_folder(folder, fits[1], upgrade=arm_record_today)
+    assert not (folder / "result.json").exists()
 
 
 def test_an_edited_config_file_changes_the_inputs_its_units_are_keyed_by(tmp_path: Path) -> None:

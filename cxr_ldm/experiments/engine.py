@@ -40,6 +40,7 @@ from cxr_ldm.experiments.spec import ArmSpec, ExperimentConfig
 from cxr_ldm.experiments.unit_inputs import (
     RESULT,
     UnitInputs,
+    arm_record_today,
     reusable_arm_result,
     reusable_baseline,
 )
@@ -262,7 +263,7 @@ def _arm_unit(config: ExperimentConfig, unit: Unit, log: StageLog, outcome: Unit
     references, eval_inputs = _references(config, log)
     run_dir = Path(config.out) / "arms" / arm.name / f"seed{seed}"
     fit_inputs = UnitInputs(config).arm_fit(arm, seed)
-    claim_folder(run_dir, fit_inputs, log.line)
+    claim_folder(run_dir, fit_inputs, log.line, arm_record_today)
     if (earlier := reusable_arm_result(run_dir, fit_inputs, eval_inputs)) is not None:
         current = json.loads(json.dumps(eval_inputs))
         if earlier.get("evaluation_inputs") != current:  # an earlier version's record, brought up to date

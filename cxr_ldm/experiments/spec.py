@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
@@ -108,6 +108,13 @@ class ArmSpec:
     seeds: list[int] | None = None
     probe_prompts: dict[str, str] | None = None
     checkpoints: dict[int, str] = field(default_factory=dict)
+
+    def for_seed(self, seed: int) -> dict:
+        """What the arm's (arm, seed) unit reads of it: everything but the other seeds (the `seeds` list, the
+        other seeds' `checkpoints`), so that adding a seed, or a checkpoint for one, leaves the other seeds'
+        units, their fits and results, as they were."""
+        spec = {key: value for key, value in asdict(self).items() if key not in ("seeds", "checkpoints")}
+        return {**spec, "checkpoint": self.checkpoints.get(seed)}
 
 
 @dataclass

@@ -91,7 +91,7 @@ class UnitInputs:
         """An (arm, seed) unit's folder: what its fits are made from. With `convergence`, the references too:
         the learning-curve probe is judged by the evaluator, so where a fit stops depends on it."""
         config = self.config
-        inputs = {"arm": asdict(arm), "seed": seed, "steps": config.steps, "threads": config.threads,
+        inputs = {"arm": arm.for_seed(seed), "seed": seed, "steps": config.steps, "threads": config.threads,
                   "pretrained": self.pretrained, "data": asdict(config.data),
                   "config_files": config_contents(arm), **convergence.unit_inputs(config),
                   **checkpoint_file(arm.checkpoints.get(seed))}  # fmt: skip
@@ -116,7 +116,7 @@ class UnitInputs:
                   "checkpoints": [path and file_stamp(path) for path in (config.evaluator.checkpoint,
                                                                          config.retriever.checkpoint)]}  # fmt: skip
         arms = {arm.name: {"configs": [read(path) for path in [*arm.configs, *(q for prep in arm.prepare for q in prep.configs)]],
-                           "checkpoints": [file_stamp(path) for path in arm.checkpoints.values()]}
+                           "checkpoints": {seed: file_stamp(path) for seed, path in arm.checkpoints.items()}}
                 for arm in config.arms}  # fmt: skip
         return shared, arms
 
@@ -130,9 +130,27 @@ class UnitInputs:
         unit = next((unit for unit in plan_units(self.config) if unit.name == name), None)
         if name in (REFERENCES, BASELINE):
             return digest({"shared": shared})
-        if unit is not None and unit.arm is not None:
-            return digest({"shared": shared, "arm": arms[unit.arm]})
+        if unit is not None and unit.arm is not None:  # its own seed's checkpoint alone (`ArmSpec.for_seed`)
+            arm = arms[unit.arm]
+            return digest(
+                {
+                    "shared": shared,
+                    "arm": {"configs": arm["configs"], "checkpoint": arm["checkpoints"].get(unit.seed)},
+                }
+            )
         return digest({"shared": shared, "arms": arms})
+
+
+def arm_record_today(recorded):
+    """An (arm, seed) folder's recorded inputs in today's form. A record written before a unit was keyed by its
+    own seed alone (`ArmSpec.for_seed`) holds the whole arm: its `seeds` list and every seed's checkpoint; the
+    other seeds are left out, so the fit and the result it holds are reused (and the record rewritten)."""
+    arm = recorded.get("arm") if isinstance(recorded, dict) else None
+    if not isinstance(arm, dict) or "seeds" not in arm:
+        return recorded
+    spec = {key: value for key, value in arm.items() if key not in ("seeds", "checkpoints")}
+    checkpoint = (arm.get("checkpoints") or {}).get(str(recorded.get("seed")))
+    return {**recorded, "arm": {**spec, "checkpoint": checkpoint}}
 
 
 def same_inputs(recorded, inputs: dict) -> bool:
@@ -144,7 +162,7 @@ def same_inputs(recorded, inputs: dict) -> bool:
 def reusable_arm_result(run_dir: Path, fit_inputs: dict, evaluation_inputs: dict) -> dict | None:
     """The (arm, seed) unit's result when its folder holds these fit inputs and the result was judged with
     these evaluation inputs (the engine reuses it), else None."""
-    if not folder_holds(run_dir, fit_inputs):
+    if not folder_holds(run_dir, fit_inputs, arm_record_today):
         return None
     result = read_result(run_dir / RESULT)
     if result is None or not same_inputs(result.get("evaluation_inputs"), evaluation_inputs):
@@ -196,6 +214,7 @@ def earlier_result(config: ExperimentConfig, name: str, inputs: UnitInputs | Non
 __all__ = [
     "RESULT",
     "UnitInputs",
+    "arm_record_today",
     "checkpoint_file",
     "config_contents",
     "earlier_result",

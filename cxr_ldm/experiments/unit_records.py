@@ -33,8 +33,8 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 
 # What the references, the baseline and an (arm, seed) unit never read: adding a seed to the experiment's seed
-# list or an arm, or editing a claim or the name, leaves their keys (and a job running them) as they were. (An
-# arm's own `seeds:` list is part of the arm, which its fits are keyed by: the engine refits it anew.)
+# list, an arm or an arm's own `seeds:`, or editing a claim or the name, leaves their keys (and a job running
+# them) as they were: an (arm, seed) unit reads its own arm for its own seed alone (`ArmSpec.for_seed`).
 NOT_READ_BY_ONE_UNIT = ("name", "claims", "arms", "seeds")
 
 
@@ -42,10 +42,16 @@ def unit_key(config: ExperimentConfig, followups: Sequence[Followup], name: str,
     """The unit's key: the part of the experiment config the unit reads, the unit's name and `files`, the
     digest of the files it reads (experiments/unit_inputs.py `UnitInputs.unit_files`). The references, the
     baseline and an (arm, seed) unit read the config but the other arms, the seeds, the claims and the
-    follow-ups (an arm unit reads its own arm); the follow-ups and the report read all of it."""
+    follow-ups (an arm unit reads its own arm for its own seed); the follow-ups and the report read all of it."""
     document = plain(config)
     arm = next(
-        (a for a in config.arms for seed in config.arm_seeds(a) if arm_unit_name(a.name, seed) == name), None
+        (
+            a.for_seed(seed)
+            for a in config.arms
+            for seed in config.arm_seeds(a)
+            if arm_unit_name(a.name, seed) == name
+        ),
+        None,
     )
     if name in (REFERENCES, BASELINE) or arm is not None:
         document = {k: v for k, v in document.items() if k not in NOT_READ_BY_ONE_UNIT}

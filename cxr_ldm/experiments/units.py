@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def _matches(recorded: Any, wanted: Any) -> bool:
     return recorded == wanted
 
 
+# A function that writes the recorded inputs of an earlier version in today's form (a unit's own).
+Upgrade = Callable[[Any], Any]
+
+
 def _recorded(folder: Path) -> Any:
     try:
         return json.loads((folder / KEY_FILE).read_text())
@@ -75,19 +80,24 @@ def _recorded(folder: Path) -> Any:
         return None
 
 
-def folder_holds(folder: Path, inputs: dict) -> bool:
-    """`folder` holds the outputs of `inputs` (its recorded inputs are these); reads, changes nothing."""
+def folder_holds(folder: Path, inputs: dict, upgrade: Upgrade | None = None) -> bool:
+    """`folder` holds the outputs of `inputs` (its recorded inputs are these, read through `upgrade` when
+    given); reads, changes nothing."""
     recorded = _recorded(folder)
+    if recorded is not None and upgrade is not None:
+        recorded = upgrade(recorded)
     return recorded is not None and recorded_matches(recorded, inputs)
 
 
-def claim_folder(folder: Path, inputs: dict, log=None) -> bool:
-    """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there); otherwise
-    whatever it holds (made from other inputs) is deleted first, and the new inputs are recorded."""
+def claim_folder(folder: Path, inputs: dict, log=None, upgrade: Upgrade | None = None) -> bool:
+    """Make `folder` hold the outputs of `inputs`: True when it already did (reuse what is there; its record
+    read through `upgrade` when given); otherwise whatever it holds (made from other inputs) is deleted first,
+    and the new inputs are recorded."""
     stamp = folder / KEY_FILE
     wanted = plain(inputs)
     recorded = _recorded(folder)
-    if recorded is not None and recorded_matches(recorded, inputs):
+    current = recorded if recorded is None or upgrade is None else upgrade(recorded)
+    if current is not None and recorded_matches(current, inputs):
         if recorded != json.loads(json.dumps(wanted)):  # a record of an earlier version: brought up to date
             write_text_atomic(stamp, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
         return True
