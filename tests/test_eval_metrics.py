@@ -226,3 +226,31 @@ def test_a_prompt_file_label_other_than_1_0_or_minus_1_is_refused(tmp_path):
         ConfigError, match=r"column 'Edema' has '2'; labels are 1, 0, -1 \(uncertain\) or empty"
     ):
         read_prompt_file(path)
+
+
+def test_fid_and_kid_on_rank_zero_alone_in_a_process_group_equal_one_process(tmp_path):
+    """During a DDP fit the `GenerationMetrics` callback computes CXR FID on rank zero alone. torchmetrics
+    synced the metric's states over the ranks at `compute`, a collective the other ranks never joined: rank
+    zero waited for them (a fit hung, here the group's 30 s timeout). FID and KID of images given whole are
+    computed where they are held, with the value of one process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _metrics_on_rank_zero import tiny_metrics
+
+    script = Path(__file__).with_name("_metrics_on_rank_zero.py")
+    out = tmp_path / "rank0.json"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), "2", str(tmp_path / "group"), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [rank.communicate(timeout=300)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert json.loads(out.read_text()) == pytest.approx(tiny_metrics(), rel=1e-6)

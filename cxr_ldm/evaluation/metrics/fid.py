@@ -29,10 +29,13 @@ def _update(metric, images01: torch.Tensor, real: bool, batch_size: int = 64) ->
 def fid_classifier(real01: torch.Tensor, fake01: torch.Tensor, classifier) -> float:
     """Frechet distance between the evaluator features of real and generated images (lower = closer).
 
-    Under DDP the torchmetrics states (feature sums and co-moments) are summed over ranks.
+    The images are given whole: the metric is computed in this process, never synced over the ranks of a
+    process group (rank zero alone computes it in a DDP fit, where a sync would wait for the other ranks).
     """
     _two_each(real01, fake01, "FID")
-    metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True)
+    metric = FrechetInceptionDistance(
+        feature=ClassifierFeatures(classifier), normalize=True, sync_on_compute=False
+    )
     _update(metric, real01, True)
     _update(metric, fake01, False)
     return float(metric.compute())
@@ -43,12 +46,17 @@ def kid_classifier(
 ) -> float:
     """Kernel distance on the same features; unbiased, so it suits small sets better than FID.
 
-    The random subsets are drawn from `seed`, so the same images give the same number on every run.
+    The random subsets are drawn from `seed`, so the same images give the same number on every run. Computed
+    in this process, as `fid_classifier`.
     """
     _two_each(real01, fake01, "KID")
     size = min(len(real01), len(fake01), 100)
     metric = KernelInceptionDistance(
-        feature=ClassifierFeatures(classifier), normalize=True, subsets=subsets, subset_size=size
+        feature=ClassifierFeatures(classifier),
+        normalize=True,
+        subsets=subsets,
+        subset_size=size,
+        sync_on_compute=False,
     )
     _update(metric, real01, True)
     _update(metric, fake01, False)
@@ -64,8 +72,11 @@ def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str 
     """
     if not Path(weights_path).is_file():
         raise ConfigError(f"--inception-weights {weights_path} does not exist (or is not a file)")
-    metric = FrechetInceptionDistance(
-        feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path)
+    metric = FrechetInceptionDistance(  # computed in this process, as `fid_classifier`
+        feature=2048,
+        normalize=True,
+        feature_extractor_weights_path=str(weights_path),
+        sync_on_compute=False,
     )
     _update(metric, real01.expand(-1, 3, -1, -1), True)
     _update(metric, fake01.expand(-1, 3, -1, -1), False)
