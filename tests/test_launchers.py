@@ -33,6 +33,14 @@ def test_the_launcher_is_chosen_by_the_config_and_a_cluster_profile(tmp_path: Pa
         parse_command([*args, "--config", str(bad)])
     with pytest.raises(ConfigError, match="launcher.nodes 2: the local executor runs on this machine only"):
         parse_command([*args, *local_launcher(nodes=2)])
+    # a cluster's settings without `kind: submitit` ran every unit in this process, in silence
+    forgot = tmp_path / "forgot.yaml"
+    forgot.write_text("launcher:\n  cluster: slurm\n  partition: gpu\n")
+    with pytest.raises(ConfigError, match="launcher.cluster, launcher.partition given without launcher.kind: set "
+                                          "launcher.kind: submitit"):  # fmt: skip
+        parse_command([*args, "--config", str(forgot)])
+    here = parse_command([*args, "--config", str(forgot), "--launcher.kind", "in_process"]).launcher
+    assert (here.kind, here.cluster) == ("in_process", "slurm")  # stated: the profile's units run here
 
 
 @pytest.mark.slow  # about 100 s on 2 loaded cores: an in-process run, then units as separate processes

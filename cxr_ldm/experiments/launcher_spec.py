@@ -1,6 +1,7 @@
 """The `launcher:` section of an experiment config: where its units run.
 
-`kind: in_process` (the default) runs every unit one after another in the command's own process.
+`kind: in_process` (the default) runs every unit one after another in the command's own process; a section
+that sets a job's settings (`cluster`, `partition`, ...) without a `kind` is refused, not run in this process.
 `kind: submitit` makes each pending unit one job of a submitit executor: `cluster: local` (processes on this
 machine, `array_parallelism` at once) or `cluster: slurm` (sbatch; the independent (arm, seed) units as one
 job array). A cluster profile is one YAML file holding this section (configs/clusters/), composed in with a
@@ -9,7 +10,7 @@ second `--config`. The launcher never changes what a unit computes: results are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from cxr_ldm.errors import ConfigError
@@ -20,7 +21,8 @@ class LauncherSpec:
     """Where the units of an experiment run.
 
     Args:
-        kind: `in_process` (one after another in this process) or `submitit` (one job per unit).
+        kind: `in_process` (one after another in this process) or `submitit` (one job per unit); default
+            in_process, which must be stated when any other key of the section is given.
         cluster: submitit's executor: `local` (processes on this machine) or `slurm`.
         folder: the jobs' submission files and logs; default `<out>/jobs`.
         partition / account: SLURM partition and account (null: the cluster's default).
@@ -38,7 +40,7 @@ class LauncherSpec:
         max_requeues: preemptions and timeouts a job survives.
     """
 
-    kind: Literal["in_process", "submitit"] = "in_process"
+    kind: Literal["in_process", "submitit"] | None = None
     cluster: Literal["local", "slurm"] = "local"
     folder: str | None = None
     partition: str | None = None
@@ -56,6 +58,20 @@ class LauncherSpec:
     max_requeues: int = 3
 
     def validate(self) -> LauncherSpec:
+        """This section checked, with its `kind` stated (raise ConfigError naming the key and the fix)."""
+        if self.kind is None:
+            given = [
+                f"launcher.{f.name}"
+                for f in fields(self)
+                if f.name != "kind" and getattr(self, f.name) != _default(f)
+            ]
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)} given without launcher.kind: set launcher.kind: submitit to run each unit "
+                    f"as a job (cluster: {self.cluster}), or launcher.kind: in_process to run them one after "
+                    "another in this process"
+                )
+            return replace(self, kind="in_process").validate()
         for key in ("nodes", "tasks_per_node", "timeout_min", "array_parallelism"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"launcher.{key} must be at least 1, got {getattr(self, key)}")
@@ -88,6 +104,10 @@ class LauncherSpec:
             params["slurm_account"] = self.account
         params.update({f"slurm_{key}": value for key, value in self.slurm.items()})
         return params
+
+
+def _default(field_: Field) -> Any:
+    return field_.default_factory() if field_.default_factory is not MISSING else field_.default
 
 
 __all__ = ["LauncherSpec"]

@@ -42,7 +42,7 @@ def resolve_threads(threads: int | str, launcher=None) -> int:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ConfigError(f"threads must be a whole number of at least 1 or 'auto', got {threads!r}")
         return threads
-    if launcher is None or launcher.kind == "in_process":
+    if launcher is None or launcher.kind != "submitit":
         return available_cores()
     if launcher.cluster == "local":
         return max(1, available_cores() // launcher.array_parallelism)
