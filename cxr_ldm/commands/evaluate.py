@@ -58,14 +58,20 @@ def main(argv: list[str]) -> int:
         "--out", required=True, type=Path, help="output folder (metrics.json, metrics.md, generated/)"
     )
     parser.add_argument(
-        "--max-real", type=int, default=2000, help="real images per split at most (seeded subset)"
+        "--max-real",
+        type=int,
+        default=2000,
+        help="real images per split at most (seeded subset; default: 2000)",
     )
     parser.add_argument("--inception-weights", default=None, help="local InceptionV3 FID weights file")
     parser.add_argument(
-        "--memorization-threshold", type=float, default=0.02, help="RMSE in [0, 1] pixel units"
+        "--memorization-threshold",
+        type=float,
+        default=0.02,
+        help="RMSE in [0, 1] pixel units (default: 0.02)",
     )
     parser.add_argument(
-        "--vae-images", type=int, default=64, help="real images in the VAE reconstruction study"
+        "--vae-images", type=int, default=64, help="real images in the VAE reconstruction study (default: 64)"
     )
     parser.add_argument("--no-progress", action="store_true")
     add_generation_arguments(parser)

@@ -41,7 +41,10 @@ def checkpoint_kind(path: Path, checkpoint: dict) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m cxr_ldm export", description=DESCRIPTION)
     parser.add_argument(
-        "--ckpt", required=True, type=Path, help="a LatentDiffusion or Autoencoder checkpoint"
+        "--ckpt",
+        required=True,
+        type=Path,
+        help="a LatentDiffusion, Autoencoder or TextProjectionPretrainer checkpoint",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
@@ -63,7 +66,7 @@ def main(argv: list[str]) -> int:
         "--scheduler",
         default="pndm",
         choices=SAMPLER_NAMES,
-        help="inference scheduler saved with the pipeline",
+        help="inference scheduler saved with the pipeline (default: pndm)",
     )
     args = parser.parse_args(argv)
     if args.ckpt.is_dir():

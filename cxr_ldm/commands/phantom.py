@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of studies to damage like a real download (listed in phantom-manifest.json)",
     )
     parser.add_argument(
-        "--workers", type=_bounded(1, 256), default=None, help="drawing processes (default: CPUs)"
+        "--workers",
+        type=_bounded(1, 256),
+        default=None,
+        help="drawing processes (default: up to 8, one per CPU, for 200+ studies; else 1)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

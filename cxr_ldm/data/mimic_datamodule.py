@@ -86,7 +86,7 @@ class MimicCxrDataModule(PromptTokenizing, LightningDataModule):
         no_finding_cap: Keep exactly this many "No Finding" studies (or images) per capped split, seeded;
             null for no cap.
         no_finding_cap_unit: What the cap counts: study (report) or image.
-        no_finding_cap_splits: Splits the cap applies to.
+        no_finding_cap_splits: Splits the cap applies to; null: [train].
         split: official (the split CSV) or seeded (patient-level split with `split_ratios` and `seed`).
         split_ratios: Train, validate, test fractions for split=seeded.
         label_source: chexpert or negbio label CSV.
