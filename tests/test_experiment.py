@@ -142,6 +142,16 @@ def test_experiment_config_errors_name_the_key(tmp_path: Path) -> None:
     # the committed pipeline was pretrained at 64 px (its pretrain.json): an experiment at 32 px is refused
     with pytest.raises(ConfigError, match="pretrained at 64 px .* data.image_size is 32"):
         run_experiment(*parse_experiment([*args, "--data.image_size", "32"]))
+    # a misspelled metric ran the whole experiment and then called the claim "not measured"
+    for metric, part in (
+        ("probe/cond_balanced_accuracy/Cardiomegally", "Cardiomegally"),
+        ("prob/fid_xrv", "prob"),
+    ):
+        claim = {"id": "x", "text": "t", "comparisons": [{"a": "unet", "b": "baseline", "metric": metric}]}
+        with pytest.raises(ConfigError, match=f"claims x: metric '{metric}': \\['{part}'\\] is no section"):
+            parse_experiment([*args, "--claims", json.dumps([claim])])[0].validate()
+    claim["comparisons"][0]["metric"] = "retrieval/t2i_recall@5"  # every part known: a section, a metric
+    parse_experiment([*args, "--claims", json.dumps([claim])])[0].validate()
 
 
 EXPERIMENTS = ROOT / "configs" / "experiments"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cxr_ldm.errors import ConfigError
-from cxr_ldm.evaluation.metrics.metric_names import better_direction
+from cxr_ldm.evaluation.metrics.metric_names import METRICS, SECTIONS, better_direction, unknown_parts
 from cxr_ldm.evaluation.specs import EvaluatorSpec, ProtocolSpec
 from cxr_ldm.experiments.threads import resolve_threads
 from cxr_ldm.labels import CHEXPERT_LABELS
@@ -331,6 +331,13 @@ class ExperimentConfig:
                             f"claims {claim.id}: {group!r} is neither an arm ({names}) nor "
                             f"{', '.join(groups[:-1])} or {groups[-1]}"
                         )
+                findings = [*self.protocol.findings, *self.evaluator.classifier.findings]
+                if unknown := unknown_parts(comparison.metric, findings):
+                    raise ConfigError(
+                        f"claims {claim.id}: metric {comparison.metric!r}: {unknown} is no section ({list(SECTIONS)}), "
+                        f"metric ({', '.join(METRICS[:7])}, ...) or finding measured ({sorted(set(findings))}); a "
+                        "results key is <section>/<metric>[/<finding>], e.g. probe/cond_balanced_accuracy/Edema"
+                    )
                 known = better_direction(comparison.metric)
                 if known is None and comparison.better is None:
                     raise ConfigError(

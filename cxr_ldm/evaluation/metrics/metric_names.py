@@ -48,6 +48,23 @@ def better_direction(key: str) -> str | None:
 # Names written by earlier versions, read back under the current name (saved results stay readable).
 FORMER_NAMES = {"fid_cxr": FID, "kid_cxr": KID}
 
+# The parts of a results key an experiment writes (`<section>/<metric>[/<finding>]`, evaluation/protocol.py):
+# the protocol's sections, and the metrics that are no section of their own.
+SECTIONS = ("probe", "test_prompts", "fidelity", "retrieval")
+METRICS = (FID, KID, FID_INCEPTION, MS_SSIM, *CONDITIONED, *CLASSIFICATION, "guidance", *FORMER_NAMES)
+METRIC_PREFIXES = ("t2i_recall@", "t2i_recall_chance@", "i2i_precision@")
+
+
+def unknown_parts(key: str, findings: list[str]) -> list[str]:
+    """The parts of the results key `key` that are neither a section, a metric nor one of `findings` (a
+    misspelled name, which no result would hold)."""
+    return [
+        part
+        for part in key.split("/")
+        if part not in SECTIONS and part not in METRICS and part not in findings
+        and not part.startswith(METRIC_PREFIXES)
+    ]  # fmt: skip
+
 
 def on_real_images(metrics: dict[str, float]) -> dict[str, float]:
     """`conditioned_classification` keys (`cond_auroc[/<f>]`, ...) renamed for real labelled images (`auroc[/<f>]`)."""
