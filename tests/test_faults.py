@@ -287,6 +287,27 @@ def test_prompt_files_keep_empty_prompts_and_notice_cut_rows(tmp_path):
             read_prompt_file(tmp_path / name)
 
 
+def test_a_misspelled_label_column_of_a_prompt_file_is_refused_and_other_columns_are_named(tmp_path, caplog):
+    """`Pleural Efusion` was read as no label at all: every prompt came out unlabelled and `evaluate` skipped
+    the conditional metrics. A column named nearly as a label is refused; other columns are left out, said."""
+    from cxr_ldm.generation.prompt_records import read_prompt_file
+
+    typo = tmp_path / "typo.csv"
+    typo.write_text("prompt,Pleural Efusion\neffusion,1\nnormal,0\n")
+    with pytest.raises(
+        ConfigError, match="column 'Pleural Efusion' is no CheXpert label; did you mean 'Pleural Effusion'"
+    ):
+        read_prompt_file(typo)
+    (tmp_path / "case.csv").write_text("prompt,edema\nedema,1\n")
+    with pytest.raises(ConfigError, match="did you mean 'Edema'"):
+        read_prompt_file(tmp_path / "case.csv")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("prompt,Edema,source\nedema,1,atlas\n")
+    with caplog.at_level("WARNING", logger="cxr_ldm"):
+        assert [r.labels for r in read_prompt_file(notes)] == [{"Edema": 1.0}]
+    assert any("['source'] are neither prompt" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------- 9. prompts, paths and caches that do not fit
 def test_overlong_prompts_are_counted_once(tmp_path, caplog):
     prompts = tmp_path / "prompts.txt"

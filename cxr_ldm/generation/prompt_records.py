@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,8 @@ import pandas as pd
 from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,9 +43,33 @@ def _labels_of(row: pd.Series) -> dict[str, float]:
     return out
 
 
+PROMPT_COLUMNS = ("prompt", "study_id", "dicom_id", *CHEXPERT_LABELS)
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    """Refuse a column named nearly as a CheXpert label (a misspelled label would leave every prompt without
+    it); say which other columns are left out."""
+    unknown = [str(c) for c in columns if c not in PROMPT_COLUMNS]
+    lowered = {label.lower(): label for label in CHEXPERT_LABELS}
+    for column in unknown:
+        near = difflib.get_close_matches(column.strip().lower(), list(lowered), n=1, cutoff=0.8)
+        if near:
+            raise ConfigError(
+                f"--prompts {path}: column {column!r} is no CheXpert label; did you mean {lowered[near[0]]!r}? "
+                f"Rename it (label columns: {list(CHEXPERT_LABELS)})"
+            )
+    if unknown:
+        LOG.warning(
+            "--prompts %s: columns %s are neither prompt, study_id, dicom_id nor a CheXpert label; left out",
+            path,
+            unknown,
+        )
+
+
 def read_prompt_file(path: str | Path) -> list[PromptRecord]:
     """A `.txt` (one prompt a line; blank lines are skipped) or `.csv` (`.csv.gz`) with a `prompt` column and
-    optional CheXpert label columns; an empty `prompt` cell is an empty prompt (unconditional)."""
+    optional CheXpert label columns; an empty `prompt` cell is an empty prompt (unconditional). A column named
+    nearly as a label is refused; other columns are left out, with a warning."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--prompts {path} does not exist")
@@ -77,6 +105,7 @@ def read_prompt_file(path: str | Path) -> list[PromptRecord]:
                 f"--prompts {path} has no `prompt` column (columns: {list(frame.columns)}); "
                 "add one, optionally with CheXpert label columns such as 'Pleural Effusion'"
             )
+        _check_columns(path, list(frame.columns))
         records = [
             PromptRecord(
                 str(row["prompt"]),
