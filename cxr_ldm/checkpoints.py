@@ -115,6 +115,41 @@ def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
     return None
 
 
+def check_resumes(path: str | Path, model: torch.nn.Module, option: str = "--ckpt_path") -> None:
+    """Refuse a checkpoint that `model` cannot be restored from (another kind of model, or one built with other
+    settings) with one line naming both, before Lightning would fail on it with every key it missed. Parameters
+    the checkpoint leaves out (frozen pretrained parts) are the model's own concern."""
+    checkpoint = read_checkpoint(path, option, mmap=True)
+    wanted, kind = type(model).__name__, checkpoint_kind(path, option)
+    if wanted in KIND_PREFIXES and kind != wanted:
+        found = f"a {kind}" if kind else "no model this project knows"
+        raise ConfigError(
+            f"{option} {path} holds {found}, not a {wanted} checkpoint: give a checkpoint that this config's "
+            "model wrote, or the config it was trained with"
+        )
+    own = model.state_dict()
+    saved = checkpoint.get("state_dict", {})
+    unexpected = [key for key in saved if key not in own]
+    reshaped = [key for key in saved if key in own and tuple(saved[key].shape) != tuple(own[key].shape)]
+    if unexpected or reshaped:
+        shapes = [f"{key} {tuple(saved[key].shape)} vs {tuple(own[key].shape)}" for key in reshaped[:3]]
+        raise ConfigError(
+            f"{option} {path} was written by a {wanted} built with other settings ("
+            + "; ".join(
+                [
+                    *shapes,
+                    *(
+                        [f"{len(unexpected)} parameters this model lacks, e.g. {unexpected[0]}"]
+                        if unexpected
+                        else []
+                    ),
+                ]
+            )
+            + "): resume with the config it was trained with (its run folder keeps it as config.yaml), or leave "
+            "--ckpt_path out to start afresh"
+        )
+
+
 def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str | None = None) -> M:
     """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`.
 

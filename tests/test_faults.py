@@ -442,6 +442,32 @@ def test_an_unreadable_or_foreign_checkpoint_is_refused_by_name(tmp_path, phanto
     )
 
 
+def test_resuming_from_a_checkpoint_of_another_model_or_other_settings_is_refused(
+    tmp_path, phantom_root, tiny_fit, capsys
+):
+    """A classifier resumed from a LatentDiffusion checkpoint, or from a classifier of other findings, failed
+    inside Lightning with a traceback listing every key it missed or could not fit."""
+    import torch
+
+    from cxr_ldm.evaluation.evaluators import CxrClassifier
+
+    run = tmp_path / "run"
+    classifier = ["fit", "--config", str(ROOT / "configs/classifier/tiny-phantom.yaml"), "--data.init_args.root",
+                  str(phantom_root), "--data.init_args.cache_dir", str(tmp_path / "cache"), "--trainer.default_root_dir",
+                  str(run), "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    diffusion = tiny_fit / "checkpoints" / "last.ckpt"
+    _refused(
+        [*classifier, "--ckpt_path", str(diffusion)], capsys, "holds a LatentDiffusion, not a CxrClassifier"
+    )
+    edema = CxrClassifier(
+        ["Edema", "Atelectasis"], image_size=64, growth_rate=8, block_config=(2, 2, 2), num_init_features=16
+    )
+    torch.save({"state_dict": edema.state_dict()}, tmp_path / "edema.ckpt")
+    _refused([*classifier, "--ckpt_path", str(tmp_path / "edema.ckpt")], capsys,
+             "built with other settings (head.weight (2, ", "the config it was trained with")  # fmt: skip
+    assert not (run / "checkpoints").exists()
+
+
 def test_an_output_folder_that_is_a_file_and_a_missing_encoder_are_named(tmp_path, capsys):
     """`generate --out FILE`, `phantom --out FILE`, `text-similarity --encoders MISSING`: one line naming the
     path and the option, exit 2."""

@@ -83,6 +83,6 @@ def fit(
         cli.trainer.callbacks = [c for c in every if not isinstance(c, Checkpoint)] + [
             c for c in every if isinstance(c, Checkpoint)
         ]
-    resume = resolve_ckpt_path(cli.trainer, None if ckpt_path is None else str(ckpt_path))
+    resume = resolve_ckpt_path(cli.trainer, None if ckpt_path is None else str(ckpt_path), cli.model)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume, weights_only=True)
     return cli

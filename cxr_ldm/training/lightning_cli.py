@@ -24,7 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentError
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from cxr_ldm.checkpoints import last_checkpoints, read_checkpoint
+from cxr_ldm.checkpoints import check_resumes, last_checkpoints, read_checkpoint
 from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.report_corpus_datamodule import ReportCorpusDataModule
 from cxr_ldm.errors import ConfigError
@@ -116,9 +116,9 @@ def check_image_size(model, datamodule) -> None:
         )
 
 
-def resolve_ckpt_path(trainer, ckpt_path):
+def resolve_ckpt_path(trainer, ckpt_path, model=None):
     """`auto` -> `last` when a last checkpoint exists, else None; `last` without one and a missing file are
-    errors naming what was searched."""
+    errors naming what was searched; a checkpoint `model` cannot be restored from is refused by name."""
     if ckpt_path in ("last", "auto"):
         found, looked = last_checkpoints(trainer)
         where = ", ".join(looked) or "no folder (the run has no ModelCheckpoint callback with a fixed folder)"
@@ -127,18 +127,21 @@ def resolve_ckpt_path(trainer, ckpt_path):
                 f"--ckpt_path last: no checkpoint to resume from in {where}; leave out --ckpt_path to "
                 "start from scratch (or --ckpt_path auto: resume when there is one), or give a .ckpt path"
             )
+        newest = max(found, key=os.path.getmtime) if found else None
+        if newest is not None and model is not None:
+            check_resumes(newest, model)
         if ckpt_path == "auto":
             LOGGER.warning(
                 "--ckpt_path auto: %s",
-                f"resuming from {max(found, key=os.path.getmtime)}"
-                if found
-                else f"no checkpoint in {where}, starting afresh",
+                f"resuming from {newest}" if found else f"no checkpoint in {where}, starting afresh",
             )
             return "last" if found else None
     elif ckpt_path is not None and ckpt_path not in _CKPT_WORDS and "://" not in str(ckpt_path):
         if not Path(ckpt_path).expanduser().is_file():
             raise ConfigError(f"--ckpt_path {ckpt_path} does not exist (or is not a file)")
         read_checkpoint(Path(ckpt_path).expanduser(), "--ckpt_path", mmap=True)  # a cut-short copy: one line
+        if model is not None:
+            check_resumes(Path(ckpt_path).expanduser(), model)
     return ckpt_path
 
 
@@ -172,7 +175,7 @@ class CxrLdmCLI(LightningCLI):
     def _check_run(self) -> None:
         check_image_size(self.model, self.datamodule)
         config = self.config_init[self.subcommand]
-        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
+        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"), self.model)
 
     before_fit = before_validate = before_test = before_predict = _check_run
 
