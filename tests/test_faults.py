@@ -497,3 +497,17 @@ def test_a_generated_folder_missing_an_image_is_named_with_the_fix(tmp_path):
         ConfigError, match=r"lists images/000000\.png, which cannot be read.*`generate` resumes"
     ):
         read_generated(folder)
+
+
+def test_a_local_pipeline_folder_missing_a_part_is_named_with_the_part_not_sent_to_the_hub(tmp_path):
+    """A copy of the pretrained pipeline without its `unet/` was answered with `hf download <the folder>`: a
+    local path offered as a hub id to download. The message names the missing part and the folder's fix."""
+    from cxr_ldm.models.components import load_components
+    from cxr_ldm.pretrained import ComponentLoadError
+
+    copy = tmp_path / "pipeline"
+    shutil.copytree(ROOT / "artifacts" / "tiny-pretrained", copy)
+    shutil.rmtree(copy / "unet")
+    with pytest.raises(ComponentLoadError, match=f"U-Net from the local folder {copy / 'unet'}") as refused:
+        load_components(str(copy))
+    assert "incomplete or damaged" in str(refused.value) and "hf download" not in str(refused.value)

@@ -8,6 +8,7 @@ diffusers pipeline directory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,14 @@ def _load(loader, name: str, what: str, key: str, **kwargs):
     try:
         return loader(name, **kwargs)
     except (OSError, ValueError) as error:
+        if Path(name).expanduser().is_dir():  # a local folder: nothing to download, a part of it to mend
+            part = Path(name) / kwargs["subfolder"] if kwargs.get("subfolder") else Path(name)
+            raise ComponentLoadError(
+                f"could not load the {what} from the local folder {part} ({key}): {error.__class__.__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}\n"
+                f"The folder is incomplete or damaged: {part} must hold the {what}'s config and weights as a "
+                f"diffusers pipeline folder does; copy the pipeline again, or set {key} to a complete one."
+            ) from error
         raise ComponentLoadError(
             f"could not load the {what} from '{name}' (config key {key}): {error.__class__.__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}\n"
