@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,13 @@ class UnsafeCheckpointError(ConfigError):
     """A checkpoint holds more than tensors and plain data; it was not opened."""
 
 
+def _unreadable(option: str, path: str | Path, cause: str) -> str:
+    return (
+        f"{option}: {path} could not be read as a PyTorch checkpoint ({cause}): it is truncated (a copy or "
+        "download cut short) or no checkpoint; use another one"
+    )
+
+
 def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any) -> dict[str, Any]:
     """`torch.load(path, weights_only=True)`; a file that needs arbitrary unpickling is refused, by name, and
     so is one torch cannot read (truncated, or no PyTorch file)."""
@@ -52,14 +60,19 @@ def read_checkpoint(path: str | Path, option: str = "checkpoint", **kwargs: Any)
         return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
     except FileNotFoundError:
         raise ConfigError(f"{option}: checkpoint {path} does not exist") from None
-    except OSError as error:  # permissions, a file system that cannot map the file, ...
-        raise ConfigError(f"{option}: {path} could not be opened ({error})") from None
+    except OSError as error:
+        if isinstance(error, PermissionError) or zipfile.is_zipfile(path):
+            raise ConfigError(
+                f"{option}: {path} could not be opened ({error}); check that it can be read, or copy it to a "
+                "local disk if its file system cannot map files"
+            ) from None
+        # a file cut short may end where the reader seeks before the start ([Errno 22] Invalid argument)
+        raise ConfigError(_unreadable(option, path, str(error))) from None
     except Exception as error:
         first = str(error).strip().splitlines()
         if "weights_only" not in str(error) and "Weights only" not in str(error):
             raise ConfigError(
-                f"{option}: {path} could not be read as a PyTorch checkpoint ({first[0] if first else error.__class__.__name__}): "
-                "it is truncated (a copy or download cut short) or no checkpoint; use another one"
+                _unreadable(option, path, first[0] if first else error.__class__.__name__)
             ) from None
         raise UnsafeCheckpointError(
             f"{option}: {path} holds objects other than tensors and plain data, so it was not opened "

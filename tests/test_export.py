@@ -125,7 +125,7 @@ def test_a_folder_with_a_custom_text_side_generates_as_the_model_does(tmp_path, 
 
 def test_an_export_over_an_earlier_one_leaves_nothing_of_its_text_side(tmp_path, checkpoint, capsys):
     """An earlier export's text_conditioning.json and README stayed beside a new export at the same path, and
-    the folder then generated with the old prompt length. Files of the user's own in the folder stay; the
+    the folder then generated with the old prompt length. Files of the user's own added to an export stay; the
     folder may be reached through a link; a file is no folder."""
     from _tiny_run import tiny_init_args
 
@@ -135,11 +135,11 @@ def test_an_export_over_an_earlier_one_leaves_nothing_of_its_text_side(tmp_path,
     torch.manual_seed(0)
     disk = tmp_path / "disk"
     disk.mkdir()
-    (disk / "NOTES.md").write_text("mine")
     out = tmp_path / "e"
     out.symlink_to(disk, target_is_directory=True)
     export_pipeline(LatentDiffusion(**tiny_init_args(conditioning={"max_prompt_tokens": 16})), out)
     assert (disk / CONDITIONING_FILE).is_file() and (disk / "README.md").is_file()
+    (disk / "NOTES.md").write_text("mine")
     plain = LatentDiffusion(**tiny_init_args()).eval()
     export_pipeline(plain, out)
     assert not (disk / CONDITIONING_FILE).exists() and not (disk / "README.md").exists()

@@ -1,4 +1,5 @@
-"""The commands beside Lightning's: one module each, with `DESCRIPTION` and `main(argv) -> int`."""
+"""The commands beside Lightning's: one module each, with `DESCRIPTION` and `main(argv) -> int` (and
+`argument_types`, the number types their options share)."""
 
 from cxr_ldm.commands import (
     augment,

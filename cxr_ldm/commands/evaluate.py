@@ -37,6 +37,7 @@ def operating_point_images(datamodule, generated, real_test, args):
 
 
 def main(argv: list[str]) -> int:
+    from cxr_ldm.commands.argument_types import bounded_int, fraction
     from cxr_ldm.commands.generate import add_generation_arguments, pick_device
 
     parser = argparse.ArgumentParser(prog="python -m cxr_ldm evaluate", description=DESCRIPTION)
@@ -59,29 +60,39 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--max-real",
-        type=int,
+        type=bounded_int(1),
         default=2000,
         help="real images per split at most (seeded subset; default: 2000)",
     )
     parser.add_argument("--inception-weights", default=None, help="local InceptionV3 FID weights file")
     parser.add_argument(
         "--memorization-threshold",
-        type=float,
+        type=fraction,
         default=0.02,
         help="RMSE in [0, 1] pixel units (default: 0.02)",
     )
     parser.add_argument(
-        "--vae-images", type=int, default=64, help="real images in the VAE reconstruction study (default: 64)"
+        "--vae-images",
+        type=bounded_int(1),
+        default=64,
+        help="real images in the VAE reconstruction study (default: 64)",
     )
     parser.add_argument("--no-progress", action="store_true")
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
     if args.model is None and args.generated is None:
         parser.error("give --model (to generate) or --generated (an existing folder)")
+    from cxr_ldm.errors import ConfigError
+    from cxr_ldm.output_folders import check_output_folder
+
+    try:
+        check_output_folder(args.out, "--out", "metrics.json, metrics.md and generated/")
+    except ConfigError as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 2
 
     from cxr_ldm.checkpoints import load_checkpoint
     from cxr_ldm.data.real_split import read_split
-    from cxr_ldm.errors import ConfigError
     from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
     from cxr_ldm.evaluation.suite import EvaluationOptions, RealImages, evaluate_generated

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.output_folders import check_output_folder
 from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 DESCRIPTION = "write a checkpoint as a diffusers pipeline directory (safetensors)"
@@ -75,6 +76,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"checkpoint {args.ckpt} does not exist")
 
     try:
+        check_output_folder(args.out, "--out", "the export")
         return _export(args)
     except ConfigError as error:
         print(f"export: error: {error}", file=sys.stderr)
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from cxr_ldm.checkpoints import load_checkpoint, read_checkpoint
-    from cxr_ldm.generation.export import export_pipeline, export_vae
+    from cxr_ldm.generation.export import export_pipeline, export_vae, pipeline_folder
     from cxr_ldm.models import Autoencoder, LatentDiffusion, TextProjectionPretrainer
 
     checkpoint = read_checkpoint(args.ckpt, "--ckpt", mmap=True)
@@ -111,11 +113,10 @@ def _export(args: argparse.Namespace) -> int:
         model = TextProjectionPretrainer.load_from_checkpoint(
             args.ckpt, map_location="cpu", weights_only=True
         )
-        if args.out.exists() and not args.out.is_dir():
-            raise ConfigError(f"--out {args.out} is a file; give a folder for the projection")
         model.projection.save(args.out)
         print(f"wrote {args.out}; use it as model.init_args.conditioning.text_projection_weights")
         return 0
+    pipeline_folder(args.out)  # before the model is loaded
     try:
         model = load_checkpoint(args.ckpt, LatentDiffusion, "--ckpt", args.pretrained)
     except ConfigError as error:

@@ -7,31 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+from cxr_ldm.commands.argument_types import non_negative_float, positive_int
 from cxr_ldm.sampler_names import SAMPLER_NAMES
 
 DESCRIPTION = "generate images from prompts (a file or a data split) into an image/prompt folder"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 PRETRAINED_HELP = (

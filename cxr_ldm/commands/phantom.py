@@ -6,30 +6,9 @@ import argparse
 import sys
 import time
 
+from cxr_ldm.commands.argument_types import bounded_int, fraction
+
 DESCRIPTION = "write a synthetic MIMIC-CXR-JPG tree (images, reports, label CSVs) for tests and benchmarks"
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from error
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def _bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from error
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder (created; must be empty or a previous phantom)"
     )
     parser.add_argument(
-        "--studies", type=_bounded(1, 10_000_000), default=200, help="number of studies (default 200)"
+        "--studies", type=bounded_int(1, 10_000_000), default=200, help="number of studies (default 200)"
     )
     parser.add_argument(
         "--size",
-        type=_bounded(16, MAX_SIZE),
+        type=bounded_int(16, MAX_SIZE),
         default=256,
         help="image width (Columns) in pixels; heights follow each view's aspect, e.g. 2544 gives 2544 x ~3056 PA",
     )
@@ -56,14 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--corrupt",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         metavar="FRACTION",
         help="fraction of studies to damage like a real download (listed in phantom-manifest.json)",
     )
     parser.add_argument(
         "--workers",
-        type=_bounded(1, 256),
+        type=bounded_int(1, 256),
         default=None,
         help="drawing processes (default: up to 8, one per CPU, for 200+ studies; else 1)",
     )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import yaml
 from jsonargparse import ArgumentParser
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.output_folders import check_output_folder
 
 DESCRIPTION = (
     "build the MIMIC-CXR index (views, split, section, length, cap) and report what each filter kept"
@@ -124,6 +124,7 @@ def main(argv: list[str]) -> int:
             return 2
         parser.set_defaults({f"data.{key}": value for key, value in section.items()})
     cfg = parser.parse_args(argv)
+    out = check_output_folder(cfg.out, "--out", "index.csv, summary.json and skipped.csv")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -133,7 +134,6 @@ def main(argv: list[str]) -> int:
     except (BadSampleError, MimicTableError, ValueError) as error:
         print(f"prepare: {error}", file=sys.stderr)
         return 2
-    out = Path(cfg.out)
     built.write(out)
     print(format_summary(built.summary))
     print(f"wrote {out / INDEX_FILE}, {out / SUMMARY_FILE}, {out / SKIPPED_FILE}")

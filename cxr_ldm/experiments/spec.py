@@ -19,6 +19,7 @@ from cxr_ldm.evaluation.metrics.metric_names import METRICS, SECTIONS, better_di
 from cxr_ldm.evaluation.specs import EvaluatorSpec, ProtocolSpec
 from cxr_ldm.experiments.threads import resolve_threads
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.output_folders import check_output_folder
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Groups of every experiment besides its arms (claims may name them; no arm may take these names).
@@ -276,6 +277,7 @@ class ExperimentConfig:
         """Check every value, and the follow-ups run after the arms against them (the groups they provide
         are what claims may name besides the arms and BUILTIN_GROUPS); raise ConfigError naming the key and
         the fix."""
+        check_output_folder(self.out, "out:", "the experiment's units, results and report")
         if not self.arms:
             raise ConfigError("arms: name at least one arm (name, configs)")
         names = [arm.name for arm in self.arms]

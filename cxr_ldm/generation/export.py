@@ -21,6 +21,7 @@ from cxr_ldm.models.latent_diffusion import LatentDiffusion
 from cxr_ldm.models.lora import merged_copy
 from cxr_ldm.models.samplers import make_sampler
 from cxr_ldm.models.textual_inversion import merged_encoder
+from cxr_ldm.output_folders import check_output_folder
 
 CONDITIONING_FILE = "text_conditioning.json"
 PROJECTION_DIR = "text_projection"
@@ -106,9 +107,7 @@ def export_pipeline(
         raise ConfigError(
             "--ema was asked for, but this model was trained without EMA (model.init_args.ema.decay)"
         )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the pipeline")
+    out = pipeline_folder(out_dir)
     clear_earlier_export(out)
     model = model.cpu()
     with model.ema_scope(ema):
@@ -138,10 +137,21 @@ def export_pipeline(
 
 def export_vae(model, out_dir: str | Path) -> Path:
     """Write an `Autoencoder`'s VAE in diffusers format (`AutoencoderKL.from_pretrained(out_dir)`)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the VAE")
+    out = check_output_folder(out_dir, "--out", "the VAE")
     model.cpu().vae.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def pipeline_folder(out_dir: str | Path) -> Path:
+    """`out_dir` as the folder of a pipeline export: new, empty, or an earlier export (its model_index.json),
+    which the export replaces. A file, or a folder of other files the pipeline would be mixed into, is a
+    ConfigError naming the folder and the fix."""
+    out = check_output_folder(out_dir, "--out", "the pipeline")
+    if out.is_dir() and not (out / "model_index.json").is_file() and any(out.iterdir()):
+        raise ConfigError(
+            f"--out {out} holds other files and no earlier export (no model_index.json); give a new or empty "
+            "folder for the pipeline"
+        )
     return out
 
 

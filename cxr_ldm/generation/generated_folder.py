@@ -32,6 +32,7 @@ from cxr_ldm.data.image_set import ImageSet
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.prompt_records import PromptRecord
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.output_folders import check_output_folder
 
 METADATA = "metadata.csv"
 RECORD = "generation.json"
@@ -201,9 +202,7 @@ def generate_images(
     `model` identifies the model in `generation.json` (`model_fingerprint` of its file); `overwrite` deletes
     images made with other inputs instead of refusing the folder.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the images")
+    out = check_output_folder(out, "--out", "the images")
     rank, world = rank_and_world()
     _claim_folder(out, generation_record(records, settings, model), overwrite, rank)
     if world > 1 and dist.is_available() and dist.is_initialized():
@@ -265,7 +264,14 @@ def read_generated(
 
     check_complete(root / METADATA, require_final_newline=False)
     # An empty prompt stays empty (never the text "nan"); label cells become numbers below.
-    frame = pd.read_csv(root / METADATA, dtype={"prompt": str, "file_name": str}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(root / METADATA, dtype={"prompt": str, "file_name": str}, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(
+            f"{root / METADATA} is empty (generation was cut short before it was written); run "
+            f"`python -m cxr_ldm generate --out {root}` with the same model and prompts again to finish the "
+            f"folder (it keeps the images drawn), or delete {root}"
+        ) from None
     missing = {"file_name", "prompt"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{root / METADATA} lacks the column(s) {sorted(missing)}")

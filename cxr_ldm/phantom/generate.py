@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from cxr_ldm.output_folders import check_output_folder
 from cxr_ldm.phantom import corruption, layout
 from cxr_ldm.phantom.findings import chexpert_labels, negbio_labels, sample_findings
 from cxr_ldm.phantom.render import render_image
@@ -91,8 +92,7 @@ def _prepare_out_dir(out: Path) -> None:
     """Make `out` ready for a new phantom: a phantom there (its manifest, or the marker of one whose making was
     cut short) is replaced; anything else is refused. The marker is written first and the manifest last, so a
     tree is complete exactly when it has a manifest."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file; give a folder for the phantom")
+    check_output_folder(out, "--out", "the phantom")
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST_FILE).exists() and not (out / IN_PROGRESS_FILE).exists():
             raise FileExistsError(

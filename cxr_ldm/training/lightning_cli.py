@@ -1,9 +1,10 @@
 """The LightningCLI every fit goes through: `python -m cxr_ldm fit|validate|test|predict` and `training.fit`.
 
 Subclass mode for model and data, so any config names its classes with `class_path`. Besides Lightning's own
-checks: a logger without `save_dir` writes under `trainer.default_root_dir`; the data's image size must suit
-the model's VAE; `--ckpt_path last` with no checkpoint is an error naming the folders searched (`--ckpt_path
-auto` resumes when there is one and starts afresh otherwise); a checkpoint given to resume from must exist.
+checks: `trainer.default_root_dir` must be no file (refused before anything is built); a logger without
+`save_dir` writes under it; the data's image size must suit the model's VAE; `--ckpt_path last` with no
+checkpoint is an error naming the folders searched (`--ckpt_path auto` resumes when there is one and starts
+afresh otherwise); a checkpoint given to resume from must exist.
 
 From Python, `args` is a `FitRequest` (config files and overrides as data): jsonargparse composes the files
 in order (each with its `config:` base) and merges the overrides on top, as `--config A --config B --key
@@ -28,6 +29,7 @@ from cxr_ldm.checkpoints import check_resumes, last_checkpoints, read_checkpoint
 from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.report_corpus_datamodule import ReportCorpusDataModule
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.output_folders import check_output_folder
 
 LOGGER = logging.getLogger("cxr_ldm")
 
@@ -167,6 +169,7 @@ class CxrLdmCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         loggers = config.get("trainer.logger")
         root = config.get("trainer.default_root_dir") or os.getcwd()
+        check_output_folder(root, "trainer.default_root_dir", "the run (checkpoints, logs)")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init = getattr(logger, "init_args", None)
             if init is not None and "save_dir" in init and init.get("save_dir") is None:

@@ -11,6 +11,7 @@ import yaml
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.evaluation.specs import ClassifierSettings
 from cxr_ldm.labels import CHEXPERT_LABELS
+from cxr_ldm.output_folders import check_output_folder
 
 # A condition is '+'-joined parts: `real` or `synthetic_<k>x` (k synthetic images per real prompt).
 _PART = re.compile(r"^(real|synthetic_(\d+)x)$")
@@ -93,6 +94,7 @@ class AugmentationConfig:
 
     def validate(self, need_model: bool = True) -> AugmentationConfig:
         """Check every value; raise ConfigError naming the key and the fix."""
+        check_output_folder(self.out, "out:", "the experiment's results")
         if not self.sizes or min(self.sizes) < 1 or len(set(self.sizes)) != len(self.sizes):
             raise ConfigError(f"sizes: give distinct positive real-set sizes, got {self.sizes}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
