@@ -150,6 +150,16 @@ def _generate(out, prompts_file, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def test_generate_refuses_data_options_beside_a_prompt_file(tmp_path, capsys):
+    """`--split` and `--data-root` choose what `--data-config` reads; beside `--prompts` they were left out in
+    silence, and the images drawn from the file's prompts."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("normal\n")
+    _refused(_generate(tmp_path / "out", prompts, "--split", "train", "--data-root", str(tmp_path)), capsys,
+             "--split, --data-root choose what --data-config reads")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_generate_refuses_a_folder_made_with_other_inputs(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("normal\npleural effusion\n")

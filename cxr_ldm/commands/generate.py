@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", type=Path, help=".csv (prompt column, optional label columns) or .txt")
     source.add_argument("--data-config", type=Path, help="fit or data YAML; prompts and labels of --split")
-    parser.add_argument("--split", default="test", help="split of --data-config (default test)")
+    parser.add_argument("--split", default=None, help="split of --data-config (default test)")
     parser.add_argument(
         "--finding-prompts",
         action="store_true",
@@ -100,6 +100,13 @@ def main(argv: list[str]) -> int:
                 raise ConfigError(
                     "--finding-prompts takes its prompt style from --data-config, not --prompts"
                 )
+            unread = [option for option, value in (("--split", args.split), ("--data-root", args.data_root),
+                                                   ("--cache-dir", args.cache_dir)) if value is not None]  # fmt: skip
+            if unread:
+                raise ConfigError(
+                    f"{', '.join(unread)} choose what --data-config reads; with --prompts they would be left out: "
+                    "drop them, or give --data-config in place of --prompts"
+                )
             records = read_prompt_file(args.prompts)
         elif args.finding_prompts:
             options = load_datamodule(args.data_config, root=args.data_root, cache_dir=args.cache_dir).options
@@ -112,7 +119,7 @@ def main(argv: list[str]) -> int:
             datamodule = load_datamodule(
                 args.data_config, root=args.data_root, cache_dir=args.cache_dir, num_workers=0
             )
-            records = prompts_from_datamodule(datamodule, args.split)
+            records = prompts_from_datamodule(datamodule, args.split or "test")
         records = records[: args.limit] if args.limit else records
         source = load_image_source(args.model, pick_device(args.device), args.pretrained)
         if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
