@@ -257,3 +257,25 @@ def test_prepare_names_the_blank_view_and_answers_an_empty_index_in_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "filter 'report'" in err and "Traceback" not in err
+
+
+def test_a_study_with_two_label_rows_is_counted_and_its_first_read(
+    tree: Path, tmp_path: Path, caplog
+) -> None:
+    """Two rows of one study with other labels were resolved to the first in silence; a row repeated whole
+    says nothing new and passes unsaid."""
+    from cxr_ldm.data.mimic_tables import read_labels
+
+    def repeat_first(frame: pd.DataFrame) -> pd.DataFrame:
+        other = frame.iloc[[0]].copy()
+        other["Edema"] = 1.0 if other["Edema"].iloc[0] != 1.0 else 0.0
+        return pd.concat([frame, frame.iloc[[1]], other], ignore_index=True)
+
+    copy = _rewrite(tree, tmp_path, "chexpert", repeat_first)
+    original = read_labels(tree)
+    with caplog.at_level("WARNING", logger="cxr_ldm"):
+        labels = read_labels(copy)
+    warned = [r.getMessage() for r in caplog.records if "more than one row" in r.getMessage()]
+    assert len(warned) == 1 and "other labels: 1 (e.g. study" in warned[0], warned
+    assert labels["study_id"].tolist() == original["study_id"].tolist()
+    pd.testing.assert_frame_equal(labels.reset_index(drop=True), original.reset_index(drop=True))

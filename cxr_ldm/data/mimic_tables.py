@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pandas as pd
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.labels import CHEXPERT_LABELS
+
+LOG = logging.getLogger(__name__)
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
@@ -90,7 +93,14 @@ def read_labels(root: str | os.PathLike, source: str = "chexpert") -> pd.DataFra
         if not values.isin([1.0, 0.0, -1.0]).where(values.notna(), True).all():
             raise MimicTableError(f"CSV file {path} column {name!r} has values other than 1, 0, -1 or blank")
         frame[name] = values.astype(np.float32)
-    return frame.drop_duplicates("study_id", keep="first")
+    unique = frame.drop_duplicates()  # a row repeated whole says nothing new
+    conflicting = unique["study_id"][unique["study_id"].duplicated()].unique()
+    if len(conflicting):
+        LOG.warning(
+            "%s: studies with more than one row of other labels: %d (e.g. study %s); the first row of each is read",
+            path, len(conflicting), conflicting[0],
+        )  # fmt: skip
+    return unique.drop_duplicates("study_id", keep="first")
 
 
 def read_split(root: str | os.PathLike) -> pd.DataFrame:
