@@ -84,6 +84,23 @@ def test_conditions_are_validated() -> None:
         AugmentationConfig().validate()
 
 
+def test_a_diffusion_model_of_another_kind_is_refused_before_any_arm_trains(
+    tmp_path: Path, phantom_root: Path
+) -> None:
+    """`diffusion.model` holding a classifier was found when the first synthetic set was drawn, after the real
+    arms had trained, under the name `--model`. The config's check refuses it first, under its own key."""
+    import torch
+
+    classifier = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {"net.features.conv0.weight": torch.zeros(1)}}, classifier)
+    with pytest.raises(
+        ConfigError, match=f"diffusion.model: {classifier} holds a CxrClassifier, not a LatentDiffusion"
+    ):
+        toy_config(tmp_path / "out", phantom_root, classifier).validate()
+    with pytest.raises(ConfigError, match="diffusion.model .* is a directory without model_index.json"):
+        toy_config(tmp_path / "out", phantom_root, tmp_path).validate()
+
+
 def test_callback_validates_its_settings() -> None:
     from cxr_ldm.callbacks.augmentation_experiment import AugmentationExperiment
 

@@ -80,7 +80,7 @@ def measured_ceilings(
     stored = folder / CEILINGS
     if stored.is_file():
         return json.loads(stored.read_text())
-    vae = load_image_source(pretrained).vae()
+    vae = load_image_source(pretrained, option="pretrained").vae()
     ceilings = real_ceilings(evaluator, cuts, splits.validate, splits.test, vae)
     ceilings["images"] = {
         "train": len(splits.train),

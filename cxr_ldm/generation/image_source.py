@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from cxr_ldm.checkpoints import load_checkpoint
+from cxr_ldm.checkpoints import checkpoint_kind, load_checkpoint
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.cross_attention_masks import cross_attention_masks
 from cxr_ldm.generation.sampling import sample
@@ -116,21 +116,41 @@ def exported_text(folder: Path, pipeline) -> TextConditioner | None:
     return TextConditioner(pipeline.text_encoder, pipeline.tokenizer, projection, max_length, use_mask)
 
 
-def load_image_source(
-    path: str | Path, device: torch.device | str = "cpu", pretrained: str | None = None
-) -> CheckpointSource | PipelineSource:
-    """A checkpoint file (.ckpt) or a diffusers pipeline directory (with model_index.json). `pretrained`: where
-    a checkpoint's pretrained pipeline is now, if it moved (`checkpoints.load_checkpoint`)."""
+def check_image_source(path: str | Path, option: str = "--model") -> Path:
+    """`path` as a Path once it is known to be a diffusers pipeline directory or a LatentDiffusion checkpoint;
+    a ConfigError naming `option` (the command's option or the config key that gave it) otherwise."""
     path = Path(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ConfigError(
-                f"--model {path} is a directory without model_index.json; give a diffusers pipeline directory "
+                f"{option} {path} is a directory without model_index.json; give a diffusers pipeline directory "
                 "(`python -m cxr_ldm export`) or a LatentDiffusion .ckpt file"
             )
+        return path
+    if not path.is_file():
+        raise ConfigError(
+            f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
+        )
+    kind = checkpoint_kind(path, option)
+    if kind != "LatentDiffusion":
+        found = f"a {kind}" if kind else "no model this project knows"
+        raise ConfigError(f"{option}: {path} holds {found}, not a LatentDiffusion checkpoint")
+    return path
+
+
+def load_image_source(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    pretrained: str | None = None,
+    option: str = "--model",
+) -> CheckpointSource | PipelineSource:
+    """A checkpoint file (.ckpt) or a diffusers pipeline directory (with model_index.json), given by `option`.
+    `pretrained`: where a checkpoint's pretrained pipeline is now, if it moved (`checkpoints.load_checkpoint`)."""
+    path = check_image_source(path, option)
+    if path.is_dir():
         if pretrained is not None:
             raise ConfigError(
-                f"--pretrained {pretrained}: --model {path} is a pipeline folder, which holds every part itself; "
+                f"--pretrained {pretrained}: {option} {path} is a pipeline folder, which holds every part itself; "
                 "--pretrained names where a .ckpt's pretrained pipeline is now: drop it"
             )
         from diffusers import StableDiffusionPipeline
@@ -142,10 +162,10 @@ def load_image_source(
         except (OSError, ValueError, RuntimeError) as error:  # a weights file missing or cut short
             first = str(error).strip().splitlines()
             raise ConfigError(
-                f"--model {path}: the pipeline could not be loaded ({first[0] if first else error.__class__.__name__}); "
+                f"{option} {path}: the pipeline could not be loaded ({first[0] if first else error.__class__.__name__}); "
                 "export the model again (`python -m cxr_ldm export`)"
             ) from None
         return PipelineSource(pipeline, device, exported_text(path, pipeline))
     from cxr_ldm.models import LatentDiffusion
 
-    return CheckpointSource(load_checkpoint(path, LatentDiffusion, "--model", pretrained), device)
+    return CheckpointSource(load_checkpoint(path, LatentDiffusion, option, pretrained), device)

@@ -114,6 +114,12 @@ class AugmentationConfig:
                 "diffusion: set exactly one of diffusion.model (a .ckpt or pipeline dir used for every size) "
                 "or diffusion.finetune_config (a fit config fine-tuned per size)"
             )
+        if need_model and self.synthetic_multiples() and d.model is not None:
+            from cxr_ldm.generation.image_source import check_image_source
+
+            check_image_source(
+                d.model, "diffusion.model"
+            )  # before any arm trains, not when it is first drawn from
         return self
 
     def synthetic_multiples(self) -> list[int]:

@@ -50,7 +50,7 @@ def _source_for_size(config: AugmentationConfig, size: int, selected: list[str],
 
     d = config.diffusion
     if d.model is not None:
-        return load_image_source(d.model, config.synthesis.device)
+        return load_image_source(d.model, config.synthesis.device, option="diffusion.model")
     run_dir = Path(config.out) / "finetune" / f"size{size}"
     checkpoint = finetune_for_size(
         d.finetune_config, run_dir, size, dict(config.data_overrides), d.overrides(), selected
