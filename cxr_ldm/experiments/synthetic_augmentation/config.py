@@ -112,6 +112,10 @@ class AugmentationConfig:
                 "diffusion: set exactly one of diffusion.model (a .ckpt or pipeline dir used for every size) "
                 "or diffusion.finetune_config (a fit config fine-tuned per size)"
             )
+        if need_model and self.synthetic_multiples():
+            from cxr_ldm.generation.torch_device import pick_device
+
+            pick_device(self.synthesis.device, "synthesis.device")
         return self
 
     def synthetic_multiples(self) -> list[int]:
