@@ -1,6 +1,7 @@
 """`python -m cxr_ldm fit|validate|test|predict`: the command line in front of the project's LightningCLI.
 
-What only a command line needs happens here: a LatentDiffusion config or option from before the model's typed
+What only a command line needs happens here: a `--config` file that holds no mapping (empty, only comments,
+a list) is refused naming the file, a LatentDiffusion config or option from before the model's typed
 parts is refused with each old key's new place, and `--model.init_args.PART.FIELD null` is read as YAML's
 null. Then `training.run_lightning_cli` parses and runs it.
 """
@@ -13,18 +14,27 @@ from pathlib import Path
 
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.models.diffusion_parts import FLAT_ARGUMENTS, PARTS, new_key
-from cxr_ldm.training.config_files import InvalidYaml, file_contents
+from cxr_ldm.training.config_files import file_contents
+from cxr_ldm.training.config_yaml import InvalidYaml, check_config_file
 from cxr_ldm.training.lightning_cli import run_lightning_cli
+
+
+def _config_file(args: Sequence[str], index: int) -> str | None:
+    """The file `args[index]` gives as a config (`--config FILE`, `-c FILE`, `--config=FILE`), else None (an
+    inline YAML config is no file)."""
+    arg = args[index]
+    path = args[index + 1] if arg in ("--config", "-c") and index + 1 < len(args) else None
+    if arg.startswith("--config="):
+        path = arg.split("=", 1)[1]
+    return path if path is not None and Path(path).is_file() else None
 
 
 def _model_sections(args: Sequence[str]) -> list[tuple[str, dict]]:
     """(where, `model` mapping) of each `--config` file and `--model...` option in `args`, in order."""
     found: list[tuple[str, dict]] = []
     for index, arg in enumerate(args):
-        path = args[index + 1] if arg in ("--config", "-c") and index + 1 < len(args) else None
-        if arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        if path is not None and Path(path).is_file():
+        path = _config_file(args, index)
+        if path is not None:
             try:
                 model = file_contents(path).get("model")
             except InvalidYaml:
@@ -91,9 +101,13 @@ _NULLS = {"null", "None", "~", "Null", "NULL"}
 
 
 def command_line(args: Sequence[str]) -> list[str]:
-    """A command line as the LightningCLI should read it: old LatentDiffusion keys refused by name, a part
-    field's null read as YAML's null."""
+    """A command line as the LightningCLI should read it: a config file that holds no mapping refused by name,
+    old LatentDiffusion keys refused by name, a part field's null read as YAML's null."""
     args = [str(arg) for arg in args]
+    for index in range(len(args)):
+        path = _config_file(args, index)
+        if path is not None:
+            check_config_file(path)  # jsonargparse's "Unexpected config" names neither the file nor the fix
     refuse_flat_model_keys(args)
     return part_nulls_as_mappings(args)
 

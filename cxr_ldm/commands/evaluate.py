@@ -38,7 +38,7 @@ def operating_point_images(datamodule, generated, real_test, args):
 
 def main(argv: list[str]) -> int:
     from cxr_ldm.commands.argument_types import bounded_int, fraction
-    from cxr_ldm.commands.generate import add_generation_arguments, pick_device
+    from cxr_ldm.commands.generate import add_generation_arguments
 
     parser = argparse.ArgumentParser(prog="python -m cxr_ldm evaluate", description=DESCRIPTION)
     parser.add_argument(
@@ -64,7 +64,11 @@ def main(argv: list[str]) -> int:
         default=2000,
         help="real images per split at most (seeded subset; default: 2000)",
     )
-    parser.add_argument("--inception-weights", default=None, help="local InceptionV3 FID weights file")
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        help="local InceptionV3 FID weights file (torch-fidelity's; needs: pip install torch-fidelity)",
+    )
     parser.add_argument(
         "--memorization-threshold",
         type=fraction,
@@ -94,6 +98,7 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.checkpoints import load_checkpoint
     from cxr_ldm.data.real_split import read_split
     from cxr_ldm.evaluation.evaluators import CxrClassifier, ImageTextRetriever
+    from cxr_ldm.evaluation.metrics.fid import check_inception_weights
     from cxr_ldm.evaluation.sharding import barrier, init_distributed
     from cxr_ldm.evaluation.suite import EvaluationOptions, RealImages, evaluate_generated
     from cxr_ldm.generation import (
@@ -103,11 +108,14 @@ def main(argv: list[str]) -> int:
         prompts_from_datamodule,
         read_generated,
     )
+    from cxr_ldm.generation.torch_device import pick_device
     from cxr_ldm.training.datamodule import load_datamodule
 
     started = time.perf_counter()
-    device = pick_device(args.device)
     try:
+        device = pick_device(args.device, "--device")
+        if args.inception_weights:
+            check_inception_weights(args.inception_weights)
         rank, world = init_distributed()
         datamodule = load_datamodule(args.data, root=args.data_root, cache_dir=args.cache_dir, num_workers=0)
         classifier = load_checkpoint(args.classifier, CxrClassifier, "--classifier").to(device)

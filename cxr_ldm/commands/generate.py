@@ -50,20 +50,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         help="the output folder may hold images made with other settings, prompts or model: delete them",
     )
     parser.add_argument(
-        "--device", default=None, help="cuda, cuda:1 or cpu (default: cuda:LOCAL_RANK if available)"
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1 or mps (default: cuda:LOCAL_RANK if available, else cpu)",
     )
-
-
-def pick_device(name: str | None):
-    import os
-
-    import torch
-
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def main(argv: list[str]) -> int:
@@ -92,9 +82,11 @@ def main(argv: list[str]) -> int:
     from cxr_ldm.generation import GenerationSettings, generate_images, load_image_source
     from cxr_ldm.generation.finding_prompts import finding_prompts
     from cxr_ldm.generation.prompt_records import prompts_from_datamodule, read_prompt_file
+    from cxr_ldm.generation.torch_device import pick_device
     from cxr_ldm.training.datamodule import load_datamodule
 
     try:
+        device = pick_device(args.device, "--device")
         if args.prompts is not None:
             if args.finding_prompts:
                 raise ConfigError(
@@ -121,7 +113,7 @@ def main(argv: list[str]) -> int:
             )
             records = prompts_from_datamodule(datamodule, args.split or "test")
         records = records[: args.limit] if args.limit else records
-        source = load_image_source(args.model, pick_device(args.device), args.pretrained)
+        source = load_image_source(args.model, device, args.pretrained)
         if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
             # torchrun: the ranks join one group (once the arguments are known good: a rank that cannot start
             # waits for no other) and meet at a barrier before rank 0 writes metadata.csv; ranks run one after

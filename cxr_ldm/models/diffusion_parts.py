@@ -78,6 +78,11 @@ class Objective:
             raise ConfigError("model.init_args.objective.nonfinite_max_skips must be >= 0")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ConfigError("model.init_args.objective.condition_dropout must be in [0, 1)")
+        if self.snr_gamma is not None and not 0.0 < self.snr_gamma < float("inf"):
+            raise ConfigError(
+                f"model.init_args.objective.snr_gamma must be a finite number > 0 (5.0 is common) or null "
+                f"(plain MSE), got {self.snr_gamma!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,13 @@ TRAINABLE_COMPONENTS = (
 
 
 def check_trainable_names(trainable: dict) -> None:
-    """Refuse a `model.init_args.trainable` that names a component not in `TRAINABLE_COMPONENTS`."""
+    """Refuse a `model.init_args.trainable` that names no component (nothing would train), or one not in
+    `TRAINABLE_COMPONENTS`."""
+    if not trainable:
+        raise ConfigError(
+            "model.init_args.trainable names no component, so nothing would train; name at least one, "
+            f'e.g. {{"unet": {{"lr": 1e-4}}}}, choosing from {list(TRAINABLE_COMPONENTS)}'
+        )
     unknown = sorted(set(trainable) - set(TRAINABLE_COMPONENTS))
     if unknown:
         hint = " (fine-tune the VAE with cxr_ldm.models.Autoencoder)" if "vae" in unknown else ""

@@ -13,6 +13,7 @@ import yaml
 from jsonargparse import Namespace
 
 from cxr_ldm.errors import ConfigError
+from cxr_ldm.training.config_yaml import InvalidYaml, not_a_mapping
 
 
 def parse_fit_config(
@@ -40,16 +41,6 @@ def composed(configs: str | Path | Sequence[str | Path]) -> dict:
     return config.as_dict()
 
 
-class InvalidYaml(ConfigError):
-    """A config file that YAML cannot read, named with the line of the problem."""
-
-    def __init__(self, path: Path, error: yaml.YAMLError) -> None:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
-        super().__init__(f"config {path} is not valid YAML ({problem}{where}); fix the file")
-
-
 def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """What a config file says as written, for a unit's key and for naming old keys: its YAML with its `config:` base (and the base's base) laid
     under it, dotted keys as nested mappings. Unit keys have digested this form since they were introduced,
@@ -65,7 +56,7 @@ def file_contents(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     except yaml.YAMLError as error:  # named here: the file may be the `config:` base of the one given
         raise InvalidYaml(path, error) from None
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping")
+        raise not_a_mapping(path, loaded)
     base = loaded.pop("config", None)
     contents = file_contents(path.parent / base, (*_seen, path.resolve())) if isinstance(base, str) else {}
     for key, value in loaded.items():

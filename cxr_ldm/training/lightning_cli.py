@@ -1,10 +1,12 @@
 """The LightningCLI every fit goes through: `python -m cxr_ldm fit|validate|test|predict` and `training.fit`.
 
 Subclass mode for model and data, so any config names its classes with `class_path`. Besides Lightning's own
-checks: `trainer.default_root_dir` must be no file (refused before anything is built); a logger without
-`save_dir` writes under it; the data's image size must suit the model's VAE; `--ckpt_path last` with no
-checkpoint is an error naming the folders searched (`--ckpt_path auto` resumes when there is one and starts
-afresh otherwise); a checkpoint given to resume from must exist.
+checks: a config file that holds no mapping is named; `trainer.default_root_dir` must be no file (refused
+before anything is built); a logger without `save_dir` writes under it; a `trainer.accelerator` this machine
+has no device for (`gpu` on a laptop) is refused with the fix, and Lightning's own refusal of a `trainer:`
+setting is a user error naming the section; the data's image size must suit the model's VAE; `--ckpt_path last`
+with no checkpoint is an error naming the folders searched (`--ckpt_path auto` resumes when there is one and
+starts afresh otherwise); a checkpoint given to resume from must exist and fit the model.
 
 From Python, `args` is a `FitRequest` (config files and overrides as data): jsonargparse composes the files
 in order (each with its `config:` base) and merges the overrides on top, as `--config A --config B --key
@@ -23,6 +25,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentError
 from lightning import LightningDataModule, LightningModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from cxr_ldm.checkpoints import check_resumes, last_checkpoints, read_checkpoint
@@ -30,6 +33,7 @@ from cxr_ldm.data.mimic_datamodule import MimicCxrDataModule
 from cxr_ldm.data.report_corpus_datamodule import ReportCorpusDataModule
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.output_folders import check_output_folder
+from cxr_ldm.training.config_yaml import check_config_file
 
 LOGGER = logging.getLogger("cxr_ldm")
 
@@ -80,6 +84,7 @@ def compose(parser, request: FitRequest):
     for path in request.configs:
         if not Path(path).is_file():
             raise ConfigError(f"config {path} does not exist")
+        check_config_file(path)
         try:
             ActionConfigFile.apply_config(parser, config, "config", str(path))
         except (TypeError, ValueError, ArgumentError) as error:
@@ -115,6 +120,28 @@ def check_image_size(model, datamodule) -> None:
         raise ConfigError(
             f"data.init_args.image_size {size} is not a multiple of the VAE's downsampling factor {factor}; "
             f"use {size - size % factor} or {size - size % factor + factor}"
+        )
+
+
+def check_accelerator(accelerator) -> None:
+    """`trainer.accelerator` must name a kind of device this machine has: `gpu` (the full configs' setting)
+    on a machine without one is a ConfigError with the fix, before the model is built."""
+    if not isinstance(accelerator, str) or accelerator in ("auto", "cpu"):
+        return
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = sorted(AcceleratorRegistry.available_accelerators())
+    here = [name for name in names if AcceleratorRegistry[name]["accelerator"].is_available()]
+    if accelerator != "gpu" and accelerator not in names:
+        raise ConfigError(
+            f"trainer.accelerator {accelerator!r} is not an accelerator name; give auto, gpu or one of {names}"
+        )
+    wanted = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
+    if not any(name in here for name in wanted):
+        device = "GPU" if accelerator == "gpu" else f"{accelerator} device"
+        raise ConfigError(
+            f"trainer.accelerator {accelerator}: this machine has no {device} (available here: "
+            f"{', '.join(here)}); give --trainer.accelerator cpu, or auto (a GPU when there is one, else the CPU)"
         )
 
 
@@ -174,6 +201,17 @@ class CxrLdmCLI(LightningCLI):
             init = getattr(logger, "init_args", None)
             if init is not None and "save_dir" in init and init.get("save_dir") is None:
                 init["save_dir"] = str(root)
+        check_accelerator(config.get("trainer.accelerator"))
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's Trainer, its own refusal of the `trainer:` settings (MisconfigurationException, the
+        error type Lightning gives a user's configuration) a ConfigError naming the section."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise ConfigError(
+                f"trainer: {error} (fix the trainer: section or its --trainer.* option)"
+            ) from error
 
     def _check_run(self) -> None:
         check_image_size(self.model, self.datamodule)

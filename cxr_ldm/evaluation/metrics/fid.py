@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -65,13 +66,25 @@ def kid_classifier(
         return float(metric.compute()[0])
 
 
+def check_inception_weights(weights_path: str | Path) -> None:
+    """What `fid_inception` needs, checked before any image is drawn or read: the weights file
+    (`--inception-weights`) and the torch-fidelity package, whose InceptionV3 reads it."""
+    if not Path(weights_path).is_file():
+        raise ConfigError(f"--inception-weights {weights_path} does not exist (or is not a file)")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ConfigError(
+            f"--inception-weights {weights_path}: InceptionV3 FID needs the torch-fidelity package, which is "
+            "not installed; install it (pip install torch-fidelity), or leave out --inception-weights "
+            "(fid_inception is then listed as skipped)"
+        )
+
+
 def fid_inception(real01: torch.Tensor, fake01: torch.Tensor, weights_path: str | Path) -> float:
     """InceptionV3 FID from a local weights file (torch-fidelity's `pt_inception-2015-12-05` file).
 
     Grayscale images are repeated to 3 channels and converted to uint8 as the reference code expects.
     """
-    if not Path(weights_path).is_file():
-        raise ConfigError(f"--inception-weights {weights_path} does not exist (or is not a file)")
+    check_inception_weights(weights_path)
     metric = FrechetInceptionDistance(  # computed in this process, as `fid_classifier`
         feature=2048,
         normalize=True,

@@ -114,12 +114,13 @@ class AugmentationConfig:
                 "diffusion: set exactly one of diffusion.model (a .ckpt or pipeline dir used for every size) "
                 "or diffusion.finetune_config (a fit config fine-tuned per size)"
             )
-        if need_model and self.synthetic_multiples() and d.model is not None:
+        if need_model and self.synthetic_multiples():
             from cxr_ldm.generation.image_source import check_image_source
+            from cxr_ldm.generation.torch_device import pick_device
 
-            check_image_source(
-                d.model, "diffusion.model"
-            )  # before any arm trains, not when it is first drawn from
+            pick_device(self.synthesis.device, "synthesis.device")
+            if d.model is not None:  # before any arm trains, not when it is first drawn from
+                check_image_source(d.model, "diffusion.model")
         return self
 
     def synthetic_multiples(self) -> list[int]:
