@@ -119,7 +119,10 @@ KIND_PREFIXES = {
 
 def checkpoint_kind(path: str | Path, option: str = "checkpoint") -> str | None:
     """Which of this project's models a checkpoint holds, from its parameter names; None if unknown."""
-    checkpoint = read_checkpoint(path, option, mmap=True)
+    return _kind_of(read_checkpoint(path, option, mmap=True))
+
+
+def _kind_of(checkpoint: dict[str, Any]) -> str | None:
     # frozen pretrained components are left out of the state dict (see "frozen pretrained weights left out" below)
     keys = [*checkpoint.get("state_dict", {}), *(f"{c}." for c in checkpoint.get("frozen_pretrained", {}))]
     for kind, prefix in KIND_PREFIXES.items():
@@ -132,8 +135,8 @@ def check_resumes(path: str | Path, model: torch.nn.Module, option: str = "--ckp
     """Refuse a checkpoint that `model` cannot be restored from (another kind of model, or one built with other
     settings) with one line naming both, before Lightning would fail on it with every key it missed. Parameters
     the checkpoint leaves out (frozen pretrained parts) are the model's own concern."""
-    checkpoint = read_checkpoint(path, option, mmap=True)
-    wanted, kind = type(model).__name__, checkpoint_kind(path, option)
+    checkpoint = read_checkpoint(path, option, mmap=True)  # a file cut short, or one that runs code: one line
+    wanted, kind = type(model).__name__, _kind_of(checkpoint)
     if wanted in KIND_PREFIXES and kind != wanted:
         found = f"a {kind}" if kind else "no model this project knows"
         raise ConfigError(

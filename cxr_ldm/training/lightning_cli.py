@@ -168,9 +168,12 @@ def resolve_ckpt_path(trainer, ckpt_path, model=None):
     elif ckpt_path is not None and ckpt_path not in _CKPT_WORDS and "://" not in str(ckpt_path):
         if not Path(ckpt_path).expanduser().is_file():
             raise ConfigError(f"--ckpt_path {ckpt_path} does not exist (or is not a file)")
-        read_checkpoint(Path(ckpt_path).expanduser(), "--ckpt_path", mmap=True)  # a cut-short copy: one line
         if model is not None:
             check_resumes(Path(ckpt_path).expanduser(), model)
+        else:
+            read_checkpoint(
+                Path(ckpt_path).expanduser(), "--ckpt_path", mmap=True
+            )  # a cut-short copy: one line
     return ckpt_path
 
 
