@@ -137,12 +137,9 @@ def check_resumes(path: str | Path, model: torch.nn.Module, option: str = "--ckp
     the checkpoint leaves out (frozen pretrained parts) are the model's own concern."""
     checkpoint = read_checkpoint(path, option, mmap=True)  # a file cut short, or one that runs code: one line
     wanted, kind = type(model).__name__, _kind_of(checkpoint)
-    if wanted in KIND_PREFIXES and kind != wanted:
-        found = f"a {kind}" if kind else "no model this project knows"
-        raise ConfigError(
-            f"{option} {path} holds {found}, not a {wanted} checkpoint: give a checkpoint that this config's "
-            "model wrote, or the config it was trained with"
-        )
+    if wanted in KIND_PREFIXES:
+        fix = ": give a checkpoint that this config's model wrote, or the config it was trained with"
+        _refuse_other_kind(kind, wanted, f"{option} {path}", fix)
     own = model.state_dict()
     saved = checkpoint.get("state_dict", {})
     unexpected = [key for key in saved if key not in own]
@@ -166,12 +163,15 @@ def check_resumes(path: str | Path, model: torch.nn.Module, option: str = "--ckp
         )
 
 
-def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str | None = None) -> M:
-    """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`.
+def _refuse_other_kind(kind: str | None, wanted: str, where: str, fix: str = "") -> None:
+    if kind != wanted:
+        found = f"a {kind}" if kind else "no model this project knows"
+        raise ConfigError(f"{where} holds {found}, not a {wanted} checkpoint{fix}")
 
-    `pretrained`: where the pipeline the model was built from is now (a run moved from another machine), in
-    place of the checkpoint's `components.pretrained_model_name_or_path`; the frozen parts rebuilt from it are
-    still checked against the checkpoint's content hashes."""
+
+def check_checkpoint_file(path: str | Path, kind: str, option: str) -> Path:
+    """`path` as a Path once it is known to be a checkpoint file holding a `kind` (`LatentDiffusion`, ...); a
+    ConfigError naming `option` for a folder, a missing file or another model's checkpoint."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
@@ -181,10 +181,17 @@ def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str
         raise ConfigError(
             f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
         )
-    kind = checkpoint_kind(path, option)
-    if kind != cls.__name__:
-        found = f"a {kind}" if kind else "no model this project knows"
-        raise ConfigError(f"{option}: {path} holds {found}, not a {cls.__name__} checkpoint")
+    _refuse_other_kind(checkpoint_kind(path, option), kind, f"{option}: {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path, cls: type[M], option: str, pretrained: str | None = None) -> M:
+    """`cls.load_from_checkpoint(path)` on the CPU, after checking the file exists and holds a `cls`.
+
+    `pretrained`: where the pipeline the model was built from is now (a run moved from another machine), in
+    place of the checkpoint's `components.pretrained_model_name_or_path`; the frozen parts rebuilt from it are
+    still checked against the checkpoint's content hashes."""
+    path = check_checkpoint_file(path, cls.__name__, option)
     if pretrained is None:
         model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     else:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from cxr_ldm.checkpoints import checkpoint_kind, load_checkpoint
+from cxr_ldm.checkpoints import check_checkpoint_file, load_checkpoint
 from cxr_ldm.errors import ConfigError
 from cxr_ldm.generation.cross_attention_masks import cross_attention_masks
 from cxr_ldm.generation.sampling import sample
@@ -127,15 +127,7 @@ def check_image_source(path: str | Path, option: str = "--model") -> Path:
                 "(`python -m cxr_ldm export`) or a LatentDiffusion .ckpt file"
             )
         return path
-    if not path.is_file():
-        raise ConfigError(
-            f"{option}: checkpoint {path} does not exist; train one with `python -m cxr_ldm fit`"
-        )
-    kind = checkpoint_kind(path, option)
-    if kind != "LatentDiffusion":
-        found = f"a {kind}" if kind else "no model this project knows"
-        raise ConfigError(f"{option}: {path} holds {found}, not a LatentDiffusion checkpoint")
-    return path
+    return check_checkpoint_file(path, "LatentDiffusion", option)
 
 
 def load_image_source(
@@ -146,8 +138,9 @@ def load_image_source(
 ) -> CheckpointSource | PipelineSource:
     """A checkpoint file (.ckpt) or a diffusers pipeline directory (with model_index.json), given by `option`.
     `pretrained`: where a checkpoint's pretrained pipeline is now, if it moved (`checkpoints.load_checkpoint`)."""
-    path = check_image_source(path, option)
+    path = Path(path)
     if path.is_dir():
+        check_image_source(path, option)  # a checkpoint file is checked as load_checkpoint reads it
         if pretrained is not None:
             raise ConfigError(
                 f"--pretrained {pretrained}: {option} {path} is a pipeline folder, which holds every part itself; "
